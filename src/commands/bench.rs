@@ -1,0 +1,82 @@
+//! `docclass bench`: the encoder's throughput on a corpus, measured as the anchors in
+//! ../shared/anchors measure PyTorch and ONNX Runtime: timed region = tokenization +
+//! encoder + mean pooling; raw text without the e5 prefix; each document truncated to
+//! one window; documents sorted by length.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::{configure_threads, model_dir, peak_memory_bytes, Outcome};
+use crate::cli::BenchArgs;
+use crate::infer::{Pipeline, PipelineOptions};
+use crate::model::ModelBundle;
+use crate::text::WindowOptions;
+
+pub fn run(args: BenchArgs) -> Result<Outcome> {
+    let threads = configure_threads(&args.run)?;
+    let text = std::fs::read_to_string(&args.corpus).with_context(|| format!("{}: cannot read corpus", args.corpus.display()))?;
+    let mut docs: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if let Some(limit) = args.limit {
+        docs.truncate(limit);
+    }
+    if docs.is_empty() {
+        bail!("{}: the corpus has no documents", args.corpus.display());
+    }
+    let dir = model_dir(args.model.model);
+    let mut bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let model = bundle.name.clone();
+    bundle.settings.input_prefix.clear();
+    let pipeline = Pipeline::new(bundle, args.run.max_len)?;
+    let options = PipelineOptions {
+        windows: WindowOptions { stride: 0, max_windows: 1, truncate: true },
+        batch_tokens: args.run.batch_tokens.max(1),
+        aggregation: crate::decode::Aggregation::First,
+        top_k: None,
+    };
+
+    // Untimed warm-up on a few documents from the middle of the corpus.
+    let mid = docs.len() / 2;
+    pipeline.embed_texts(&docs[mid..(mid + 16).min(docs.len())], &options)?;
+    let mut runs = Vec::new();
+    let mut tokens = 0;
+    for _ in 0..args.repeat.max(1) {
+        let started = Instant::now();
+        let (_, n) = pipeline.embed_texts(&docs, &options)?;
+        runs.push(started.elapsed().as_secs_f64());
+        tokens = n;
+    }
+    runs.sort_by(f64::total_cmp);
+    let seconds = runs[runs.len() / 2];
+    let result = serde_json::json!({
+        "system": "docclass",
+        "corpus": args.corpus.display().to_string(),
+        "docs": docs.len(),
+        "tokens": tokens,
+        "wall_s": round(seconds, 4),
+        "tok_per_s": round(tokens as f64 / seconds, 2),
+        "docs_per_s": round(docs.len() as f64 / seconds, 3),
+        "runs_s": runs.iter().map(|s| round(*s, 4)).collect::<Vec<_>>(),
+        "maxrss_mb": peak_memory_bytes().map(|b| round(b as f64 / 1048576.0, 1)),
+        "threads": threads,
+        "batch_tokens": options.batch_tokens,
+        "model": model,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    println!("{result}");
+    if let Some(path) = &args.record {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        writeln!(file, "{result}").with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok(Outcome::Complete)
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}

@@ -1,0 +1,94 @@
+//! `docclass classify`: documents in, one record per document out, in input order.
+//! Documents stream through in chunks, so memory does not grow with the archive.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{configure_threads, model_dir, Outcome};
+use crate::cli::ClassifyArgs;
+use crate::infer::{Pipeline, PipelineOptions};
+use crate::ingest::{collect_inputs, DocumentReader, FieldNames};
+use crate::model::ModelBundle;
+use crate::output::{open_writer, OutputFormat};
+use crate::text::WindowOptions;
+
+pub fn run(args: ClassifyArgs) -> Result<Outcome> {
+    let threads = configure_threads(&args.run)?;
+    let started = Instant::now();
+    let format = args.format.unwrap_or_else(|| OutputFormat::from_path(&args.out));
+    // Refuse an existing output before the slow model load.
+    if args.out.as_os_str() != "-" && args.out.exists() && !args.force {
+        bail!("{}: output file exists (use --force to overwrite it)", args.out.display());
+    }
+    let options = PipelineOptions {
+        windows: WindowOptions { stride: args.stride, max_windows: args.max_windows.max(1), truncate: args.truncate },
+        batch_tokens: args.run.batch_tokens.max(1),
+        aggregation: args.aggregation,
+        top_k: args.top_k,
+    };
+
+    let dir = model_dir(args.model.model);
+    let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
+    if let Some(labels) = &args.zero_shot {
+        pipeline.add_zero_shot(labels, args.temperature, &options)?;
+    }
+    if pipeline.heads.is_empty() {
+        bail!(
+            "model {} has no task heads: give --zero-shot LABELS.tsv, or a fine-tuned checkpoint (*ForSequenceClassification / *ForTokenClassification)",
+            dir.display()
+        );
+    }
+
+    let files = collect_inputs(&args.inputs)?;
+    let total_bytes: u64 = files.iter().filter_map(|f| f.as_ref().ok()).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    let progress = progress_bar(total_bytes, args.quiet);
+    let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
+    let mut reader = DocumentReader::new(files, fields, args.max_document_bytes).peekable();
+    let mut writer = open_writer(&args.out, format, args.force)?;
+
+    let (mut documents, mut failed, mut tokens) = (0usize, 0usize, 0usize);
+    while reader.peek().is_some() {
+        let chunk: Vec<_> = reader.by_ref().take(args.chunk_documents.max(1)).collect();
+        let chunk_bytes: u64 = chunk.iter().map(|item| item.as_ref().map_or(0, |d| d.text.len() as u64)).sum();
+        let (records, stats) = pipeline.process(chunk, &options)?;
+        for record in &records {
+            writer.write(record)?;
+        }
+        documents += stats.documents;
+        failed += stats.failed;
+        tokens += stats.tokens;
+        progress.inc(chunk_bytes);
+        let rate = documents as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress.set_message(format!("{documents} documents, {rate:.1} documents/s"));
+    }
+    writer.finish()?;
+    progress.finish_and_clear();
+
+    let seconds = started.elapsed().as_secs_f64();
+    if !args.quiet {
+        eprintln!(
+            "docclass: {documents} documents ({failed} failed), {tokens} tokens in {seconds:.1} s: {:.1} documents/s, {:.0} tokens/s, {threads} threads",
+            documents as f64 / seconds,
+            tokens as f64 / seconds,
+        );
+    }
+    Ok(if failed > 0 { Outcome::SomeFailed } else { Outcome::Complete })
+}
+
+/// Progress by input bytes (so that the ETA holds for files of any size), with the
+/// document count and rate as message; hidden when stderr is not a terminal.
+fn progress_bar(total_bytes: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total_bytes);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} · {elapsed} elapsed, ETA {eta}")
+            .expect("valid template"),
+    );
+    bar
+}

@@ -1,0 +1,79 @@
+//! One file per verb. Each returns an [`Outcome`]; `main` turns it into the exit status.
+
+mod bench;
+mod classify;
+mod model;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Cli, Command, RunArgs};
+
+/// How a run ended, as the exit status tells a scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every document was processed: exit 0.
+    Complete,
+    /// The run finished but some documents have error records: exit 3.
+    SomeFailed,
+    /// Nothing more could be done: exit 1. (clap exits with 2 on a bad command line.)
+    Fatal,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Outcome::Complete => 0,
+            Outcome::SomeFailed => 3,
+            Outcome::Fatal => 1,
+        })
+    }
+}
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Classify(args) => classify::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Model(command) => model::run(command),
+    }
+}
+
+pub const DEFAULT_MODEL: &str = "models/multilingual-e5-small";
+
+/// `--model`, else $DOCCLASS_MODEL, else the default model in the current directory
+/// or in the checkout the binary was built in.
+pub fn model_dir(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = arg.or_else(|| std::env::var_os("DOCCLASS_MODEL").map(PathBuf::from)) {
+        return dir;
+    }
+    let local = PathBuf::from(DEFAULT_MODEL);
+    if local.exists() {
+        return local;
+    }
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+    if checkout.exists() {
+        checkout
+    } else {
+        local
+    }
+}
+
+/// Sets the worker threads of rayon (tokenization, assembly) and of candle's matrix
+/// products (which read RAYON_NUM_THREADS), once, before any work starts.
+pub fn configure_threads(run: &RunArgs) -> Result<usize> {
+    let threads = run.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    // Safe at this point: no other thread has started yet.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the thread pool")?;
+    Ok(threads)
+}
+
+/// Peak resident memory of this process in bytes (VmHWM), where the OS tells it.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

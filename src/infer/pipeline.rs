@@ -1,0 +1,300 @@
+//! The run loop for one chunk of documents: tokenize in parallel, cut windows, encode
+//! them in length-sorted batches (one encoder pass per window for all heads), and
+//! assemble one record per document in input order.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use super::batching::plan_batches;
+use crate::decode::entities::{decode_entities, Aggregation, TokenScores};
+use crate::decode::scores::{argmax, rank, sigmoid, softmax, weighted_mean};
+use crate::ingest::{Document, Item};
+use crate::model::encoder::{first_token, mean_pool};
+use crate::model::heads::{ClassificationHead, Pooling};
+use crate::model::{Head, ModelBundle, PackedBatch};
+use crate::output::record::{Classification, Record};
+use crate::text::windows::token_owners;
+use crate::text::{DocTokens, TextEncoder, Window, WindowOptions};
+
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineOptions {
+    pub windows: WindowOptions,
+    /// Real tokens per encoder batch.
+    pub batch_tokens: usize,
+    pub aggregation: Aggregation,
+    pub top_k: Option<usize>,
+}
+
+/// One encoder and the heads it feeds.
+pub struct Pipeline {
+    pub encoder: crate::model::Encoder,
+    pub text: TextEncoder,
+    pub heads: Vec<Head>,
+    pub model_name: String,
+}
+
+/// What one window contributes to its document.
+#[derive(Default)]
+struct WindowOutput {
+    /// Mean of the window's token states (zero-shot heads).
+    mean: Option<Vec<f32>>,
+    /// Per head index: label probabilities of a classification head, or the tag
+    /// probabilities of a token head, row after row for the window's content tokens.
+    heads: Vec<Vec<f32>>,
+}
+
+/// A document ready for the encoder.
+struct Prepared {
+    tokens: DocTokens,
+    windows: Vec<Window>,
+}
+
+/// Totals of one `process` call, for progress and benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChunkStats {
+    pub documents: usize,
+    pub failed: usize,
+    pub windows: usize,
+    pub tokens: usize,
+}
+
+impl Pipeline {
+    /// `max_len` caps the window length below the model's own maximum.
+    pub fn new(bundle: ModelBundle, max_len: Option<usize>) -> Result<Self> {
+        let model_max = bundle.encoder_config().max_sequence_len();
+        let max_len = max_len.map_or(model_max, |m| m.min(model_max));
+        let text = TextEncoder::new(bundle.tokenizer, &bundle.settings.input_prefix, max_len)
+            .with_context(|| format!("{}: tokenizer", bundle.dir.display()))?;
+        Ok(Self { encoder: bundle.encoder, text, heads: bundle.heads, model_name: bundle.name })
+    }
+
+    pub fn has_classification(&self) -> bool {
+        self.heads.iter().any(|h| matches!(h, Head::Classification(_) | Head::ZeroShot(_)))
+    }
+
+    /// Records for `items`, in their order, and what was done.
+    pub fn process(&self, items: Vec<Item>, options: &PipelineOptions) -> Result<(Vec<Record>, ChunkStats)> {
+        let prepared: Vec<Result<(Document, Prepared), Record>> = items
+            .into_par_iter()
+            .map(|item| {
+                let doc = item.map_err(|f| Record::failed(f.id, f.source, &self.model_name, f.error))?;
+                match self.prepare(&doc, &options.windows) {
+                    Ok(p) => Ok((doc, p)),
+                    Err(e) => Err(Record::failed(doc.id, doc.source, &self.model_name, format!("{e:#}"))),
+                }
+            })
+            .collect();
+
+        let mut window_ids: Vec<Vec<u32>> = Vec::new();
+        let mut owner: Vec<(usize, usize)> = Vec::new();
+        for (d, item) in prepared.iter().enumerate() {
+            if let Ok((_, p)) = item {
+                for (w, window) in p.windows.iter().enumerate() {
+                    window_ids.push(self.text.window_ids(&p.tokens, window));
+                    owner.push((d, w));
+                }
+            }
+        }
+        let outputs = self.encode_windows(&window_ids, options.batch_tokens)?;
+        let mut per_doc: Vec<Vec<WindowOutput>> = prepared.iter().map(|_| Vec::new()).collect();
+        for ((d, _), out) in owner.iter().zip(outputs) {
+            per_doc[*d].push(out);
+        }
+
+        let mut stats = ChunkStats { documents: prepared.len(), windows: window_ids.len(), ..Default::default() };
+        stats.tokens = window_ids.iter().map(Vec::len).sum();
+        let records: Vec<Record> = prepared
+            .into_par_iter()
+            .zip(per_doc)
+            .map(|(item, outs)| match item {
+                Ok((doc, p)) => self.assemble(doc, &p, &outs, options),
+                Err(record) => record,
+            })
+            .collect();
+        stats.failed = records.iter().filter(|r| r.is_error()).count();
+        Ok((records, stats))
+    }
+
+    fn prepare(&self, doc: &Document, options: &WindowOptions) -> Result<Prepared> {
+        let tokens = self.text.tokenize(&doc.text)?;
+        anyhow::ensure!(!tokens.is_empty(), "empty document (no tokens)");
+        let windows = self.text.windows(tokens.len(), options)?;
+        Ok(Prepared { tokens, windows })
+    }
+
+    /// Mean-pooled embeddings of whole texts (windows weighted by their length), as e5
+    /// embeds a text; not normalised. Also returns the number of tokens encoded.
+    pub fn embed_texts(&self, texts: &[&str], options: &PipelineOptions) -> Result<(Vec<Vec<f32>>, usize)> {
+        let prepared: Vec<Prepared> = texts
+            .par_iter()
+            .map(|t| self.prepare(&Document::plain(t), &options.windows))
+            .collect::<Result<_>>()?;
+        let mut window_ids = Vec::new();
+        for p in &prepared {
+            window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
+        }
+        let tokens = window_ids.iter().map(Vec::len).sum();
+        let mut outputs = self.encode_windows_with(&window_ids, options.batch_tokens, true)?.into_iter();
+        let embeddings = prepared
+            .iter()
+            .map(|p| {
+                let outs: Vec<WindowOutput> = outputs.by_ref().take(p.windows.len()).collect();
+                document_mean(&p.windows, &outs)
+            })
+            .collect();
+        Ok((embeddings, tokens))
+    }
+
+    fn encode_windows(&self, window_ids: &[Vec<u32>], batch_tokens: usize) -> Result<Vec<WindowOutput>> {
+        let needs_mean = self.heads.iter().any(|h| matches!(h, Head::ZeroShot(_)));
+        self.encode_windows_with(window_ids, batch_tokens, needs_mean)
+    }
+
+    /// Runs the encoder over all windows in planned batches and computes every head's
+    /// output per window. Results come back in the order of `window_ids`.
+    fn encode_windows_with(&self, window_ids: &[Vec<u32>], batch_tokens: usize, needs_mean: bool) -> Result<Vec<WindowOutput>> {
+        let lens: Vec<usize> = window_ids.iter().map(Vec::len).collect();
+        let mut outputs: Vec<WindowOutput> = window_ids.iter().map(|_| WindowOutput::default()).collect();
+        for batch_indices in plan_batches(&lens, batch_tokens) {
+            let mut batch = PackedBatch::default();
+            for &i in &batch_indices {
+                batch.push(&window_ids[i]);
+            }
+            let hidden = self.encoder.forward(&batch).context("encoder forward pass")?;
+            let results = self.run_heads(&hidden, &batch, needs_mean).context("task heads")?;
+            for (&i, out) in batch_indices.iter().zip(results) {
+                outputs[i] = out;
+            }
+        }
+        Ok(outputs)
+    }
+
+    fn run_heads(&self, hidden: &Tensor, batch: &PackedBatch, needs_mean: bool) -> candle_core::Result<Vec<WindowOutput>> {
+        let starts = batch.starts();
+        let mut outs: Vec<WindowOutput> = batch.lens.iter().map(|_| WindowOutput::default()).collect();
+        let mean = if needs_mean || self.heads.iter().any(|h| matches!(h, Head::Classification(c) if c.pooling == Pooling::Mean)) {
+            Some(mean_pool(hidden, &starts, &batch.lens)?)
+        } else {
+            None
+        };
+        if needs_mean {
+            let rows = mean.as_ref().expect("computed above").to_vec2::<f32>()?;
+            for (out, row) in outs.iter_mut().zip(rows) {
+                out.mean = Some(row);
+            }
+        }
+        let leading = self.text.leading_len();
+        for head in &self.heads {
+            let per_window: Vec<Vec<f32>> = match head {
+                Head::Classification(c) => {
+                    let pooled = match c.pooling {
+                        Pooling::First => first_token(hidden, &starts)?,
+                        Pooling::Mean => mean.clone().expect("computed for mean-pooled heads"),
+                    };
+                    c.logits(&pooled)?.to_vec2::<f32>()?.iter().map(|l| class_probabilities(c, l)).collect()
+                }
+                Head::TokenClassification(t) => {
+                    let n_labels = t.labels.len();
+                    let logits = t.logits(hidden)?.flatten_all()?.to_vec1::<f32>()?;
+                    starts
+                        .iter()
+                        .zip(&batch.lens)
+                        .map(|(&start, &len)| {
+                            let content = len - leading - self.text.trailing_len();
+                            let rows = &logits[(start + leading) * n_labels..(start + leading + content) * n_labels];
+                            rows.chunks(n_labels).flat_map(softmax).collect()
+                        })
+                        .collect()
+                }
+                Head::ZeroShot(_) => vec![Vec::new(); batch.lens.len()],
+            };
+            for (out, values) in outs.iter_mut().zip(per_window) {
+                out.heads.push(values);
+            }
+        }
+        Ok(outs)
+    }
+
+    fn assemble(&self, doc: Document, p: &Prepared, outs: &[WindowOutput], options: &PipelineOptions) -> Record {
+        let weights: Vec<f32> = p.windows.iter().map(|w| w.content.len() as f32).collect();
+        let mut classifications = Vec::new();
+        let mut entity_lists = Vec::new();
+        for (h, head) in self.heads.iter().enumerate() {
+            match head {
+                Head::Classification(c) => {
+                    let probs = weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
+                    classifications.push((c.name.clone(), classification(&c.labels, &probs, c.multi_label, options.top_k)));
+                }
+                Head::ZeroShot(z) => {
+                    let embedding = document_mean(&p.windows, outs);
+                    let probs = z.probabilities(&embedding);
+                    classifications.push((z.name.clone(), classification(&z.labels, &probs, false, options.top_k)));
+                }
+                Head::TokenClassification(t) => {
+                    let n_labels = t.labels.len();
+                    let owners = token_owners(&p.windows, p.tokens.len());
+                    let tokens: Vec<TokenScores> = owners
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &(w, _))| {
+                            let row = j - p.windows[w].content.start;
+                            let (start, end) = p.tokens.offsets[j];
+                            TokenScores {
+                                probs: &outs[w].heads[h][row * n_labels..(row + 1) * n_labels],
+                                start,
+                                end,
+                                word: p.tokens.word_ids[j],
+                            }
+                        })
+                        .collect();
+                    entity_lists.push(decode_entities(&doc.text, &tokens, &t.labels, options.aggregation));
+                }
+            }
+        }
+        let mut classifications = classifications.into_iter();
+        let first = classifications.next().map(|(_, c)| c);
+        let heads: BTreeMap<String, Classification> = classifications.collect();
+        Record {
+            id: doc.id,
+            source: doc.source,
+            classification: first,
+            heads,
+            entities: entity_lists.into_iter().next(),
+            windows: Some(p.windows.len()),
+            encoding: Some(doc.encoding),
+            model: self.model_name.clone(),
+            error: None,
+        }
+    }
+}
+
+fn class_probabilities(head: &ClassificationHead, logits: &[f32]) -> Vec<f32> {
+    if head.multi_label {
+        sigmoid(logits)
+    } else {
+        softmax(logits)
+    }
+}
+
+fn classification(labels: &[String], probs: &[f32], multi_label: bool, top_k: Option<usize>) -> Classification {
+    let best = argmax(probs);
+    Classification {
+        label: labels[best].clone(),
+        score: probs[best],
+        scores: rank(labels, probs, top_k),
+        labels: multi_label.then(|| labels.iter().zip(probs).filter(|(_, &p)| p >= 0.5).map(|(l, _)| l.clone()).collect()),
+    }
+}
+
+/// The mean of all window token states, each window weighted by its content length.
+fn document_mean(windows: &[Window], outs: &[WindowOutput]) -> Vec<f32> {
+    weighted_mean(
+        windows
+            .iter()
+            .zip(outs)
+            .map(|(w, o)| (o.mean.as_deref().expect("window means requested"), w.content.len() as f32)),
+    )
+}

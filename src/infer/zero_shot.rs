@@ -1,0 +1,67 @@
+//! Zero-shot heads from a label file: TSV lines `label<TAB>description`. A label may have
+//! several description lines; their embeddings are averaged. Blank lines and lines
+//! starting with `#` are skipped, as is a `label<TAB>description` header.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::pipeline::{Pipeline, PipelineOptions};
+use crate::model::heads::{unit_length, ZeroShotHead};
+use crate::model::Head;
+
+/// e5 was trained with a contrastive temperature of 0.01; cosine similarities of e5
+/// embeddings sit in a narrow band, so the softmax needs a small temperature to spread.
+pub const DEFAULT_TEMPERATURE: f32 = 0.01;
+
+pub fn read_label_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read label file", path.display()))?;
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') || (i == 0 && line == "label\tdescription") {
+            continue;
+        }
+        let Some((label, description)) = line.split_once('\t') else {
+            bail!("{}:{}: expected `label<TAB>description`", path.display(), i + 1);
+        };
+        let (label, description) = (label.trim(), description.trim());
+        if label.is_empty() || description.is_empty() {
+            bail!("{}:{}: empty label or description", path.display(), i + 1);
+        }
+        entries.push((label.to_string(), description.to_string()));
+    }
+    let labels: std::collections::BTreeSet<&str> = entries.iter().map(|(l, _)| l.as_str()).collect();
+    if labels.len() < 2 {
+        bail!("{}: a zero-shot label file needs at least two labels", path.display());
+    }
+    Ok(entries)
+}
+
+impl Pipeline {
+    /// Adds a zero-shot head whose labels are described in `path`.
+    pub fn add_zero_shot(&mut self, path: &Path, temperature: f32, options: &PipelineOptions) -> Result<()> {
+        if !(temperature > 0.0) {
+            bail!("the zero-shot temperature must be positive, got {temperature}");
+        }
+        let entries = read_label_file(path)?;
+        let descriptions: Vec<&str> = entries.iter().map(|(_, d)| d.as_str()).collect();
+        let (embeddings, _) = self.embed_texts(&descriptions, options).context("embedding the label descriptions")?;
+        let mut labels: Vec<String> = Vec::new();
+        let mut sums: Vec<Vec<f32>> = Vec::new();
+        for ((label, _), embedding) in entries.iter().zip(embeddings) {
+            let unit = unit_length(&embedding);
+            match labels.iter().position(|l| l == label) {
+                Some(k) => sums[k].iter_mut().zip(&unit).for_each(|(s, x)| *s += x),
+                None => {
+                    labels.push(label.clone());
+                    sums.push(unit);
+                }
+            }
+        }
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "zero-shot".into());
+        let label_embeddings = sums.iter().map(|s| unit_length(s)).collect();
+        self.heads.push(Head::ZeroShot(ZeroShotHead { name, labels, label_embeddings, temperature }));
+        Ok(())
+    }
+}

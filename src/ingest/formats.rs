@@ -1,0 +1,275 @@
+//! Readers per format. `.txt`/`.md`: one document per file. `.jsonl`/`.ndjson`: one JSON
+//! object per line. `.csv`/`.tsv`: one row per document under a header row (TSV without
+//! quoting, as pre-tokenised corpora are written). Any other extension gives an error
+//! record, so that no file of an archive is silently passed over.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::decode::decode_text;
+use super::{Document, Failed, Item, Source};
+
+/// Which JSON fields / CSV columns hold the text and the id.
+#[derive(Clone, Debug)]
+pub struct FieldNames {
+    pub text: String,
+    pub id: String,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        Self { text: "text".into(), id: "id".into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Jsonl,
+    Csv,
+    Tsv,
+}
+
+fn format_of(path: &Path) -> Option<Format> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "txt" | "md" | "text" => Some(Format::Text),
+        "jsonl" | "ndjson" => Some(Format::Jsonl),
+        "csv" => Some(Format::Csv),
+        "tsv" | "tab" => Some(Format::Tsv),
+        _ => None,
+    }
+}
+
+/// All documents of all input files, read lazily in input order.
+pub struct DocumentReader {
+    files: std::vec::IntoIter<Result<PathBuf, Failed>>,
+    current: Option<Box<dyn Iterator<Item = Item> + Send>>,
+    fields: FieldNames,
+    max_document_bytes: u64,
+}
+
+impl DocumentReader {
+    pub fn new(files: Vec<Result<PathBuf, Failed>>, fields: FieldNames, max_document_bytes: u64) -> Self {
+        Self { files: files.into_iter(), current: None, fields, max_document_bytes }
+    }
+
+    fn open(&self, path: PathBuf) -> Box<dyn Iterator<Item = Item> + Send> {
+        let display = path.display().to_string();
+        let fail = |error: String| -> Box<dyn Iterator<Item = Item> + Send> {
+            let source = Source { path: display.clone(), line: None };
+            Box::new(std::iter::once(Err(Failed { id: display.clone(), source, error })))
+        };
+        let Some(format) = format_of(&path) else {
+            return fail("unsupported file type (docclass reads .txt, .md, .jsonl, .csv, .tsv)".into());
+        };
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) => return fail(format!("cannot open: {e}")),
+        };
+        match format {
+            Format::Text => Box::new(std::iter::once(read_text_file(file, display, self.max_document_bytes))),
+            Format::Jsonl => Box::new(JsonlReader {
+                lines: BufReader::new(file),
+                path: display,
+                line: 0,
+                fields: self.fields.clone(),
+                max_line_bytes: self.max_document_bytes,
+            }),
+            Format::Csv | Format::Tsv => match CsvReader::new(file, &display, format == Format::Tsv, &self.fields) {
+                Ok(reader) => Box::new(reader),
+                Err(e) => fail(e),
+            },
+        }
+    }
+}
+
+impl Iterator for DocumentReader {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(current) = &mut self.current {
+                if let Some(item) = current.next() {
+                    return Some(item);
+                }
+                self.current = None;
+            }
+            match self.files.next()? {
+                Ok(path) => self.current = Some(self.open(path)),
+                Err(failed) => return Some(Err(failed)),
+            }
+        }
+    }
+}
+
+fn read_text_file(file: File, path: String, max_bytes: u64) -> Item {
+    let source = Source { path: path.clone(), line: None };
+    let fail = |error: String| Failed { id: path.clone(), source: source.clone(), error };
+    let mut bytes = Vec::new();
+    // Read one byte past the limit to tell "exactly at the limit" from "over it".
+    if let Err(e) = file.take(max_bytes + 1).read_to_end(&mut bytes) {
+        return Err(fail(format!("cannot read: {e}")));
+    }
+    if bytes.len() as u64 > max_bytes {
+        return Err(fail(format!("document larger than {max_bytes} bytes (raise --max-document-bytes)")));
+    }
+    match decode_text(&bytes) {
+        Ok((text, encoding)) => Ok(Document { id: path.clone(), source: source.clone(), text, encoding }),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+struct JsonlReader {
+    lines: BufReader<File>,
+    path: String,
+    line: u64,
+    fields: FieldNames,
+    max_line_bytes: u64,
+}
+
+impl JsonlReader {
+    /// Reads the next line up to the limit; a longer line is skipped to its end.
+    fn read_line(&mut self) -> std::io::Result<Option<(Vec<u8>, bool)>> {
+        let mut buf = Vec::new();
+        let n = (&mut self.lines).take(self.max_line_bytes + 1).read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let too_long = buf.len() as u64 > self.max_line_bytes && buf.last() != Some(&b'\n');
+        if too_long {
+            buf.clear();
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let n = (&mut self.lines).take(1 << 20).read_until(b'\n', &mut rest)?;
+                if n == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+        }
+        Ok(Some((buf, too_long)))
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<Document, String> {
+        let (text, encoding) = match std::str::from_utf8(bytes) {
+            Ok(text) => (text.to_owned(), "UTF-8"),
+            // JSON is UTF-8 by definition; a line in a legacy encoding is still read.
+            Err(_) => decode_text(bytes).map_err(|e| e.to_string())?,
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("malformed JSON: {e}"))?;
+        let object = value.as_object().ok_or("the line is not a JSON object")?;
+        let doc_text = match object.get(&self.fields.text) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(_) => return Err(format!("field {:?} is not a string", self.fields.text)),
+            None => return Err(format!("no field {:?} (set --text-field)", self.fields.text)),
+        };
+        if doc_text.trim().is_empty() {
+            return Err("empty document (no text)".into());
+        }
+        let id = match object.get(&self.fields.id) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => self.default_id(),
+        };
+        let source = Source { path: self.path.clone(), line: Some(self.line) };
+        Ok(Document { id, source, text: doc_text, encoding })
+    }
+
+    fn default_id(&self) -> String {
+        format!("{}:{}", self.path, self.line)
+    }
+}
+
+impl Iterator for JsonlReader {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            self.line += 1;
+            let source = Source { path: self.path.clone(), line: Some(self.line) };
+            let failed = |error: String| Some(Err(Failed { id: source.to_string(), source: source.clone(), error }));
+            let (bytes, too_long) = match self.read_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => return None,
+                Err(e) => {
+                    // Stop reading this file: an I/O error would repeat on every call.
+                    self.lines = BufReader::new(File::open("/dev/null").ok()?);
+                    return failed(format!("cannot read: {e}"));
+                }
+            };
+            if too_long {
+                return failed(format!("line longer than {} bytes (raise --max-document-bytes)", self.max_line_bytes));
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(self.parse(&bytes).map_err(|error| Failed { id: self.default_id(), source, error }));
+        }
+    }
+}
+
+struct CsvReader {
+    records: csv::Reader<File>,
+    path: String,
+    columns: usize,
+    text_column: usize,
+    id_column: Option<usize>,
+}
+
+impl CsvReader {
+    fn new(file: File, path: &str, tab_separated: bool, fields: &FieldNames) -> Result<Self, String> {
+        let mut builder = csv::ReaderBuilder::new();
+        builder.flexible(true).has_headers(true);
+        if tab_separated {
+            builder.delimiter(b'\t').quoting(false);
+        }
+        let mut records = builder.from_reader(file);
+        let headers = records.byte_headers().map_err(|e| format!("cannot read the header row: {e}"))?.clone();
+        let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect();
+        let text_column = names.iter().position(|n| *n == fields.text).ok_or_else(|| {
+            format!("no column {:?} in the header row {:?} (set --text-field)", fields.text, names)
+        })?;
+        let id_column = names.iter().position(|n| *n == fields.id);
+        Ok(Self { records, path: path.to_string(), columns: names.len(), text_column, id_column })
+    }
+}
+
+impl Iterator for CsvReader {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        let mut record = csv::ByteRecord::new();
+        let result = self.records.read_byte_record(&mut record);
+        let line = Some(record.position().map_or_else(|| self.records.position().line(), |p| p.line()));
+        let source = Source { path: self.path.clone(), line };
+        let default_id = format!("{}:{}", self.path, line.unwrap_or(0));
+        let fail = |error: String| Some(Err(Failed { id: default_id.clone(), source: source.clone(), error }));
+        match result {
+            Ok(false) => None,
+            Err(e) => {
+                let item = fail(format!("malformed row: {e}"));
+                if e.is_io_error() {
+                    // Stop reading this file: the error would repeat on every call.
+                    self.records = csv::Reader::from_reader(File::open("/dev/null").ok()?);
+                }
+                item
+            }
+            Ok(true) if record.len() != self.columns => {
+                fail(format!("row has {} fields, the header has {}", record.len(), self.columns))
+            }
+            Ok(true) => {
+                let (text, encoding) = match decode_text(&record[self.text_column]) {
+                    Ok(decoded) => decoded,
+                    Err(e) => return fail(e.to_string()),
+                };
+                let id = match self.id_column {
+                    Some(c) => String::from_utf8_lossy(&record[c]).into_owned(),
+                    None => default_id.clone(),
+                };
+                Some(Ok(Document { id, source, text, encoding }))
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Inputs to documents: walking files and folders in a stable order, reading each format,
+//! decoding text. A document that cannot be read becomes a [`Failed`] item that names
+//! the file (and line or row) and the reason; reading goes on.
+
+pub mod decode;
+pub mod formats;
+pub mod walk;
+
+use serde::Serialize;
+
+pub use decode::{decode_text, DecodeError};
+pub use formats::{DocumentReader, FieldNames};
+pub use walk::collect_inputs;
+
+/// Where a document came from: a file, and the line (JSONL) or line of the row (CSV/TSV).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Source {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.path),
+            None => write!(f, "{}", self.path),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub id: String,
+    pub source: Source,
+    pub text: String,
+    /// The encoding the bytes were decoded from, such as `UTF-8` or `windows-1252`.
+    pub encoding: &'static str,
+}
+
+impl Document {
+    /// A document made from a string given in the program (label descriptions, benchmarks).
+    pub fn plain(text: &str) -> Self {
+        Self { id: String::new(), source: Source { path: String::new(), line: None }, text: text.to_string(), encoding: "UTF-8" }
+    }
+}
+
+/// A document that could not be read.
+#[derive(Clone, Debug)]
+pub struct Failed {
+    pub id: String,
+    pub source: Source,
+    pub error: String,
+}
+
+pub type Item = Result<Document, Failed>;

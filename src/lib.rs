@@ -1,0 +1,12 @@
+//! docclass: batch classification and entity extraction for German documents with a
+//! local transformer encoder. The modules follow the flow of a run:
+//! `ingest` → `text` → `infer` (with `model`) → `decode` → `output`.
+
+pub mod cli;
+pub mod commands;
+pub mod decode;
+pub mod infer;
+pub mod ingest;
+pub mod model;
+pub mod output;
+pub mod text;

@@ -1,0 +1,169 @@
+//! Loading a model directory: a Hugging Face checkpoint (`config.json`,
+//! `model.safetensors`, `tokenizer.json`), plus docclass's optional `docclass.json`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::config::{EncoderConfig, HfConfig};
+use super::encoder::Encoder;
+use super::heads::{ClassificationHead, Head, TokenClassificationHead};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: {what}", path.display())]
+    Missing { path: PathBuf, what: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// docclass's own settings for a model directory, in `docclass.json` (optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ModelSettings {
+    /// Text put before every window, such as e5's `"query: "`.
+    #[serde(default)]
+    pub input_prefix: String,
+}
+
+pub const SETTINGS_FILE: &str = "docclass.json";
+
+pub struct ModelBundle {
+    pub dir: PathBuf,
+    /// The directory's name, written into every output record.
+    pub name: String,
+    pub config: HfConfig,
+    pub encoder: Encoder,
+    pub tokenizer: Tokenizer,
+    pub heads: Vec<Head>,
+    pub settings: ModelSettings,
+}
+
+impl ModelBundle {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::Missing {
+                path: dir.to_path_buf(),
+                what: "model directory not found (run scripts/setup.sh to fetch the default encoder)".into(),
+            });
+        }
+        let config_path = dir.join("config.json");
+        let config: HfConfig = serde_json::from_str(&read_to_string(&config_path, "the model configuration")?)
+            .map_err(|e| ModelError::Invalid { path: config_path.clone(), message: format!("not a valid config: {e}") })?;
+        let encoder_config = config.encoder_config()?;
+
+        let tokenizer_path = dir.join("tokenizer.json");
+        require(&tokenizer_path, "the tokenizer")?;
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| ModelError::Invalid { path: tokenizer_path.clone(), message: format!("cannot load the tokenizer: {e}") })?;
+        let tokenizer_vocab = tokenizer.get_vocab_size(true);
+        if tokenizer_vocab > encoder_config.vocab {
+            return Err(ModelError::Invalid {
+                path: tokenizer_path,
+                message: format!(
+                    "the tokenizer has {tokenizer_vocab} tokens but the model only {} embeddings: tokenizer and weights do not belong together",
+                    encoder_config.vocab
+                ),
+            });
+        }
+
+        let settings_path = dir.join(SETTINGS_FILE);
+        let settings = if settings_path.exists() {
+            serde_json::from_str(&read_to_string(&settings_path, "docclass settings")?)
+                .map_err(|e| ModelError::Invalid { path: settings_path, message: e.to_string() })?
+        } else {
+            ModelSettings::default()
+        };
+
+        let weight_files = weight_files(dir)?;
+        let weights_label = weight_files[0].clone();
+        let invalid_weights = |e: candle_core::Error| ModelError::Invalid {
+            path: weights_label.clone(),
+            message: format!("weights do not match config.json: {e}"),
+        };
+        // Safety: the files are memory-mapped read-only and not modified while docclass runs.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weight_files, DType::F32, &Device::Cpu) }
+            .map_err(|e| ModelError::Invalid { path: weights_label.clone(), message: format!("not a readable safetensors file: {e}") })?;
+        let base = encoder_config.arch.base_prefix();
+        let encoder_vb = if vb.contains_tensor(&format!("{base}.embeddings.word_embeddings.weight")) {
+            vb.pp(base)
+        } else {
+            vb.clone()
+        };
+        let encoder = Encoder::load(&encoder_vb, &encoder_config).map_err(invalid_weights)?;
+        let heads = load_hf_heads(&vb, &config, &encoder_config).map_err(invalid_weights)?;
+
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| dir.display().to_string());
+        Ok(Self { dir: dir.to_path_buf(), name, config, encoder, tokenizer, heads, settings })
+    }
+
+    pub fn encoder_config(&self) -> &EncoderConfig {
+        self.encoder.config()
+    }
+}
+
+/// Heads named by `architectures` in config.json.
+fn load_hf_heads(vb: &VarBuilder, config: &HfConfig, encoder: &EncoderConfig) -> candle_core::Result<Vec<Head>> {
+    let mut heads = Vec::new();
+    for arch in &config.architectures {
+        if arch.ends_with("ForSequenceClassification") {
+            heads.push(Head::Classification(ClassificationHead::load_hf(vb, config, encoder.hidden, "classification")?));
+        } else if arch.ends_with("ForTokenClassification") {
+            heads.push(Head::TokenClassification(TokenClassificationHead::load_hf(vb, config, encoder.hidden, "entities")?));
+        }
+    }
+    Ok(heads)
+}
+
+/// `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let parsed: serde_json::Value = serde_json::from_str(&read_to_string(&index, "the weights index")?)
+            .map_err(|e| ModelError::Invalid { path: index.clone(), message: e.to_string() })?;
+        let mut files: Vec<PathBuf> = parsed["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            return Err(ModelError::Invalid { path: index, message: "weight_map lists no files".into() });
+        }
+        return Ok(files);
+    }
+    let what = if dir.join("pytorch_model.bin").exists() {
+        "model.safetensors is missing; docclass reads only safetensors and never unpickles pytorch_model.bin \
+         (convert it with transformers: model.save_pretrained(dir, safe_serialization=True))"
+    } else {
+        "model.safetensors is missing"
+    };
+    Err(ModelError::Missing { path: single, what: what.into() })
+}
+
+fn require(path: &Path, what: &str) -> Result<(), ModelError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(ModelError::Missing { path: path.to_path_buf(), what: format!("{what} is missing") })
+    }
+}
+
+fn read_to_string(path: &Path, what: &str) -> Result<String, ModelError> {
+    require(path, what)?;
+    std::fs::read_to_string(path).map_err(|e| ModelError::Invalid { path: path.to_path_buf(), message: e.to_string() })
+}

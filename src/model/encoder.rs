@@ -1,0 +1,337 @@
+//! The transformer encoder shared by BERT, XLM-RoBERTa and DistilBERT, run on
+//! *packed* batches: the windows of a batch are laid end to end in one `[tokens, hidden]`
+//! matrix, so no compute is spent on padding. Dense layers see all tokens at once;
+//! attention runs per window over exactly its own tokens, which is what an attention
+//! mask does in a padded batch. A window's result therefore does not depend on what
+//! else is in its batch.
+
+use candle_core::{Device, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::config::{Activation, Architecture, EncoderConfig};
+
+/// A dense layer stored as `[in, out]`, so that the packed activations multiply it
+/// without a transpose per call.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// Loads `{name}.weight` (`[out, in]`, as `nn.Linear` stores it) and `{name}.bias`.
+    pub fn load(vb: &VarBuilder, name: &str, in_dim: usize, out_dim: usize) -> candle_core::Result<Self> {
+        let weight = vb.get((out_dim, in_dim), &format!("{name}.weight"))?;
+        let bias = vb.get(out_dim, &format!("{name}.bias"))?;
+        Self::from_weight(&weight, bias)
+    }
+
+    pub fn from_weight(weight: &Tensor, bias: Tensor) -> candle_core::Result<Self> {
+        Ok(Self { weight_t: weight.t()?.contiguous()?, bias })
+    }
+
+    /// Several layers that read the same input as one wider layer (query, key, value).
+    fn fused(parts: &[Linear]) -> candle_core::Result<Self> {
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight_t).collect();
+        let biases: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
+        Ok(Self { weight_t: Tensor::cat(&weights, 1)?, bias: Tensor::cat(&biases, 0)? })
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.bias.dims1().unwrap_or(0)
+    }
+}
+
+impl Module for Linear {
+    /// `xs` is `[rows, in]`.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        xs.matmul(&self.weight_t)?.broadcast_add(&self.bias)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// Loads `{name}.weight`/`{name}.bias`, or the `gamma`/`beta` of old TF-converted checkpoints.
+    fn load(vb: &VarBuilder, name: &str, dim: usize, eps: f64) -> candle_core::Result<Self> {
+        let (w, b) = if vb.contains_tensor(&format!("{name}.weight")) {
+            ("weight", "bias")
+        } else {
+            ("gamma", "beta")
+        };
+        Ok(Self {
+            weight: vb.get(dim, &format!("{name}.{w}"))?,
+            bias: vb.get(dim, &format!("{name}.{b}"))?,
+            eps: eps as f32,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
+    }
+}
+
+pub fn activate(xs: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+    match activation {
+        Activation::GeluErf => xs.gelu_erf(),
+        Activation::GeluTanh => xs.gelu(),
+        Activation::Relu => xs.relu(),
+        Activation::Tanh => xs.tanh(),
+    }
+}
+
+/// Checkpoint tensor names of one family. Tensor names follow the checkpoint 1:1.
+struct TensorNames {
+    word: &'static str,
+    position: &'static str,
+    token_type: Option<&'static str>,
+    embedding_norm: &'static str,
+    layer: &'static str,
+    query: &'static str,
+    key: &'static str,
+    value: &'static str,
+    attention_out: &'static str,
+    attention_norm: &'static str,
+    ffn_in: &'static str,
+    ffn_out: &'static str,
+    ffn_norm: &'static str,
+}
+
+const BERT_NAMES: TensorNames = TensorNames {
+    word: "embeddings.word_embeddings.weight",
+    position: "embeddings.position_embeddings.weight",
+    token_type: Some("embeddings.token_type_embeddings.weight"),
+    embedding_norm: "embeddings.LayerNorm",
+    layer: "encoder.layer",
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_out: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    ffn_in: "intermediate.dense",
+    ffn_out: "output.dense",
+    ffn_norm: "output.LayerNorm",
+};
+
+const DISTILBERT_NAMES: TensorNames = TensorNames {
+    word: "embeddings.word_embeddings.weight",
+    position: "embeddings.position_embeddings.weight",
+    token_type: None,
+    embedding_norm: "embeddings.LayerNorm",
+    layer: "transformer.layer",
+    query: "attention.q_lin",
+    key: "attention.k_lin",
+    value: "attention.v_lin",
+    attention_out: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    ffn_in: "ffn.lin1",
+    ffn_out: "ffn.lin2",
+    ffn_norm: "output_layer_norm",
+};
+
+impl Architecture {
+    fn tensor_names(self) -> &'static TensorNames {
+        match self {
+            Architecture::Bert | Architecture::XlmRoberta => &BERT_NAMES,
+            Architecture::DistilBert => &DISTILBERT_NAMES,
+        }
+    }
+
+    /// The prefix task checkpoints put before the encoder's tensors (`bert.` in
+    /// `BertForSequenceClassification`); bare encoder checkpoints have none.
+    pub fn base_prefix(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert",
+            Architecture::XlmRoberta => "roberta",
+            Architecture::DistilBert => "distilbert",
+        }
+    }
+}
+
+struct EncoderLayer {
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ffn_norm: LayerNorm,
+}
+
+/// Windows laid end to end: `ids` holds every window's tokens, `lens` their lengths.
+#[derive(Clone, Debug, Default)]
+pub struct PackedBatch {
+    pub ids: Vec<u32>,
+    pub lens: Vec<usize>,
+}
+
+impl PackedBatch {
+    pub fn push(&mut self, ids: &[u32]) {
+        self.ids.extend_from_slice(ids);
+        self.lens.push(ids.len());
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Start offset of each window in the packed rows.
+    pub fn starts(&self) -> Vec<usize> {
+        self.lens
+            .iter()
+            .scan(0, |offset, len| {
+                let start = *offset;
+                *offset += len;
+                Some(start)
+            })
+            .collect()
+    }
+}
+
+pub struct Encoder {
+    config: EncoderConfig,
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    /// Row 0 of the token type table: docclass always feeds token type 0, as
+    /// transformers does when no `token_type_ids` are given.
+    token_type_row: Option<Tensor>,
+    embedding_norm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    device: Device,
+}
+
+impl Encoder {
+    /// `vb` points at the encoder's own tensors (prefix already applied).
+    pub fn load(vb: &VarBuilder, config: &EncoderConfig) -> candle_core::Result<Self> {
+        let names = config.arch.tensor_names();
+        let h = config.hidden;
+        let word_embeddings = vb.get((config.vocab, h), names.word)?;
+        let position_embeddings = vb.get((config.max_positions, h), names.position)?;
+        let token_type_row = match names.token_type {
+            Some(name) if config.type_vocab > 0 => {
+                Some(vb.get((config.type_vocab, h), name)?.get(0)?)
+            }
+            _ => None,
+        };
+        let embedding_norm = LayerNorm::load(vb, names.embedding_norm, h, config.layer_norm_eps)?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let lvb = vb.pp(format!("{}.{i}", names.layer));
+            let query = Linear::load(&lvb, names.query, h, h)?;
+            let key = Linear::load(&lvb, names.key, h, h)?;
+            let value = Linear::load(&lvb, names.value, h, h)?;
+            layers.push(EncoderLayer {
+                qkv: Linear::fused(&[query, key, value])?,
+                attention_out: Linear::load(&lvb, names.attention_out, h, h)?,
+                attention_norm: LayerNorm::load(&lvb, names.attention_norm, h, config.layer_norm_eps)?,
+                ffn_in: Linear::load(&lvb, names.ffn_in, h, config.intermediate)?,
+                ffn_out: Linear::load(&lvb, names.ffn_out, config.intermediate, h)?,
+                ffn_norm: LayerNorm::load(&lvb, names.ffn_norm, h, config.layer_norm_eps)?,
+            });
+        }
+        Ok(Self {
+            config: config.clone(),
+            word_embeddings,
+            position_embeddings,
+            token_type_row,
+            embedding_norm,
+            layers,
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Hidden states of the last layer, `[batch.tokens(), hidden]`.
+    pub fn forward(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
+        let n = batch.tokens();
+        let first = self.config.first_position() as u32;
+        let mut positions = Vec::with_capacity(n);
+        for &len in &batch.lens {
+            if len + first as usize > self.config.max_positions {
+                candle_core::bail!("a window of {len} tokens exceeds the {} positions of the model", self.config.max_positions);
+            }
+            positions.extend((0..len as u32).map(|p| p + first));
+        }
+        let ids = Tensor::from_slice(&batch.ids, n, &self.device)?;
+        let positions = Tensor::from_vec(positions, n, &self.device)?;
+        let mut xs = self
+            .word_embeddings
+            .index_select(&ids, 0)?
+            .add(&self.position_embeddings.index_select(&positions, 0)?)?;
+        if let Some(row) = &self.token_type_row {
+            xs = xs.broadcast_add(row)?;
+        }
+        let mut xs = self.embedding_norm.forward(&xs)?;
+        let starts = batch.starts();
+        for layer in &self.layers {
+            xs = self.layer_forward(layer, &xs, &starts, &batch.lens)?;
+        }
+        Ok(xs)
+    }
+
+    fn layer_forward(&self, layer: &EncoderLayer, xs: &Tensor, starts: &[usize], lens: &[usize]) -> candle_core::Result<Tensor> {
+        let qkv = layer.qkv.forward(xs)?;
+        let context = self.attention(&qkv, starts, lens)?;
+        let xs = layer.attention_norm.forward(&layer.attention_out.forward(&context)?.add(xs)?)?;
+        let inner = activate(&layer.ffn_in.forward(&xs)?, self.config.activation)?;
+        layer.ffn_norm.forward(&layer.ffn_out.forward(&inner)?.add(&xs)?)
+    }
+
+    /// Scaled dot-product attention of each window over its own tokens.
+    /// `qkv` is `[tokens, 3 * hidden]`; returns `[tokens, hidden]`.
+    fn attention(&self, qkv: &Tensor, starts: &[usize], lens: &[usize]) -> candle_core::Result<Tensor> {
+        let heads = self.config.heads;
+        let h = self.config.hidden;
+        let head_dim = h / heads;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let mut contexts = Vec::with_capacity(lens.len());
+        for (&start, &len) in starts.iter().zip(lens) {
+            // [len, 3, heads, head_dim] -> [3, heads, len, head_dim]
+            let window = qkv.narrow(0, start, len)?.reshape((len, 3, heads, head_dim))?.permute((1, 2, 0, 3))?.contiguous()?;
+            let q = window.get(0)?;
+            let k = window.get(1)?;
+            let v = window.get(2)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            // [heads, len, head_dim] -> [len, heads * head_dim]
+            contexts.push(probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))?);
+        }
+        Tensor::cat(&contexts, 0)
+    }
+}
+
+/// Mean of the rows `[start, start + len)` of `hidden` for each window: e5's pooling.
+pub fn mean_pool(hidden: &Tensor, starts: &[usize], lens: &[usize]) -> candle_core::Result<Tensor> {
+    let pooled = starts
+        .iter()
+        .zip(lens)
+        .map(|(&start, &len)| hidden.narrow(0, start, len)?.mean(0))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::stack(&pooled, 0)
+}
+
+/// The first row of each window (`[CLS]` / `<s>`), which HF classification heads read.
+pub fn first_token(hidden: &Tensor, starts: &[usize]) -> candle_core::Result<Tensor> {
+    let idx: Vec<u32> = starts.iter().map(|&s| s as u32).collect();
+    let idx = Tensor::from_vec(idx, starts.len(), hidden.device())?;
+    hidden.index_select(&idx, 0)
+}
+
+/// Rows scaled to unit length.
+pub fn l2_normalize(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    xs.broadcast_div(&norm)
+}

@@ -1,0 +1,12 @@
+//! Models: Hugging Face configs, the encoder, task heads, and loading a model directory.
+
+pub mod bundle;
+pub mod config;
+pub mod encoder;
+pub mod heads;
+pub mod import_e5;
+
+pub use bundle::{ModelBundle, ModelError};
+pub use config::{Architecture, EncoderConfig, HfConfig};
+pub use encoder::{Encoder, PackedBatch};
+pub use heads::{ClassificationHead, Head, TokenClassificationHead, ZeroShotHead};

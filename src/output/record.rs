@@ -1,0 +1,61 @@
+//! One record per document: its classification, entities, and how it was read; or, for
+//! a document that could not be read or processed, the error instead.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::decode::{Entity, LabelScore};
+use crate::ingest::Source;
+
+/// The result of one classification head for one document.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Classification {
+    pub label: String,
+    pub score: f32,
+    /// All labels by descending score, or the `--top-k` best.
+    pub scores: Vec<LabelScore>,
+    /// Multi-label heads: every label whose sigmoid score is at least 0.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    pub id: String,
+    pub source: Source,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    /// Results of further classification heads, by head name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub heads: BTreeMap<String, Classification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities: Option<Vec<Entity>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Record {
+    pub fn failed(id: String, source: Source, model: &str, error: String) -> Self {
+        Self {
+            id,
+            source,
+            classification: None,
+            heads: BTreeMap::new(),
+            entities: None,
+            windows: None,
+            encoding: None,
+            model: model.to_string(),
+            error: Some(error),
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.error.is_some()
+    }
+}

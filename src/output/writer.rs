@@ -1,0 +1,150 @@
+//! Writers. Output goes to a temporary file beside the target that is renamed over it
+//! only when the run completes, so an existing file is never left half-replaced; `-`
+//! writes to stdout.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::record::Record;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Csv,
+}
+
+impl OutputFormat {
+    /// The format a file name suggests: `.csv` is CSV, anything else JSONL.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("csv") => OutputFormat::Csv,
+            _ => OutputFormat::Jsonl,
+        }
+    }
+}
+
+pub trait RecordWriter {
+    fn write(&mut self, record: &Record) -> Result<()>;
+    /// Flushes and puts the output in place.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Where the bytes go: stdout, or a temporary file renamed into place at the end.
+enum Sink {
+    Stdout(BufWriter<std::io::Stdout>),
+    File { out: BufWriter<File>, partial: PathBuf, target: PathBuf },
+}
+
+impl Sink {
+    fn open(target: &Path, force: bool) -> Result<Self> {
+        if target == Path::new("-") {
+            return Ok(Sink::Stdout(BufWriter::new(std::io::stdout())));
+        }
+        if target.exists() && !force {
+            bail!("{}: output file exists (use --force to overwrite it)", target.display());
+        }
+        let name = target.file_name().with_context(|| format!("{}: not a file name", target.display()))?;
+        let partial = target.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
+        }
+        let file = File::create(&partial).with_context(|| format!("{}: cannot create", partial.display()))?;
+        Ok(Sink::File { out: BufWriter::new(file), partial, target: target.to_path_buf() })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Stdout(out) => out,
+            Sink::File { out, .. } => out,
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Sink::Stdout(mut out) => out.flush().context("writing to stdout"),
+            Sink::File { out, partial, target } => {
+                let file = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("{}: write failed", partial.display()))?;
+                file.sync_all().with_context(|| format!("{}: sync failed", partial.display()))?;
+                std::fs::rename(&partial, &target).with_context(|| format!("renaming {} to {}", partial.display(), target.display()))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Sink::Stdout(_) => "stdout".into(),
+            Sink::File { partial, .. } => partial.display().to_string(),
+        }
+    }
+}
+
+struct JsonlWriter {
+    sink: Sink,
+}
+
+impl RecordWriter for JsonlWriter {
+    fn write(&mut self, record: &Record) -> Result<()> {
+        let description = self.sink.describe();
+        let out = self.sink.writer();
+        serde_json::to_writer(&mut *out, record).with_context(|| format!("writing {description}"))?;
+        out.write_all(b"\n").with_context(|| format!("writing {description}"))
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.sink.finish()
+    }
+}
+
+/// CSV: one row per document; `scores` and `entities` are JSON in their cells.
+struct CsvWriter {
+    sink: Sink,
+    header_written: bool,
+}
+
+const CSV_HEADER: [&str; 11] =
+    ["id", "path", "line", "label", "score", "scores", "entities", "windows", "encoding", "model", "error"];
+
+impl RecordWriter for CsvWriter {
+    fn write(&mut self, r: &Record) -> Result<()> {
+        let description = self.sink.describe();
+        let mut row = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        if !self.header_written {
+            row.write_record(CSV_HEADER)?;
+            self.header_written = true;
+        }
+        row.write_record([
+            r.id.clone(),
+            r.source.path.clone(),
+            r.source.line.map(|l| l.to_string()).unwrap_or_default(),
+            r.classification.as_ref().map(|c| c.label.clone()).unwrap_or_default(),
+            r.classification.as_ref().map(|c| c.score.to_string()).unwrap_or_default(),
+            r.classification.as_ref().map(|c| to_json(&c.scores)).unwrap_or_default(),
+            r.entities.as_ref().map(to_json).unwrap_or_default(),
+            r.windows.map(|w| w.to_string()).unwrap_or_default(),
+            r.encoding.unwrap_or_default().to_string(),
+            r.model.clone(),
+            r.error.clone().unwrap_or_default(),
+        ])?;
+        let bytes = row.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.sink.writer().write_all(&bytes).with_context(|| format!("writing {description}"))
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.sink.finish()
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialise to JSON")
+}
+
+pub fn open_writer(target: &Path, format: OutputFormat, force: bool) -> Result<Box<dyn RecordWriter>> {
+    let sink = Sink::open(target, force)?;
+    Ok(match format {
+        OutputFormat::Jsonl => Box::new(JsonlWriter { sink }),
+        OutputFormat::Csv => Box::new(CsvWriter { sink, header_written: false }),
+    })
+}

@@ -1,0 +1,5 @@
+//! Text to model input: tokenization with character offsets, and windows with stride.
+
+pub mod windows;
+
+pub use windows::{DocTokens, TextEncoder, Window, WindowOptions};

@@ -1,0 +1,184 @@
+//! A document is tokenized once, without special tokens; windows of the model's maximum
+//! length then cut its content tokens, overlapping by `stride` tokens, and each window is
+//! framed by the special tokens (and the model's input prefix, such as e5's `query:`).
+//!
+//! Offsets are counted in Unicode scalar values (Rust `char`s, Python `str` indices)
+//! of the original text, so `text.chars().skip(start).take(end - start)` is the span.
+
+use std::ops::Range;
+
+use anyhow::{anyhow, bail, Result};
+use tokenizers::Tokenizer;
+
+/// The content tokens of one document.
+#[derive(Clone, Debug, Default)]
+pub struct DocTokens {
+    pub ids: Vec<u32>,
+    /// Character offsets `(start, end)` into the original text.
+    pub offsets: Vec<(usize, usize)>,
+    /// The word each token belongs to, as the tokenizer's pre-tokenizer splits words.
+    pub word_ids: Vec<Option<u32>>,
+}
+
+impl DocTokens {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WindowOptions {
+    /// Tokens shared by two neighbouring windows.
+    pub stride: usize,
+    /// A document needing more windows than this is refused (an error record).
+    pub max_windows: usize,
+    /// Keep only the first window of each document (truncation, as most Python
+    /// pipelines do by default).
+    pub truncate: bool,
+}
+
+/// One window: a range of a document's content tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub content: Range<usize>,
+}
+
+/// Tokenizer plus the frame that every window gets.
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    /// `[CLS]`/`<s>`, then the input prefix's tokens.
+    leading: Vec<u32>,
+    /// `[SEP]`/`</s>`.
+    trailing: Vec<u32>,
+    /// Content tokens that fit in one window.
+    capacity: usize,
+}
+
+impl TextEncoder {
+    /// `max_len` is the model's longest sequence, special tokens included.
+    pub fn new(mut tokenizer: Tokenizer, input_prefix: &str, max_len: usize) -> Result<Self> {
+        // Fine-tuned checkpoints often ship a tokenizer.json with truncation or padding
+        // switched on; windows are cut here instead.
+        tokenizer.with_truncation(None).map_err(|e| anyhow!("tokenizer: {e}"))?;
+        tokenizer.with_padding(None);
+        let (leading_special, trailing) = special_frame(&tokenizer)?;
+        let mut leading = leading_special;
+        let prefix = input_prefix.trim_end();
+        if !prefix.is_empty() {
+            let encoding = tokenizer.encode(prefix, false).map_err(|e| anyhow!("tokenizing the input prefix: {e}"))?;
+            leading.extend_from_slice(encoding.get_ids());
+        }
+        let frame = leading.len() + trailing.len();
+        if max_len <= frame + 1 {
+            bail!("windows of {max_len} tokens leave no room for text after {frame} special and prefix tokens");
+        }
+        Ok(Self { tokenizer, leading, trailing, capacity: max_len - frame })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokens before the content of every window.
+    pub fn leading_len(&self) -> usize {
+        self.leading.len()
+    }
+
+    /// Tokens after the content of every window.
+    pub fn trailing_len(&self) -> usize {
+        self.trailing.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn tokenize(&self, text: &str) -> Result<DocTokens> {
+        let encoding = self.tokenizer.encode_char_offsets(text, false).map_err(|e| anyhow!("tokenizer: {e}"))?;
+        Ok(DocTokens {
+            ids: encoding.get_ids().to_vec(),
+            offsets: encoding.get_offsets().to_vec(),
+            word_ids: encoding.get_word_ids().to_vec(),
+        })
+    }
+
+    /// Windows covering all `n` content tokens, each overlapping the previous one by
+    /// `stride` tokens (less where the stride would not let the windows advance).
+    pub fn windows(&self, n: usize, options: &WindowOptions) -> Result<Vec<Window>> {
+        let step = self.capacity.saturating_sub(options.stride).max(1);
+        let mut windows = Vec::new();
+        let mut start = 0;
+        loop {
+            let end = (start + self.capacity).min(n);
+            windows.push(Window { content: start..end });
+            if end >= n || options.truncate {
+                break;
+            }
+            if windows.len() >= options.max_windows {
+                bail!(
+                    "document too long: more than {} windows of {} tokens (raise --max-windows)",
+                    options.max_windows,
+                    self.capacity
+                );
+            }
+            start += step;
+        }
+        Ok(windows)
+    }
+
+    /// The model input of a window: frame and content token ids.
+    pub fn window_ids(&self, tokens: &DocTokens, window: &Window) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(self.leading.len() + window.content.len() + self.trailing.len());
+        ids.extend_from_slice(&self.leading);
+        ids.extend_from_slice(&tokens.ids[window.content.clone()]);
+        ids.extend_from_slice(&self.trailing);
+        ids
+    }
+}
+
+/// The special tokens the tokenizer's post-processor puts before and after a single text.
+fn special_frame(tokenizer: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
+    let encoding = tokenizer.encode("a", true).map_err(|e| anyhow!("tokenizer: {e}"))?;
+    let mask = encoding.get_special_tokens_mask();
+    let ids = encoding.get_ids();
+    let first = mask.iter().position(|&m| m == 0).ok_or_else(|| anyhow!("tokenizer produced no token for a text"))?;
+    let last = mask.iter().rposition(|&m| m == 0).unwrap_or(first);
+    Ok((ids[..first].to_vec(), ids[last + 1..].to_vec()))
+}
+
+/// For each content token, the window whose prediction it takes: the window in which it
+/// lies farthest from an edge (the earlier window on ties), so that every token is read
+/// with as much context as the windows give.
+pub fn token_owners(windows: &[Window], n: usize) -> Vec<(usize, usize)> {
+    // (window index, distance to the nearest edge)
+    let mut owners: Vec<(usize, usize)> = vec![(0, 0); n];
+    let mut seen = vec![false; n];
+    for (w, window) in windows.iter().enumerate() {
+        for j in window.content.clone() {
+            let centrality = (j - window.content.start).min(window.content.end - 1 - j);
+            if !seen[j] || centrality > owners[j].1 {
+                owners[j] = (w, centrality);
+                seen[j] = true;
+            }
+        }
+    }
+    owners
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_prefer_the_window_where_a_token_is_central() {
+        let windows = vec![Window { content: 0..6 }, Window { content: 4..10 }];
+        let owners = token_owners(&windows, 10);
+        let by_window: Vec<usize> = owners.iter().map(|o| o.0).collect();
+        // Token 4: distance 1 in window 0, 0 in window 1; token 5: 0 vs 1.
+        assert_eq!(by_window, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    }
+}
