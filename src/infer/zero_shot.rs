@@ -1,6 +1,7 @@
 //! Zero-shot heads from a label file: TSV lines `label<TAB>description`. A label may have
-//! several description lines; their embeddings are averaged. Blank lines and lines
-//! starting with `#` are skipped, as is a `label<TAB>description` header.
+//! several description lines (a label that covers several topics); the best-matching one
+//! counts. Blank lines and lines starting with `#` are skipped, as is a
+//! `label<TAB>description` header.
 
 use std::path::Path;
 
@@ -17,9 +18,15 @@ pub const DEFAULT_TEMPERATURE: f32 = 0.01;
 pub fn read_label_file(path: &Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read label file", path.display()))?;
     let mut entries = Vec::new();
+    let mut seen_content = false;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || line.starts_with('#') || (i == 0 && line == "label\tdescription") {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let is_header = !seen_content && line == "label\tdescription";
+        seen_content = true;
+        if is_header {
             continue;
         }
         let Some((label, description)) = line.split_once('\t') else {
@@ -48,20 +55,16 @@ impl Pipeline {
         let descriptions: Vec<&str> = entries.iter().map(|(_, d)| d.as_str()).collect();
         let (embeddings, _) = self.embed_texts(&descriptions, options).context("embedding the label descriptions")?;
         let mut labels: Vec<String> = Vec::new();
-        let mut sums: Vec<Vec<f32>> = Vec::new();
+        let mut unit_descriptions = Vec::with_capacity(entries.len());
         for ((label, _), embedding) in entries.iter().zip(embeddings) {
-            let unit = unit_length(&embedding);
-            match labels.iter().position(|l| l == label) {
-                Some(k) => sums[k].iter_mut().zip(&unit).for_each(|(s, x)| *s += x),
-                None => {
-                    labels.push(label.clone());
-                    sums.push(unit);
-                }
-            }
+            let index = labels.iter().position(|l| l == label).unwrap_or_else(|| {
+                labels.push(label.clone());
+                labels.len() - 1
+            });
+            unit_descriptions.push((index, unit_length(&embedding)));
         }
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "zero-shot".into());
-        let label_embeddings = sums.iter().map(|s| unit_length(s)).collect();
-        self.heads.push(Head::ZeroShot(ZeroShotHead { name, labels, label_embeddings, temperature }));
+        self.heads.push(Head::ZeroShot(ZeroShotHead { name, labels, descriptions: unit_descriptions, temperature }));
         Ok(())
     }
 }

@@ -91,13 +91,14 @@ impl TokenClassificationHead {
 }
 
 /// Zero-shot classification on the bare encoder: labels are short descriptions, embedded
-/// like documents; a document's scores are the softmax of its cosine similarity to each
-/// label divided by `temperature`.
+/// like documents. A label's similarity to a document is the highest cosine similarity of
+/// any of its descriptions; the scores are the softmax of these similarities divided by
+/// `temperature`.
 pub struct ZeroShotHead {
     pub name: String,
     pub labels: Vec<String>,
-    /// Unit-length description embeddings, one per label.
-    pub label_embeddings: Vec<Vec<f32>>,
+    /// Unit-length description embeddings with the index of their label.
+    pub descriptions: Vec<(usize, Vec<f32>)>,
     pub temperature: f32,
 }
 
@@ -105,11 +106,12 @@ impl ZeroShotHead {
     /// Label probabilities for a document embedding (any length; it is normalised here).
     pub fn probabilities(&self, embedding: &[f32]) -> Vec<f32> {
         let unit = unit_length(embedding);
-        let scaled: Vec<f32> = self
-            .label_embeddings
-            .iter()
-            .map(|label| label.iter().zip(&unit).map(|(a, b)| a * b).sum::<f32>() / self.temperature)
-            .collect();
+        let mut best = vec![f32::NEG_INFINITY; self.labels.len()];
+        for (label, description) in &self.descriptions {
+            let cosine = description.iter().zip(&unit).map(|(a, b)| a * b).sum::<f32>();
+            best[*label] = best[*label].max(cosine);
+        }
+        let scaled: Vec<f32> = best.iter().map(|c| c / self.temperature).collect();
         crate::decode::softmax(&scaled)
     }
 }

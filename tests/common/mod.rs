@@ -1,0 +1,57 @@
+//! Helpers for tests that drive the real `docclass` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/parity").join(name)
+}
+
+pub fn docclass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_docclass")).args(args).output().expect("the docclass binary runs")
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// The real encoder fetched by scripts/setup.sh, or None with a message saying why
+/// the test is skipped.
+pub fn real_model() -> Option<PathBuf> {
+    let dir = root().join("models/multilingual-e5-small");
+    if dir.join("model.safetensors").exists() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: the real encoder is not fetched ({} is missing); run scripts/setup.sh", dir.display());
+        None
+    }
+}
+
+/// A labelled dataset file: datasets/ (copied by setup) or ../shared/datasets.
+pub fn dataset(relative: &str) -> Option<PathBuf> {
+    let candidates = [root().join("datasets").join(relative), root().join("../shared/datasets").join(relative)];
+    let found = candidates.into_iter().find(|p| p.exists());
+    if found.is_none() {
+        eprintln!("SKIPPED: dataset file {relative} not found; run scripts/setup.sh");
+    }
+    found
+}
+
+pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect()
+}
+
+/// Characters `start..end` of `text`, as Python's `text[start:end]`.
+pub fn char_slice(text: &str, start: usize, end: usize) -> String {
+    text.chars().skip(start).take(end - start).collect()
+}
