@@ -9,6 +9,7 @@ use candle_core::{Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::config::{Activation, Architecture, EncoderConfig};
+use super::kernels::{BiasActivation, WindowAttention};
 
 /// A dense layer stored as `[in, out]`, so that the packed activations multiply it
 /// without a transpose per call.
@@ -42,10 +43,17 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `activation(xs · W + b)` for `xs` of shape `[rows, in]`, bias and activation in one pass.
+    pub fn forward_activated(&self, xs: &Tensor, activation: Option<Activation>) -> candle_core::Result<Tensor> {
+        xs.matmul(&self.weight_t)?.apply_op2_no_bwd(&self.bias, &BiasActivation(activation))
+    }
+}
+
 impl Module for Linear {
     /// `xs` is `[rows, in]`.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        xs.matmul(&self.weight_t)?.broadcast_add(&self.bias)
+        self.forward_activated(xs, None)
     }
 }
 
@@ -75,15 +83,6 @@ impl LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
-    }
-}
-
-pub fn activate(xs: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
-    match activation {
-        Activation::GeluErf => xs.gelu_erf(),
-        Activation::GeluTanh => xs.gelu(),
-        Activation::Relu => xs.relu(),
-        Activation::Tanh => xs.tanh(),
     }
 }
 
@@ -275,41 +274,24 @@ impl Encoder {
             xs = xs.broadcast_add(row)?;
         }
         let mut xs = self.embedding_norm.forward(&xs)?;
-        let starts = batch.starts();
         for layer in &self.layers {
-            xs = self.layer_forward(layer, &xs, &starts, &batch.lens)?;
+            xs = self.layer_forward(layer, &xs, &batch.lens)?;
         }
         Ok(xs)
     }
 
-    fn layer_forward(&self, layer: &EncoderLayer, xs: &Tensor, starts: &[usize], lens: &[usize]) -> candle_core::Result<Tensor> {
+    fn layer_forward(&self, layer: &EncoderLayer, xs: &Tensor, lens: &[usize]) -> candle_core::Result<Tensor> {
         let qkv = layer.qkv.forward(xs)?;
-        let context = self.attention(&qkv, starts, lens)?;
+        let context = self.attention(&qkv, lens)?;
         let xs = layer.attention_norm.forward(&layer.attention_out.forward(&context)?.add(xs)?)?;
-        let inner = activate(&layer.ffn_in.forward(&xs)?, self.config.activation)?;
+        let inner = layer.ffn_in.forward_activated(&xs, Some(self.config.activation))?;
         layer.ffn_norm.forward(&layer.ffn_out.forward(&inner)?.add(&xs)?)
     }
 
     /// Scaled dot-product attention of each window over its own tokens.
     /// `qkv` is `[tokens, 3 * hidden]`; returns `[tokens, hidden]`.
-    fn attention(&self, qkv: &Tensor, starts: &[usize], lens: &[usize]) -> candle_core::Result<Tensor> {
-        let heads = self.config.heads;
-        let h = self.config.hidden;
-        let head_dim = h / heads;
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let mut contexts = Vec::with_capacity(lens.len());
-        for (&start, &len) in starts.iter().zip(lens) {
-            // [len, 3, heads, head_dim] -> [3, heads, len, head_dim]
-            let window = qkv.narrow(0, start, len)?.reshape((len, 3, heads, head_dim))?.permute((1, 2, 0, 3))?.contiguous()?;
-            let q = window.get(0)?;
-            let k = window.get(1)?;
-            let v = window.get(2)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            // [heads, len, head_dim] -> [len, heads * head_dim]
-            contexts.push(probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))?);
-        }
-        Tensor::cat(&contexts, 0)
+    fn attention(&self, qkv: &Tensor, lens: &[usize]) -> candle_core::Result<Tensor> {
+        qkv.apply_op1_no_bwd(&WindowAttention { lens: lens.to_vec(), heads: self.config.heads })
     }
 }
 

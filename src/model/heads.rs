@@ -5,7 +5,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{Activation, Architecture, HfConfig};
-use super::encoder::{activate, Linear};
+use super::encoder::Linear;
 
 /// How a classification head turns a window's token states into one vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl ClassificationHead {
     /// Logits `[windows, labels]` from pooled window vectors `[windows, hidden]`.
     pub fn logits(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
         let xs = match &self.hidden_layer {
-            Some((layer, activation)) => activate(&layer.forward(pooled)?, *activation)?,
+            Some((layer, activation)) => layer.forward_activated(pooled, Some(*activation))?,
             None => pooled.clone(),
         };
         self.output.forward(&xs)

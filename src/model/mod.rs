@@ -5,6 +5,7 @@ pub mod config;
 pub mod encoder;
 pub mod heads;
 pub mod import_e5;
+pub mod kernels;
 
 pub use bundle::{ModelBundle, ModelError};
 pub use config::{Architecture, EncoderConfig, HfConfig};
