@@ -56,13 +56,29 @@ fn bias_map(x: &[f32], bias: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> 
     let cols = bias.len();
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(cols * ROWS_PER_TASK).zip(x.par_chunks(cols * ROWS_PER_TASK)).for_each(|(out, x)| {
-        for (out_row, x_row) in out.chunks_exact_mut(cols).zip(x.chunks_exact(cols)) {
-            for ((o, &v), &b) in out_row.iter_mut().zip(x_row).zip(bias) {
-                *o = f(v + b);
-            }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // Safety: the CPU supports the features the function is compiled for.
+            return unsafe { bias_map_rows_avx2(out, x, bias, &f) };
         }
+        bias_map_rows(out, x, bias, &f)
     });
     out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bias_map_rows_avx2(out: &mut [f32], x: &[f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
+    bias_map_rows(out, x, bias, f)
+}
+
+#[inline(always)]
+fn bias_map_rows(out: &mut [f32], x: &[f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
+    for (out_row, x_row) in out.chunks_exact_mut(bias.len()).zip(x.chunks_exact(bias.len())) {
+        for ((o, &v), &b) in out_row.iter_mut().zip(x_row).zip(bias) {
+            *o = f(v + b);
+        }
+    }
 }
 
 /// erf as a rational function of x (Eigen's `generic_fast_erf_float`): no branches and no
@@ -122,7 +138,7 @@ impl CustomOp1 for WindowAttention {
             tasks.extend((0..self.heads).map(|h| (start, len, h)));
             start += len;
         }
-        tasks.into_par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, (start, len, h)| {
+        tasks.into_par_iter().for_each(|(start, len, h)| SCORES.with_borrow_mut(|scores| {
             let shared = shared;
             scores.clear();
             scores.resize(len * len, 0.0);
@@ -164,25 +180,83 @@ impl CustomOp1 for WindowAttention {
                     gemm::Parallelism::None,
                 );
             }
-        });
+        }));
         Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
     }
 }
 
+thread_local! {
+    /// Each worker's attention score matrix, reused so that no task allocates.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Softmax of one row of scores, with AVX2/FMA code where the CPU has it.
 fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // Safety: the CPU supports the features the function is compiled for.
+        return unsafe { softmax_avx2(row) };
     }
-    let inv = 1.0 / sum;
+    softmax_portable(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(row: &mut [f32]) {
+    softmax_portable(row)
+}
+
+#[inline(always)]
+fn softmax_portable(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
+    }
+    let inv = 1.0 / row.iter().sum::<f32>();
     row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// e^x by range reduction to 2^n · e^r, |r| ≤ ln2/2, and Cephes' expf polynomial
+/// (relative error about 1e-7), branch-free so that softmax loops vectorise.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e_r = p * r * r + r + 1.0;
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_is_accurate() {
+        for x in [-87.0f32, -20.0, -3.3, -1.0, -0.25, 0.0, 0.3, 1.0, 5.5, 40.0] {
+            let relative = (exp(x) - x.exp()).abs() / x.exp();
+            assert!(relative < 3e-7, "exp({x}) = {} not {}", exp(x), x.exp());
+        }
+    }
+
+    #[test]
+    fn softmax_matches_the_textbook_formula() {
+        let mut row = vec![1.0f32, -2.0, 0.5, 3.0, -30.0, 2.0, 0.0, 1.5, -1.0];
+        let max = 3.0f32;
+        let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+        let want: Vec<f32> = row.iter().map(|x| (x - max).exp() / sum).collect();
+        softmax_in_place(&mut row);
+        for (got, want) in row.iter().zip(want) {
+            assert!((got - want).abs() < 1e-7);
+        }
+    }
 
     #[test]
     fn erf_is_accurate() {
