@@ -9,10 +9,19 @@ them in ONE padded batch (so attention masks are exercised): last hidden states,
 sequence logits or token logits. The Rust tests check docclass against these to 1e-4,
 so CI never needs PyTorch.
 
+With `--e5 DIR` it also writes tests/fixtures/e5-embeddings.json: transformers' mean-pooled
+embeddings of a few German texts (with e5's "query: " prefix) from the real encoder that
+scripts/setup.sh converted, which a Rust test compares with docclass's when the encoder
+is fetched.
+
+The tokenizers' trainers may order equally frequent pieces differently from run to run,
+so a rerun can change token ids: the script always rewrites every fixture together.
+
 Run once with a Python that has torch, transformers and tokenizers, e.g.:
     python3 -m venv .cache/venv && .cache/venv/bin/pip install torch transformers
-    .cache/venv/bin/python scripts/make_parity_fixtures.py
+    .cache/venv/bin/python scripts/make_parity_fixtures.py --e5 models/multilingual-e5-small
 """
+import argparse
 import json
 import os
 import shutil
@@ -114,7 +123,27 @@ def randomize(model):
                 p.copy_(0.1 * torch.randn_like(p))
 
 
+def e5_embeddings(model_dir):
+    """Mean-pooled last hidden states of the real encoder, batched with padding."""
+    model = BertModel.from_pretrained(model_dir).eval()
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"), pad_token="<pad>")
+    texts = ["query: " + t for t in TEXTS]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    out = os.path.join(OUT, "..", "e5-embeddings.json")
+    with open(out, "w") as f:
+        json.dump({"texts": TEXTS, "prefix": "query: ", "embeddings": pooled.tolist(),
+                   "transformers": transformers.__version__}, f)
+    print("wrote", out)
+
+
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--e5", help="the converted multilingual-e5-small directory")
+    args = parser.parse_args()
     torch.manual_seed(0)
     shutil.rmtree(OUT, ignore_errors=True)
     for arch, (base_cls, seq_cls, tok_cls) in CLASSES.items():
@@ -148,6 +177,8 @@ def main():
             with open(os.path.join(out, "expected.json"), "w") as f:
                 json.dump(expected, f)
             print(name, os.path.getsize(os.path.join(out, "model.safetensors")), "bytes of weights")
+    if args.e5:
+        e5_embeddings(args.e5)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ if [ -d "$SHARED_DATASETS" ]; then
   done
   step "datasets ready in datasets/"
 else
-  step "no ../shared/datasets here; the public sources are listed in datasets/README.md"
+  step "no $SHARED_DATASETS here: get the labelled data from its public sources (see datasets/README.md):"
+  step "  ler/           GitHub elenanereiss/Legal-Entity-Recognition, harshildarji/German-NER-BERT (CC BY 4.0)"
+  step "  ler_court_cls/ derived from the same corpus (CC BY 4.0)"
+  step "  germeval2018/  GitHub uds-lsv/GermEval-2018-Data (CC BY 4.0)"
 fi
 step "done"

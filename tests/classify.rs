@@ -247,3 +247,42 @@ fn real_encoder_output_is_deterministic() {
     };
     assert_eq!(run("1", "100000"), run("2", "200"));
 }
+
+/// A fine-tuned classification head and a zero-shot head read the same encoder pass: the
+/// first head fills `label`/`scores`, the others appear under `heads` by name.
+#[test]
+fn several_heads_share_one_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("topics.tsv");
+    fs::write(&labels, "label\tdescription\nrecht\tGericht und Klage\nort\tStadt und Straße\nort\tWohnort\n").unwrap();
+    let input = write_jsonl(dir.path(), &["Der Kläger wohnt in Köln.".into(), tricky_text()]);
+    let out = dir.path().join("out.jsonl");
+    let run = docclass(&[
+        "classify", "--model", path_str(&fixture("xlm-roberta-seqcls")), "--zero-shot", path_str(&labels), path_str(&input),
+        "--out", path_str(&out), "--quiet",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for record in read_records(&out) {
+        let own: Vec<&str> = record["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
+        assert_eq!(own.len(), 3, "the checkpoint's own head: {record}");
+        assert!(own.contains(&"abgelehnt"));
+        let zero_shot = &record["heads"]["topics"];
+        let mut labels: Vec<&str> = zero_shot["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
+        labels.sort();
+        assert_eq!(labels, vec!["ort", "recht"], "one entry per label, however many descriptions: {record}");
+    }
+}
+
+#[test]
+fn bad_zero_shot_label_files_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.tsv");
+    fs::write(&labels, "label\tdescription\nrecht\tGericht\nohne beschreibung\n").unwrap();
+    let input = dir.path().join("doc.txt");
+    fs::write(&input, "Text.").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = docclass(&["classify", "--model", path_str(&fixture("bert-base")), "--zero-shot", path_str(&labels), path_str(&input), "--out", path_str(&out)]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("labels.tsv:3"), "{stderr}");
+}

@@ -7,10 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use docclass::infer::Pipeline;
+use docclass::decode::Aggregation;
+use docclass::infer::{Pipeline, PipelineOptions};
 use docclass::model::encoder::first_token;
 use docclass::model::{Head, ModelBundle, PackedBatch};
-use docclass::text::Window;
+use docclass::text::{Window, WindowOptions};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
@@ -141,4 +142,27 @@ fn distilbert_sequence_classification_matches_transformers() {
 #[test]
 fn distilbert_token_classification_matches_transformers() {
     check_token_classification("distilbert-tokcls");
+}
+
+/// The real encoder (when fetched) against transformers' mean-pooled embeddings of the
+/// same texts, computed in one padded batch from the same converted weights.
+#[test]
+fn real_e5_embeddings_match_transformers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
+    if !dir.join("model.safetensors").exists() {
+        eprintln!("SKIPPED: the real encoder is not fetched ({} is missing); run scripts/setup.sh", dir.display());
+        return;
+    }
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
+    let pipeline = Pipeline::new(ModelBundle::load(&dir).unwrap(), None).unwrap();
+    let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let options = PipelineOptions {
+        windows: WindowOptions { stride: 0, max_windows: 1, truncate: true },
+        batch_tokens: 4096,
+        aggregation: Aggregation::First,
+        top_k: None,
+    };
+    let (embeddings, _) = pipeline.embed_texts(&texts, &options).unwrap();
+    assert_close("e5 mean-pooled embeddings", &embeddings, &rows(&expected["embeddings"]));
 }

@@ -71,10 +71,6 @@ impl Pipeline {
         Ok(Self { encoder: bundle.encoder, text, heads: bundle.heads, model_name: bundle.name })
     }
 
-    pub fn has_classification(&self) -> bool {
-        self.heads.iter().any(|h| matches!(h, Head::Classification(_) | Head::ZeroShot(_)))
-    }
-
     /// Records for `items`, in their order, and what was done.
     pub fn process(&self, items: Vec<Item>, options: &PipelineOptions) -> Result<(Vec<Record>, ChunkStats)> {
         let prepared: Vec<Result<(Document, Prepared), Record>> = items

@@ -5,7 +5,7 @@
 //! mask does in a padded batch. A window's result therefore does not depend on what
 //! else is in its batch.
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{Activation, Architecture, EncoderConfig};
@@ -36,10 +36,6 @@ impl Linear {
         let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight_t).collect();
         let biases: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
         Ok(Self { weight_t: Tensor::cat(&weights, 1)?, bias: Tensor::cat(&biases, 0)? })
-    }
-
-    pub fn out_dim(&self) -> usize {
-        self.bias.dims1().unwrap_or(0)
     }
 }
 
@@ -310,10 +306,4 @@ pub fn first_token(hidden: &Tensor, starts: &[usize]) -> candle_core::Result<Ten
     let idx: Vec<u32> = starts.iter().map(|&s| s as u32).collect();
     let idx = Tensor::from_vec(idx, starts.len(), hidden.device())?;
     hidden.index_select(&idx, 0)
-}
-
-/// Rows scaled to unit length.
-pub fn l2_normalize(xs: &Tensor) -> candle_core::Result<Tensor> {
-    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-    xs.broadcast_div(&norm)
 }

@@ -126,13 +126,3 @@ pub enum Head {
     TokenClassification(TokenClassificationHead),
     ZeroShot(ZeroShotHead),
 }
-
-impl Head {
-    pub fn name(&self) -> &str {
-        match self {
-            Head::Classification(h) => &h.name,
-            Head::TokenClassification(h) => &h.name,
-            Head::ZeroShot(h) => &h.name,
-        }
-    }
-}

@@ -79,10 +79,6 @@ impl TextEncoder {
         Ok(Self { tokenizer, leading, trailing, capacity: max_len - frame })
     }
 
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
     /// Tokens before the content of every window.
     pub fn leading_len(&self) -> usize {
         self.leading.len()
@@ -91,10 +87,6 @@ impl TextEncoder {
     /// Tokens after the content of every window.
     pub fn trailing_len(&self) -> usize {
         self.trailing.len()
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     pub fn tokenize(&self, text: &str) -> Result<DocTokens> {
