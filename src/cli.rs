@@ -97,9 +97,10 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// Tokens shared by neighbouring windows of a long document.
-    #[arg(long, value_name = "N", default_value_t = 128)]
-    pub stride: usize,
+    /// Tokens shared by neighbouring windows of a long document (default: a quarter of a
+    /// window, 127 for e5).
+    #[arg(long, value_name = "N")]
+    pub stride: Option<usize>,
 
     /// Documents needing more windows are reported as errors.
     #[arg(long, value_name = "N", default_value_t = 2000)]

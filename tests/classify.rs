@@ -92,7 +92,7 @@ fn bad_inputs_get_error_records_and_the_run_goes_on() {
     fs::write(inputs.join("c_binary.txt"), b"\x00\x01\x02PK\x03\x04 binary").unwrap();
     fs::write(inputs.join("d_latin1.txt"), b"Die Kl\xe4gerin wohnt in der Stra\xdfe am Flu\xdf \xa7 3.").unwrap();
     fs::write(inputs.join("e_rows.jsonl"), "{\"id\": 7, \"text\": \"Gemäß § 3 AsylG.\"}\n{not json}\n\n{\"text\": 5}\n{\"text\": \"Frau Müller.\"}\n").unwrap();
-    fs::write(inputs.join("f_table.csv"), "id,text\nr1,\"Das Gericht, in Leipzig.\"\nr2,zu,viele,felder\nr3,Straße\n").unwrap();
+    fs::write(inputs.join("f_table.csv"), "\u{feff}id,text\nr1,\"Das Gericht, in Leipzig.\"\nr2,zu,viele,felder\nr3,Straße\n").unwrap();
     fs::write(inputs.join("g_scan.pdf"), b"%PDF-1.4").unwrap();
     let out = dir.path().join("out.jsonl");
     let run = docclass(&["classify", "--model", path_str(&fixture("bert-seqcls")), path_str(&inputs), "--out", path_str(&out), "--quiet"]);
@@ -285,4 +285,27 @@ fn bad_zero_shot_label_files_are_refused_with_their_line() {
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("labels.tsv:3"), "{stderr}");
+}
+
+/// Windows advance by a window less the stride: the default overlap is a quarter of a
+/// window, and a stride that would not let windows advance is refused.
+#[test]
+fn stride_defaults_to_a_quarter_window_and_must_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_jsonl(dir.path(), &[tricky_text()]);
+    let model = fixture("xlm-roberta-seqcls");
+    let out = dir.path().join("out.jsonl");
+    let run = docclass(&["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&out), "--quiet"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let windows = read_records(&out)[0]["windows"].as_u64().unwrap();
+    let truncated = dir.path().join("one.jsonl");
+    let args = ["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&truncated), "--quiet", "--stride", "0"];
+    assert!(docclass(&args).status.success());
+    let without_overlap = read_records(&truncated)[0]["windows"].as_u64().unwrap();
+    // 64 positions, 62 text tokens a window: 47 new tokens a window with a stride of 15.
+    assert!(windows > without_overlap && windows * 47 <= without_overlap * 62 + 2 * 47, "{windows} vs {without_overlap}");
+
+    let too_big = docclass(&["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&out), "--force", "--stride", "62"]);
+    assert_eq!(too_big.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_big.stderr).contains("--stride"));
 }

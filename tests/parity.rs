@@ -7,11 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use docclass::decode::Aggregation;
 use docclass::infer::{Pipeline, PipelineOptions};
 use docclass::model::encoder::first_token;
 use docclass::model::{Head, ModelBundle, PackedBatch};
-use docclass::text::{Window, WindowOptions};
+use docclass::text::Window;
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
@@ -157,12 +156,7 @@ fn real_e5_embeddings_match_transformers() {
         serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
     let pipeline = Pipeline::new(ModelBundle::load(&dir).unwrap(), None).unwrap();
     let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    let options = PipelineOptions {
-        windows: WindowOptions { stride: 0, max_windows: 1, truncate: true },
-        batch_tokens: 4096,
-        aggregation: Aggregation::First,
-        top_k: None,
-    };
+    let options = PipelineOptions::first_window_only(4096);
     let (embeddings, _) = pipeline.embed_texts(&texts, &options).unwrap();
     assert_close("e5 mean-pooled embeddings", &embeddings, &rows(&expected["embeddings"]));
 }

@@ -12,7 +12,6 @@ use super::{configure_threads, model_dir, peak_memory_bytes, Outcome};
 use crate::cli::BenchArgs;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::model::ModelBundle;
-use crate::text::WindowOptions;
 
 pub fn run(args: BenchArgs) -> Result<Outcome> {
     let threads = configure_threads(&args.run)?;
@@ -29,12 +28,7 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
     let model = bundle.name.clone();
     bundle.settings.input_prefix.clear();
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = PipelineOptions {
-        windows: WindowOptions { stride: 0, max_windows: 1, truncate: true },
-        batch_tokens: args.run.batch_tokens.max(1),
-        aggregation: crate::decode::Aggregation::First,
-        top_k: None,
-    };
+    let options = PipelineOptions::first_window_only(args.run.batch_tokens.max(1));
 
     // Untimed warm-up on a few documents from the middle of the corpus.
     let mid = docs.len() / 2;

@@ -23,16 +23,19 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     if args.out.as_os_str() != "-" && args.out.exists() && !args.force {
         bail!("{}: output file exists (use --force to overwrite it)", args.out.display());
     }
+    let dir = model_dir(args.model.model);
+    let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let options = PipelineOptions {
-        windows: WindowOptions { stride: args.stride, max_windows: args.max_windows.max(1), truncate: args.truncate },
+        windows: WindowOptions {
+            stride: pipeline.text.stride(args.stride)?,
+            max_windows: args.max_windows.max(1),
+            truncate: args.truncate,
+        },
         batch_tokens: args.run.batch_tokens.max(1),
         aggregation: args.aggregation,
         top_k: args.top_k,
     };
-
-    let dir = model_dir(args.model.model);
-    let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
-    let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
     if let Some(labels) = &args.zero_shot {
         pipeline.add_zero_shot(labels, args.temperature, &options)?;
     }
@@ -44,6 +47,9 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     }
 
     let files = collect_inputs(&args.inputs)?;
+    if files.is_empty() && !args.quiet {
+        eprintln!("docclass: warning: no files found in the given inputs");
+    }
     let total_bytes: u64 = files.iter().filter_map(|f| f.as_ref().ok()).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, args.quiet);
     let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };

@@ -6,7 +6,6 @@ use super::Outcome;
 use crate::cli::ModelCommand;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::model::{Head, ModelBundle};
-use crate::text::WindowOptions;
 
 pub fn run(command: ModelCommand) -> Result<Outcome> {
     match command {
@@ -41,12 +40,7 @@ pub fn run(command: ModelCommand) -> Result<Outcome> {
                     Head::ZeroShot(z) => z.name.clone(),
                 })
                 .collect();
-            let options = PipelineOptions {
-                windows: WindowOptions { stride: 0, max_windows: 1, truncate: true },
-                batch_tokens: 512,
-                aggregation: crate::decode::Aggregation::First,
-                top_k: None,
-            };
+            let options = PipelineOptions::first_window_only(512);
             let (embeddings, tokens) = pipeline.embed_texts(&["Das Verwaltungsgericht weist die Klage ab."], &options)?;
             let embedding = &embeddings[0];
             if embedding.iter().any(|x| !x.is_finite()) {

@@ -28,6 +28,19 @@ pub struct PipelineOptions {
     pub top_k: Option<usize>,
 }
 
+impl PipelineOptions {
+    /// Each text truncated to its first window: for embedding short texts and for
+    /// benchmarks that compare with truncating pipelines.
+    pub fn first_window_only(batch_tokens: usize) -> Self {
+        Self {
+            windows: WindowOptions { stride: 0, max_windows: 1, truncate: true },
+            batch_tokens,
+            aggregation: Aggregation::First,
+            top_k: None,
+        }
+    }
+}
+
 /// One encoder and the heads it feeds.
 pub struct Pipeline {
     pub encoder: crate::model::Encoder,
@@ -57,7 +70,6 @@ struct Prepared {
 pub struct ChunkStats {
     pub documents: usize,
     pub failed: usize,
-    pub windows: usize,
     pub tokens: usize,
 }
 
@@ -77,30 +89,31 @@ impl Pipeline {
             .into_par_iter()
             .map(|item| {
                 let doc = item.map_err(|f| Record::failed(f.id, f.source, &self.model_name, f.error))?;
-                match self.prepare(&doc, &options.windows) {
+                match self.prepare(&doc.text, &options.windows) {
                     Ok(p) => Ok((doc, p)),
                     Err(e) => Err(Record::failed(doc.id, doc.source, &self.model_name, format!("{e:#}"))),
                 }
             })
             .collect();
 
+        // All windows of the chunk, each with the index of its document.
         let mut window_ids: Vec<Vec<u32>> = Vec::new();
-        let mut owner: Vec<(usize, usize)> = Vec::new();
+        let mut window_doc: Vec<usize> = Vec::new();
         for (d, item) in prepared.iter().enumerate() {
             if let Ok((_, p)) = item {
-                for (w, window) in p.windows.iter().enumerate() {
+                for window in &p.windows {
                     window_ids.push(self.text.window_ids(&p.tokens, window));
-                    owner.push((d, w));
+                    window_doc.push(d);
                 }
             }
         }
         let outputs = self.encode_windows(&window_ids, options.batch_tokens)?;
         let mut per_doc: Vec<Vec<WindowOutput>> = prepared.iter().map(|_| Vec::new()).collect();
-        for ((d, _), out) in owner.iter().zip(outputs) {
-            per_doc[*d].push(out);
+        for (&d, out) in window_doc.iter().zip(outputs) {
+            per_doc[d].push(out);
         }
 
-        let mut stats = ChunkStats { documents: prepared.len(), windows: window_ids.len(), ..Default::default() };
+        let mut stats = ChunkStats { documents: prepared.len(), ..Default::default() };
         stats.tokens = window_ids.iter().map(Vec::len).sum();
         let records: Vec<Record> = prepared
             .into_par_iter()
@@ -114,8 +127,8 @@ impl Pipeline {
         Ok((records, stats))
     }
 
-    fn prepare(&self, doc: &Document, options: &WindowOptions) -> Result<Prepared> {
-        let tokens = self.text.tokenize(&doc.text)?;
+    fn prepare(&self, text: &str, options: &WindowOptions) -> Result<Prepared> {
+        let tokens = self.text.tokenize(text)?;
         anyhow::ensure!(!tokens.is_empty(), "empty document (no tokens)");
         let windows = self.text.windows(tokens.len(), options)?;
         Ok(Prepared { tokens, windows })
@@ -126,7 +139,7 @@ impl Pipeline {
     pub fn embed_texts(&self, texts: &[&str], options: &PipelineOptions) -> Result<(Vec<Vec<f32>>, usize)> {
         let prepared: Vec<Prepared> = texts
             .par_iter()
-            .map(|t| self.prepare(&Document::plain(t), &options.windows))
+            .map(|t| self.prepare(t, &options.windows))
             .collect::<Result<_>>()?;
         let mut window_ids = Vec::new();
         for p in &prepared {

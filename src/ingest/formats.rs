@@ -227,7 +227,9 @@ impl CsvReader {
         }
         let mut records = builder.from_reader(file);
         let headers = records.byte_headers().map_err(|e| format!("cannot read the header row: {e}"))?.clone();
-        let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect();
+        // Spreadsheet programs often start a CSV file with a UTF-8 byte order mark.
+        let names: Vec<String> =
+            headers.iter().map(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').trim().to_string()).collect();
         let text_column = names.iter().position(|n| *n == fields.text).ok_or_else(|| {
             format!("no column {:?} in the header row {:?} (set --text-field)", fields.text, names)
         })?;

@@ -38,13 +38,6 @@ pub struct Document {
     pub encoding: &'static str,
 }
 
-impl Document {
-    /// A document made from a string given in the program (label descriptions, benchmarks).
-    pub fn plain(text: &str) -> Self {
-        Self { id: String::new(), source: Source { path: String::new(), line: None }, text: text.to_string(), encoding: "UTF-8" }
-    }
-}
-
 /// A document that could not be read.
 #[derive(Clone, Debug)]
 pub struct Failed {

@@ -98,10 +98,22 @@ impl TextEncoder {
         })
     }
 
+    /// The overlap of neighbouring windows: `requested`, or a quarter of a window.
+    pub fn stride(&self, requested: Option<usize>) -> Result<usize> {
+        match requested {
+            None => Ok(self.capacity / 4),
+            Some(stride) if stride < self.capacity => Ok(stride),
+            Some(stride) => bail!(
+                "a stride of {stride} tokens is not less than the {} text tokens a window holds: give a smaller --stride",
+                self.capacity
+            ),
+        }
+    }
+
     /// Windows covering all `n` content tokens, each overlapping the previous one by
-    /// `stride` tokens (less where the stride would not let the windows advance).
+    /// `stride` tokens.
     pub fn windows(&self, n: usize, options: &WindowOptions) -> Result<Vec<Window>> {
-        let step = self.capacity.saturating_sub(options.stride).max(1);
+        let step = self.capacity - options.stride.min(self.capacity - 1);
         let mut windows = Vec::new();
         let mut start = 0;
         loop {
