@@ -12,17 +12,16 @@ use crate::cli::ClassifyArgs;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::{collect_inputs, DocumentReader, FieldNames};
 use crate::model::ModelBundle;
-use crate::output::{open_writer, OutputFormat};
+use crate::output::{open_writer, refuse_existing, OutputFormat};
 use crate::text::WindowOptions;
 
 pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let threads = configure_threads(&args.run)?;
     let started = Instant::now();
     let format = args.format.unwrap_or_else(|| OutputFormat::from_path(&args.out));
-    // Refuse an existing output before the slow model load.
-    if args.out.as_os_str() != "-" && args.out.exists() && !args.force {
-        bail!("{}: output file exists (use --force to overwrite it)", args.out.display());
-    }
+    // Refuse an existing output and missing inputs before the slow model load.
+    refuse_existing(&args.out, args.force)?;
+    let files = collect_inputs(&args.inputs)?;
     let dir = model_dir(args.model.model);
     let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
@@ -46,7 +45,6 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         );
     }
 
-    let files = collect_inputs(&args.inputs)?;
     if files.is_empty() && !args.quiet {
         eprintln!("docclass: warning: no files found in the given inputs");
     }

@@ -26,6 +26,14 @@ impl OutputFormat {
     }
 }
 
+/// An existing output file is only replaced with `--force`.
+pub fn refuse_existing(target: &Path, force: bool) -> Result<()> {
+    if target != Path::new("-") && target.exists() && !force {
+        bail!("{}: output file exists (use --force to overwrite it)", target.display());
+    }
+    Ok(())
+}
+
 pub trait RecordWriter {
     fn write(&mut self, record: &Record) -> Result<()>;
     /// Flushes and puts the output in place.
@@ -43,9 +51,7 @@ impl Sink {
         if target == Path::new("-") {
             return Ok(Sink::Stdout(BufWriter::new(std::io::stdout())));
         }
-        if target.exists() && !force {
-            bail!("{}: output file exists (use --force to overwrite it)", target.display());
-        }
+        refuse_existing(target, force)?;
         let name = target.file_name().with_context(|| format!("{}: not a file name", target.display()))?;
         let partial = target.with_file_name(format!(".{}.partial", name.to_string_lossy()));
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
