@@ -22,8 +22,11 @@ fn tricky_text() -> String {
 
 fn write_jsonl(dir: &std::path::Path, texts: &[String]) -> std::path::PathBuf {
     let path = dir.join("docs.jsonl");
-    let lines: Vec<String> =
-        texts.iter().enumerate().map(|(i, t)| serde_json::json!({"id": format!("doc-{i}"), "text": t}).to_string()).collect();
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": format!("doc-{i}"), "text": t}).to_string())
+        .collect();
     fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
 }
@@ -37,8 +40,17 @@ fn entity_offsets_index_the_original_text_across_windows() {
         for strategy in ["first", "average", "max", "simple"] {
             let out = dir.path().join(format!("{model}-{strategy}.jsonl"));
             let run = docclass(&[
-                "classify", "--model", path_str(&fixture(model)), path_str(&input), "--out", path_str(&out),
-                "--aggregation", strategy, "--stride", "16", "--quiet",
+                "classify",
+                "--model",
+                path_str(&fixture(model)),
+                path_str(&input),
+                "--out",
+                path_str(&out),
+                "--aggregation",
+                strategy,
+                "--stride",
+                "16",
+                "--quiet",
             ]);
             assert!(run.status.success(), "{model} {strategy}: {}", String::from_utf8_lossy(&run.stderr));
             let records = read_records(&out);
@@ -53,7 +65,10 @@ fn entity_offsets_index_the_original_text_across_windows() {
             let mut previous_end = 0;
             for e in entities {
                 let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
-                assert!(start < end && start >= previous_end, "{model} {strategy}: spans in order, not overlapping: {e}");
+                assert!(
+                    start < end && start >= previous_end,
+                    "{model} {strategy}: spans in order, not overlapping: {e}"
+                );
                 assert_eq!(char_slice(&text, start, end), e["text"].as_str().unwrap(), "{model} {strategy}: {e}");
                 assert_eq!(e["text"].as_str().unwrap().trim(), e["text"].as_str().unwrap());
                 previous_end = end;
@@ -70,8 +85,19 @@ fn output_is_identical_for_any_thread_count_and_batch_size() {
     let run = |threads: &str, batch: &str| {
         let out = dir.path().join(format!("out-{threads}-{batch}.jsonl"));
         let status = docclass(&[
-            "classify", "--model", path_str(&fixture("xlm-roberta-tokcls")), path_str(&input), "--out", path_str(&out),
-            "--threads", threads, "--batch-tokens", batch, "--stride", "8", "--quiet",
+            "classify",
+            "--model",
+            path_str(&fixture("xlm-roberta-tokcls")),
+            path_str(&input),
+            "--out",
+            path_str(&out),
+            "--threads",
+            threads,
+            "--batch-tokens",
+            batch,
+            "--stride",
+            "8",
+            "--quiet",
         ]);
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
         fs::read(out).unwrap()
@@ -91,15 +117,38 @@ fn bad_inputs_get_error_records_and_the_run_goes_on() {
     fs::write(inputs.join("b_empty.txt"), "").unwrap();
     fs::write(inputs.join("c_binary.txt"), b"\x00\x01\x02PK\x03\x04 binary").unwrap();
     fs::write(inputs.join("d_latin1.txt"), b"Die Kl\xe4gerin wohnt in der Stra\xdfe am Flu\xdf \xa7 3.").unwrap();
-    fs::write(inputs.join("e_rows.jsonl"), "{\"id\": 7, \"text\": \"Gemäß § 3 AsylG.\"}\n{not json}\n\n{\"text\": 5}\n{\"text\": \"Frau Müller.\"}\n").unwrap();
-    fs::write(inputs.join("f_table.csv"), "\u{feff}id,text\nr1,\"Das Gericht, in Leipzig.\"\nr2,zu,viele,felder\nr3,Straße\n").unwrap();
+    fs::write(
+        inputs.join("e_rows.jsonl"),
+        "{\"id\": 7, \"text\": \"Gemäß § 3 AsylG.\"}\n{not json}\n\n{\"text\": 5}\n{\"text\": \"Frau Müller.\"}\n",
+    )
+    .unwrap();
+    fs::write(
+        inputs.join("f_table.csv"),
+        "\u{feff}id,text\nr1,\"Das Gericht, in Leipzig.\"\nr2,zu,viele,felder\nr3,Straße\n",
+    )
+    .unwrap();
     fs::write(inputs.join("g_scan.pdf"), b"%PDF-1.4").unwrap();
     let out = dir.path().join("out.jsonl");
-    let run = docclass(&["classify", "--model", path_str(&fixture("bert-seqcls")), path_str(&inputs), "--out", path_str(&out), "--quiet"]);
-    assert_eq!(run.status.code(), Some(3), "some documents failed: exit 3; stderr: {}", String::from_utf8_lossy(&run.stderr));
+    let run = docclass(&[
+        "classify",
+        "--model",
+        path_str(&fixture("bert-seqcls")),
+        path_str(&inputs),
+        "--out",
+        path_str(&out),
+        "--quiet",
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "some documents failed: exit 3; stderr: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let records = read_records(&out);
-    let summary: Vec<(String, bool)> =
-        records.iter().map(|r| (r["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string(), r.get("error").is_some())).collect();
+    let summary: Vec<(String, bool)> = records
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string(), r.get("error").is_some()))
+        .collect();
     let expected = [
         ("a_good.txt", false),
         ("b_empty.txt", true),
@@ -154,14 +203,33 @@ fn stdout_and_csv_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("doc.txt");
     fs::write(&input, "Der Kläger wohnt in Köln.").unwrap();
-    let run = docclass(&["classify", "--model", path_str(&fixture("xlm-roberta-seqcls")), path_str(&input), "--out", "-", "--top-k", "2"]);
+    let run = docclass(&[
+        "classify",
+        "--model",
+        path_str(&fixture("xlm-roberta-seqcls")),
+        path_str(&input),
+        "--out",
+        "-",
+        "--top-k",
+        "2",
+    ]);
     assert!(run.status.success());
     let record: Value = serde_json::from_slice(&run.stdout).expect("stdout holds exactly the record");
     assert_eq!(record["scores"].as_array().unwrap().len(), 2);
     assert_eq!(record["source"]["path"], path_str(&input));
 
     let csv_out = dir.path().join("out.csv");
-    assert!(docclass(&["classify", "--model", path_str(&fixture("xlm-roberta-seqcls")), path_str(&input), "--out", path_str(&csv_out), "--quiet"]).status.success());
+    assert!(docclass(&[
+        "classify",
+        "--model",
+        path_str(&fixture("xlm-roberta-seqcls")),
+        path_str(&input),
+        "--out",
+        path_str(&csv_out),
+        "--quiet"
+    ])
+    .status
+    .success());
     let csv = fs::read_to_string(&csv_out).unwrap();
     let mut lines = csv.lines();
     assert_eq!(lines.next().unwrap(), "id,path,line,label,score,scores,entities,windows,encoding,model,error");
@@ -178,7 +246,8 @@ fn model_problems_are_clear_fatal_errors() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/model"));
 
-    let no_heads = docclass(&["classify", "--model", path_str(&fixture("bert-base")), path_str(&input), "--out", path_str(&out)]);
+    let no_heads =
+        docclass(&["classify", "--model", path_str(&fixture("bert-base")), path_str(&input), "--out", path_str(&out)]);
     assert_eq!(no_heads.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_heads.stderr).contains("--zero-shot"));
 
@@ -194,7 +263,11 @@ fn model_problems_are_clear_fatal_errors() {
     fs::copy(fixture("bert-base").join("tokenizer.json"), mixed.join("tokenizer.json")).unwrap();
     let run = docclass(&["classify", "--model", path_str(&mixed), path_str(&input), "--out", path_str(&out)]);
     assert_eq!(run.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("do not belong together"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("do not belong together"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(!out.exists(), "no output is written when the model cannot load");
 }
 
@@ -213,7 +286,17 @@ fn real_encoder_classifies_court_passages_zero_shot() {
     fs::write(&input, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
     let out = dir.path().join("out.jsonl");
     let labels = root().join("labels/areas-of-law.tsv");
-    let run = docclass(&["classify", "--model", path_str(&model), "--zero-shot", path_str(&labels), path_str(&input), "--out", path_str(&out), "--quiet"]);
+    let run = docclass(&[
+        "classify",
+        "--model",
+        path_str(&model),
+        "--zero-shot",
+        path_str(&labels),
+        path_str(&input),
+        "--out",
+        path_str(&out),
+        "--quiet",
+    ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let records = read_records(&out);
     assert_eq!(records.len(), rows.len());
@@ -239,8 +322,23 @@ fn real_encoder_output_is_deterministic() {
     let run = |threads: &str, batch: &str| {
         let out = dir.path().join(format!("out-{threads}-{batch}.jsonl"));
         let status = docclass(&[
-            "classify", "--model", path_str(&model), "--zero-shot", path_str(&labels), path_str(&input), "--out", path_str(&out),
-            "--threads", threads, "--batch-tokens", batch, "--max-len", "96", "--stride", "16", "--quiet",
+            "classify",
+            "--model",
+            path_str(&model),
+            "--zero-shot",
+            path_str(&labels),
+            path_str(&input),
+            "--out",
+            path_str(&out),
+            "--threads",
+            threads,
+            "--batch-tokens",
+            batch,
+            "--max-len",
+            "96",
+            "--stride",
+            "16",
+            "--quiet",
         ]);
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
         fs::read(out).unwrap()
@@ -258,16 +356,25 @@ fn several_heads_share_one_pipeline() {
     let input = write_jsonl(dir.path(), &["Der Kläger wohnt in Köln.".into(), tricky_text()]);
     let out = dir.path().join("out.jsonl");
     let run = docclass(&[
-        "classify", "--model", path_str(&fixture("xlm-roberta-seqcls")), "--zero-shot", path_str(&labels), path_str(&input),
-        "--out", path_str(&out), "--quiet",
+        "classify",
+        "--model",
+        path_str(&fixture("xlm-roberta-seqcls")),
+        "--zero-shot",
+        path_str(&labels),
+        path_str(&input),
+        "--out",
+        path_str(&out),
+        "--quiet",
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     for record in read_records(&out) {
-        let own: Vec<&str> = record["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
+        let own: Vec<&str> =
+            record["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
         assert_eq!(own.len(), 3, "the checkpoint's own head: {record}");
         assert!(own.contains(&"abgelehnt"));
         let zero_shot = &record["heads"]["topics"];
-        let mut labels: Vec<&str> = zero_shot["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
+        let mut labels: Vec<&str> =
+            zero_shot["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
         labels.sort();
         assert_eq!(labels, vec!["ort", "recht"], "one entry per label, however many descriptions: {record}");
     }
@@ -281,7 +388,16 @@ fn bad_zero_shot_label_files_are_refused_with_their_line() {
     let input = dir.path().join("doc.txt");
     fs::write(&input, "Text.").unwrap();
     let out = dir.path().join("out.jsonl");
-    let run = docclass(&["classify", "--model", path_str(&fixture("bert-base")), "--zero-shot", path_str(&labels), path_str(&input), "--out", path_str(&out)]);
+    let run = docclass(&[
+        "classify",
+        "--model",
+        path_str(&fixture("bert-base")),
+        "--zero-shot",
+        path_str(&labels),
+        path_str(&input),
+        "--out",
+        path_str(&out),
+    ]);
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("labels.tsv:3"), "{stderr}");
@@ -295,17 +411,41 @@ fn stride_defaults_to_a_quarter_window_and_must_fit() {
     let input = write_jsonl(dir.path(), &[tricky_text()]);
     let model = fixture("xlm-roberta-seqcls");
     let out = dir.path().join("out.jsonl");
-    let run = docclass(&["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&out), "--quiet"]);
+    let run =
+        docclass(&["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&out), "--quiet"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let windows = read_records(&out)[0]["windows"].as_u64().unwrap();
     let truncated = dir.path().join("one.jsonl");
-    let args = ["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&truncated), "--quiet", "--stride", "0"];
+    let args = [
+        "classify",
+        "--model",
+        path_str(&model),
+        path_str(&input),
+        "--out",
+        path_str(&truncated),
+        "--quiet",
+        "--stride",
+        "0",
+    ];
     assert!(docclass(&args).status.success());
     let without_overlap = read_records(&truncated)[0]["windows"].as_u64().unwrap();
     // 64 positions, 62 text tokens a window: 47 new tokens a window with a stride of 15.
-    assert!(windows > without_overlap && windows * 47 <= without_overlap * 62 + 2 * 47, "{windows} vs {without_overlap}");
+    assert!(
+        windows > without_overlap && windows * 47 <= without_overlap * 62 + 2 * 47,
+        "{windows} vs {without_overlap}"
+    );
 
-    let too_big = docclass(&["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&out), "--force", "--stride", "62"]);
+    let too_big = docclass(&[
+        "classify",
+        "--model",
+        path_str(&model),
+        path_str(&input),
+        "--out",
+        path_str(&out),
+        "--force",
+        "--stride",
+        "62",
+    ]);
     assert_eq!(too_big.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&too_big.stderr).contains("--stride"));
 }

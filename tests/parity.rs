@@ -20,7 +20,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn rows(value: &Value) -> Vec<Vec<f32>> {
-    value.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect()
 }
 
 fn assert_close(what: &str, got: &[Vec<f32>], expected: &[Vec<f32>]) {
@@ -67,7 +72,9 @@ fn split_rows(t: &Tensor, lens: &[usize]) -> Vec<Vec<Vec<f32>>> {
 fn check_base(name: &str) {
     let (pipeline, batch, expected) = load(name);
     let hidden = pipeline.encoder.forward(&batch).unwrap();
-    for (i, (got, want)) in split_rows(&hidden, &batch.lens).iter().zip(expected["last_hidden_state"].as_array().unwrap()).enumerate() {
+    for (i, (got, want)) in
+        split_rows(&hidden, &batch.lens).iter().zip(expected["last_hidden_state"].as_array().unwrap()).enumerate()
+    {
         assert_close(&format!("{name} text {i} hidden states"), got, &rows(want));
     }
 }
@@ -85,7 +92,9 @@ fn check_token_classification(name: &str) {
     let hidden = pipeline.encoder.forward(&batch).unwrap();
     let Some(Head::TokenClassification(head)) = pipeline.heads.first() else { panic!("{name}: no token head") };
     let logits = head.logits(&hidden).unwrap();
-    for (i, (got, want)) in split_rows(&logits, &batch.lens).iter().zip(expected["token_logits"].as_array().unwrap()).enumerate() {
+    for (i, (got, want)) in
+        split_rows(&logits, &batch.lens).iter().zip(expected["token_logits"].as_array().unwrap()).enumerate()
+    {
         assert_close(&format!("{name} text {i} token logits"), got, &rows(want));
     }
 }

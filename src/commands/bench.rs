@@ -15,7 +15,8 @@ use crate::model::ModelBundle;
 
 pub fn run(args: BenchArgs) -> Result<Outcome> {
     let threads = configure_threads(&args.run)?;
-    let text = std::fs::read_to_string(&args.corpus).with_context(|| format!("{}: cannot read corpus", args.corpus.display()))?;
+    let text = std::fs::read_to_string(&args.corpus)
+        .with_context(|| format!("{}: cannot read corpus", args.corpus.display()))?;
     let mut docs: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if let Some(limit) = args.limit {
         docs.truncate(limit);

@@ -48,7 +48,8 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     if files.is_empty() && !args.quiet {
         eprintln!("docclass: warning: no files found in the given inputs");
     }
-    let total_bytes: u64 = files.iter().filter_map(|f| f.as_ref().ok()).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    let total_bytes: u64 =
+        files.iter().filter_map(|f| f.as_ref().ok()).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, args.quiet);
     let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
     let mut reader = DocumentReader::new(files, fields, args.max_document_bytes).peekable();

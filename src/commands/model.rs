@@ -41,7 +41,8 @@ pub fn run(command: ModelCommand) -> Result<Outcome> {
                 })
                 .collect();
             let options = PipelineOptions::first_window_only(512);
-            let (embeddings, tokens) = pipeline.embed_texts(&["Das Verwaltungsgericht weist die Klage ab."], &options)?;
+            let (embeddings, tokens) =
+                pipeline.embed_texts(&["Das Verwaltungsgericht weist die Klage ab."], &options)?;
             let embedding = &embeddings[0];
             if embedding.iter().any(|x| !x.is_finite()) {
                 bail!("{}: the encoder produced non-finite values", dir.display());

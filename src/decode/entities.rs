@@ -134,7 +134,12 @@ fn group(units: &[Tagged], labels: &[String]) -> Vec<Span> {
             let (_, kind) = split_tag(&labels[first.tag]);
             if kind != "O" {
                 let score = current.iter().map(|u| u.score).sum::<f32>() / current.len() as f32;
-                spans.push(Span { label: kind.to_string(), start: first.start, end: current[current.len() - 1].end, score });
+                spans.push(Span {
+                    label: kind.to_string(),
+                    start: first.start,
+                    end: current[current.len() - 1].end,
+                    score,
+                });
             }
         }
         current.clear();
@@ -214,7 +219,8 @@ mod tests {
     #[test]
     fn simple_groups_b_i_and_splits_on_b() {
         let text = "Anna Berg traf Carl in Köln";
-        let probs = [one_hot(1, 0.9), one_hot(2, 0.8), one_hot(0, 0.9), one_hot(1, 0.7), one_hot(0, 0.9), one_hot(3, 0.6)];
+        let probs =
+            [one_hot(1, 0.9), one_hot(2, 0.8), one_hot(0, 0.9), one_hot(1, 0.7), one_hot(0, 0.9), one_hot(3, 0.6)];
         let spans = [(0, 4), (5, 9), (10, 14), (15, 19), (20, 22), (23, 27)];
         let tokens: Vec<TokenScores> = probs
             .iter()
@@ -248,9 +254,13 @@ mod tests {
         let text = "Müllerstraße";
         let probs = [one_hot(3, 0.5), one_hot(2, 0.95), one_hot(2, 0.6)];
         let spans = [(0, 3), (3, 6), (6, 12)];
-        let tokens: Vec<TokenScores> =
-            probs.iter().zip(spans).map(|(p, (s, e))| TokenScores { probs: p, start: s, end: e, word: Some(0) }).collect();
-        let label_of = |s| decode_entities(text, &tokens, &labels(), s).iter().map(|e| e.label.clone()).collect::<Vec<_>>();
+        let tokens: Vec<TokenScores> = probs
+            .iter()
+            .zip(spans)
+            .map(|(p, (s, e))| TokenScores { probs: p, start: s, end: e, word: Some(0) })
+            .collect();
+        let label_of =
+            |s| decode_entities(text, &tokens, &labels(), s).iter().map(|e| e.label.clone()).collect::<Vec<_>>();
         assert_eq!(label_of(Aggregation::First), vec!["LOC"]);
         assert_eq!(label_of(Aggregation::Max), vec!["PER"]);
         assert_eq!(label_of(Aggregation::Average), vec!["PER"]);

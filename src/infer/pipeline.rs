@@ -85,13 +85,14 @@ impl Pipeline {
 
     /// Records for `items`, in their order, and what was done.
     pub fn process(&self, items: Vec<Item>, options: &PipelineOptions) -> Result<(Vec<Record>, ChunkStats)> {
-        let prepared: Vec<Result<(Document, Prepared), Record>> = items
+        // A document that cannot be read or tokenized is already its (error) record.
+        let prepared: Vec<Result<(Document, Prepared), Box<Record>>> = items
             .into_par_iter()
             .map(|item| {
-                let doc = item.map_err(|f| Record::failed(f.id, f.source, &self.model_name, f.error))?;
+                let doc = item.map_err(|f| Box::new(Record::failed(f.id, f.source, &self.model_name, f.error)))?;
                 match self.prepare(&doc.text, &options.windows) {
                     Ok(p) => Ok((doc, p)),
-                    Err(e) => Err(Record::failed(doc.id, doc.source, &self.model_name, format!("{e:#}"))),
+                    Err(e) => Err(Box::new(Record::failed(doc.id, doc.source, &self.model_name, format!("{e:#}")))),
                 }
             })
             .collect();
@@ -120,7 +121,7 @@ impl Pipeline {
             .zip(per_doc)
             .map(|(item, outs)| match item {
                 Ok((doc, p)) => self.assemble(doc, &p, &outs, options),
-                Err(record) => record,
+                Err(record) => *record,
             })
             .collect();
         stats.failed = records.iter().filter(|r| r.is_error()).count();
@@ -137,10 +138,8 @@ impl Pipeline {
     /// Mean-pooled embeddings of whole texts (windows weighted by their length), as e5
     /// embeds a text; not normalised. Also returns the number of tokens encoded.
     pub fn embed_texts(&self, texts: &[&str], options: &PipelineOptions) -> Result<(Vec<Vec<f32>>, usize)> {
-        let prepared: Vec<Prepared> = texts
-            .par_iter()
-            .map(|t| self.prepare(t, &options.windows))
-            .collect::<Result<_>>()?;
+        let prepared: Vec<Prepared> =
+            texts.par_iter().map(|t| self.prepare(t, &options.windows)).collect::<Result<_>>()?;
         let mut window_ids = Vec::new();
         for p in &prepared {
             window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
@@ -164,7 +163,12 @@ impl Pipeline {
 
     /// Runs the encoder over all windows in planned batches and computes every head's
     /// output per window. Results come back in the order of `window_ids`.
-    fn encode_windows_with(&self, window_ids: &[Vec<u32>], batch_tokens: usize, needs_mean: bool) -> Result<Vec<WindowOutput>> {
+    fn encode_windows_with(
+        &self,
+        window_ids: &[Vec<u32>],
+        batch_tokens: usize,
+        needs_mean: bool,
+    ) -> Result<Vec<WindowOutput>> {
         let lens: Vec<usize> = window_ids.iter().map(Vec::len).collect();
         let mut outputs: Vec<WindowOutput> = window_ids.iter().map(|_| WindowOutput::default()).collect();
         for batch_indices in plan_batches(&lens, batch_tokens) {
@@ -181,10 +185,17 @@ impl Pipeline {
         Ok(outputs)
     }
 
-    fn run_heads(&self, hidden: &Tensor, batch: &PackedBatch, needs_mean: bool) -> candle_core::Result<Vec<WindowOutput>> {
+    fn run_heads(
+        &self,
+        hidden: &Tensor,
+        batch: &PackedBatch,
+        needs_mean: bool,
+    ) -> candle_core::Result<Vec<WindowOutput>> {
         let starts = batch.starts();
         let mut outs: Vec<WindowOutput> = batch.lens.iter().map(|_| WindowOutput::default()).collect();
-        let mean = if needs_mean || self.heads.iter().any(|h| matches!(h, Head::Classification(c) if c.pooling == Pooling::Mean)) {
+        let mean = if needs_mean
+            || self.heads.iter().any(|h| matches!(h, Head::Classification(c) if c.pooling == Pooling::Mean))
+        {
             Some(mean_pool(hidden, &starts, &batch.lens)?)
         } else {
             None
@@ -235,7 +246,8 @@ impl Pipeline {
             match head {
                 Head::Classification(c) => {
                     let probs = weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
-                    classifications.push((c.name.clone(), classification(&c.labels, &probs, c.multi_label, options.top_k)));
+                    classifications
+                        .push((c.name.clone(), classification(&c.labels, &probs, c.multi_label, options.top_k)));
                 }
                 Head::ZeroShot(z) => {
                     let embedding = document_mean(&p.windows, outs);
@@ -294,7 +306,8 @@ fn classification(labels: &[String], probs: &[f32], multi_label: bool, top_k: Op
         label: labels[best].clone(),
         score: probs[best],
         scores: rank(labels, probs, top_k),
-        labels: multi_label.then(|| labels.iter().zip(probs).filter(|(_, &p)| p >= 0.5).map(|(l, _)| l.clone()).collect()),
+        labels: multi_label
+            .then(|| labels.iter().zip(probs).filter(|(_, &p)| p >= 0.5).map(|(l, _)| l.clone()).collect()),
     }
 }
 

@@ -48,7 +48,7 @@ pub fn read_label_file(path: &Path) -> Result<Vec<(String, String)>> {
 impl Pipeline {
     /// Adds a zero-shot head whose labels are described in `path`.
     pub fn add_zero_shot(&mut self, path: &Path, temperature: f32, options: &PipelineOptions) -> Result<()> {
-        if !(temperature > 0.0) {
+        if temperature.is_nan() || temperature <= 0.0 {
             bail!("the zero-shot temperature must be positive, got {temperature}");
         }
         let entries = read_label_file(path)?;

@@ -228,11 +228,14 @@ impl CsvReader {
         let mut records = builder.from_reader(file);
         let headers = records.byte_headers().map_err(|e| format!("cannot read the header row: {e}"))?.clone();
         // Spreadsheet programs often start a CSV file with a UTF-8 byte order mark.
-        let names: Vec<String> =
-            headers.iter().map(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').trim().to_string()).collect();
-        let text_column = names.iter().position(|n| *n == fields.text).ok_or_else(|| {
-            format!("no column {:?} in the header row {:?} (set --text-field)", fields.text, names)
-        })?;
+        let names: Vec<String> = headers
+            .iter()
+            .map(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').trim().to_string())
+            .collect();
+        let text_column = names
+            .iter()
+            .position(|n| *n == fields.text)
+            .ok_or_else(|| format!("no column {:?} in the header row {:?} (set --text-field)", fields.text, names))?;
         let id_column = names.iter().position(|n| *n == fields.id);
         Ok(Self { records, path: path.to_string(), columns: names.len(), text_column, id_column })
     }
@@ -244,9 +247,9 @@ impl Iterator for CsvReader {
     fn next(&mut self) -> Option<Item> {
         let mut record = csv::ByteRecord::new();
         let result = self.records.read_byte_record(&mut record);
-        let line = Some(record.position().map_or_else(|| self.records.position().line(), |p| p.line()));
-        let source = Source { path: self.path.clone(), line };
-        let default_id = format!("{}:{}", self.path, line.unwrap_or(0));
+        let line = record.position().map_or_else(|| self.records.position().line(), |p| p.line());
+        let source = Source { path: self.path.clone(), line: Some(line) };
+        let default_id = format!("{}:{line}", self.path);
         let fail = |error: String| Some(Err(Failed { id: default_id.clone(), source: source.clone(), error }));
         match result {
             Ok(false) => None,

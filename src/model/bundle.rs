@@ -54,14 +54,18 @@ impl ModelBundle {
             });
         }
         let config_path = dir.join("config.json");
-        let config: HfConfig = serde_json::from_str(&read_to_string(&config_path, "the model configuration")?)
-            .map_err(|e| ModelError::Invalid { path: config_path.clone(), message: format!("not a valid config: {e}") })?;
+        let config: HfConfig =
+            serde_json::from_str(&read_to_string(&config_path, "the model configuration")?).map_err(|e| {
+                ModelError::Invalid { path: config_path.clone(), message: format!("not a valid config: {e}") }
+            })?;
         let encoder_config = config.encoder_config()?;
 
         let tokenizer_path = dir.join("tokenizer.json");
         require(&tokenizer_path, "the tokenizer")?;
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| ModelError::Invalid { path: tokenizer_path.clone(), message: format!("cannot load the tokenizer: {e}") })?;
+        let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Invalid {
+            path: tokenizer_path.clone(),
+            message: format!("cannot load the tokenizer: {e}"),
+        })?;
         let tokenizer_vocab = tokenizer.get_vocab_size(true);
         if tokenizer_vocab > encoder_config.vocab {
             return Err(ModelError::Invalid {
@@ -88,8 +92,13 @@ impl ModelBundle {
             message: format!("weights do not match config.json: {e}"),
         };
         // Safety: the files are memory-mapped read-only and not modified while docclass runs.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weight_files, DType::F32, &Device::Cpu) }
-            .map_err(|e| ModelError::Invalid { path: weights_label.clone(), message: format!("not a readable safetensors file: {e}") })?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&weight_files, DType::F32, &Device::Cpu) }.map_err(|e| {
+                ModelError::Invalid {
+                    path: weights_label.clone(),
+                    message: format!("not a readable safetensors file: {e}"),
+                }
+            })?;
         let base = encoder_config.arch.base_prefix();
         let encoder_vb = if vb.contains_tensor(&format!("{base}.embeddings.word_embeddings.weight")) {
             vb.pp(base)
@@ -117,9 +126,19 @@ fn load_hf_heads(vb: &VarBuilder, config: &HfConfig, encoder: &EncoderConfig) ->
     let mut heads = Vec::new();
     for arch in &config.architectures {
         if arch.ends_with("ForSequenceClassification") {
-            heads.push(Head::Classification(ClassificationHead::load_hf(vb, config, encoder.hidden, "classification")?));
+            heads.push(Head::Classification(ClassificationHead::load_hf(
+                vb,
+                config,
+                encoder.hidden,
+                "classification",
+            )?));
         } else if arch.ends_with("ForTokenClassification") {
-            heads.push(Head::TokenClassification(TokenClassificationHead::load_hf(vb, config, encoder.hidden, "entities")?));
+            heads.push(Head::TokenClassification(TokenClassificationHead::load_hf(
+                vb,
+                config,
+                encoder.hidden,
+                "entities",
+            )?));
         }
     }
     Ok(heads)

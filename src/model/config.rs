@@ -93,9 +93,8 @@ impl HfConfig {
         let Some(map) = &self.id2label else { return Ok(Vec::new()) };
         let mut pairs = Vec::with_capacity(map.len());
         for (id, label) in map {
-            let id: usize = id
-                .parse()
-                .map_err(|_| ModelError::Config(format!("id2label key {id:?} is not a number")))?;
+            let id: usize =
+                id.parse().map_err(|_| ModelError::Config(format!("id2label key {id:?} is not a number")))?;
             pairs.push((id, label.clone()));
         }
         pairs.sort();

@@ -63,11 +63,7 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// Loads `{name}.weight`/`{name}.bias`, or the `gamma`/`beta` of old TF-converted checkpoints.
     fn load(vb: &VarBuilder, name: &str, dim: usize, eps: f64) -> candle_core::Result<Self> {
-        let (w, b) = if vb.contains_tensor(&format!("{name}.weight")) {
-            ("weight", "bias")
-        } else {
-            ("gamma", "beta")
-        };
+        let (w, b) = if vb.contains_tensor(&format!("{name}.weight")) { ("weight", "bias") } else { ("gamma", "beta") };
         Ok(Self {
             weight: vb.get(dim, &format!("{name}.{w}"))?,
             bias: vb.get(dim, &format!("{name}.{b}"))?,
@@ -209,9 +205,7 @@ impl Encoder {
         let word_embeddings = vb.get((config.vocab, h), names.word)?;
         let position_embeddings = vb.get((config.max_positions, h), names.position)?;
         let token_type_row = match names.token_type {
-            Some(name) if config.type_vocab > 0 => {
-                Some(vb.get((config.type_vocab, h), name)?.get(0)?)
-            }
+            Some(name) if config.type_vocab > 0 => Some(vb.get((config.type_vocab, h), name)?.get(0)?),
             _ => None,
         };
         let embedding_norm = LayerNorm::load(vb, names.embedding_norm, h, config.layer_norm_eps)?;
@@ -256,16 +250,17 @@ impl Encoder {
         let mut positions = Vec::with_capacity(n);
         for &len in &batch.lens {
             if len + first as usize > self.config.max_positions {
-                candle_core::bail!("a window of {len} tokens exceeds the {} positions of the model", self.config.max_positions);
+                candle_core::bail!(
+                    "a window of {len} tokens exceeds the {} positions of the model",
+                    self.config.max_positions
+                );
             }
             positions.extend((0..len as u32).map(|p| p + first));
         }
         let ids = Tensor::from_slice(&batch.ids, n, &self.device)?;
         let positions = Tensor::from_vec(positions, n, &self.device)?;
-        let mut xs = self
-            .word_embeddings
-            .index_select(&ids, 0)?
-            .add(&self.position_embeddings.index_select(&positions, 0)?)?;
+        let mut xs =
+            self.word_embeddings.index_select(&ids, 0)?.add(&self.position_embeddings.index_select(&positions, 0)?)?;
         if let Some(row) = &self.token_type_row {
             xs = xs.broadcast_add(row)?;
         }

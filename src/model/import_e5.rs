@@ -110,12 +110,13 @@ fn parse(data: &[u8]) -> Result<(E5Header, Vec<RawTensor>)> {
         let quantized = dtype == 1;
         let expected = if quantized { elements / Q4_BLOCK_WEIGHTS * Q4_BLOCK_BYTES } else { elements * 4 };
         ensure!(
-            bytes == expected && (!quantized || elements % Q4_BLOCK_WEIGHTS == 0),
+            bytes == expected && (!quantized || elements.is_multiple_of(Q4_BLOCK_WEIGHTS)),
             "tensor {name}: {bytes} bytes do not hold {elements} elements"
         );
         tensors.push(RawTensor { name, quantized, elements, offset, bytes });
     }
-    let header = E5Header { hidden, layers, heads, ffn, vocab, max_positions, type_vocab, layer_norm_eps, block_size, pad };
+    let header =
+        E5Header { hidden, layers, heads, ffn, vocab, max_positions, type_vocab, layer_norm_eps, block_size, pad };
     Ok((header, tensors))
 }
 
@@ -179,14 +180,24 @@ pub struct ImportReport {
 
 /// Writes `config.json`, `model.safetensors`, `tokenizer.json`, `NOTICE` and
 /// `docclass.json` (e5's `"query: "` prefix) into `out_dir`.
-pub fn import(q4_path: &Path, tokenizer_path: &Path, notice_path: Option<&Path>, out_dir: &Path) -> Result<ImportReport> {
+pub fn import(
+    q4_path: &Path,
+    tokenizer_path: &Path,
+    notice_path: Option<&Path>,
+    out_dir: &Path,
+) -> Result<ImportReport> {
     let data = std::fs::read(q4_path).with_context(|| format!("reading {}", q4_path.display()))?;
     let (header, raw) = parse(&data).with_context(|| format!("parsing {}", q4_path.display()))?;
 
     let mut converted: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(raw.len());
     for t in &raw {
         let (name, shape) = hf_name_and_shape(&t.name, &header)?;
-        ensure!(shape.iter().product::<usize>() == t.elements, "tensor {}: {} elements, expected shape {shape:?}", t.name, t.elements);
+        ensure!(
+            shape.iter().product::<usize>() == t.elements,
+            "tensor {}: {} elements, expected shape {shape:?}",
+            t.name,
+            t.elements
+        );
         let bytes = &data[t.offset..t.offset + t.bytes];
         let values: Vec<u8> = if t.quantized {
             dequantize_q4_0(bytes).iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -230,7 +241,8 @@ pub fn import(q4_path: &Path, tokenizer_path: &Path, notice_path: Option<&Path>,
     write(&out_dir.join("config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
     let settings = super::bundle::ModelSettings { input_prefix: "query: ".into() };
     write(&out_dir.join(super::bundle::SETTINGS_FILE), serde_json::to_string_pretty(&settings)? + "\n")?;
-    std::fs::copy(tokenizer_path, out_dir.join("tokenizer.json")).with_context(|| format!("copying {}", tokenizer_path.display()))?;
+    std::fs::copy(tokenizer_path, out_dir.join("tokenizer.json"))
+        .with_context(|| format!("copying {}", tokenizer_path.display()))?;
     if let Some(notice) = notice_path {
         std::fs::copy(notice, out_dir.join("NOTICE")).with_context(|| format!("copying {}", notice.display()))?;
     }
@@ -263,9 +275,26 @@ mod tests {
 
     #[test]
     fn names_map_to_hf_bert() {
-        let h = E5Header { hidden: 4, layers: 2, heads: 2, ffn: 8, vocab: 10, max_positions: 6, type_vocab: 2, layer_norm_eps: 1e-12, block_size: 32, pad: 1 };
-        assert_eq!(hf_name_and_shape("l1.fi.w", &h).unwrap(), ("encoder.layer.1.intermediate.dense.weight".into(), vec![8, 4]));
-        assert_eq!(hf_name_and_shape("l0.aln.b", &h).unwrap(), ("encoder.layer.0.attention.output.LayerNorm.bias".into(), vec![4]));
+        let h = E5Header {
+            hidden: 4,
+            layers: 2,
+            heads: 2,
+            ffn: 8,
+            vocab: 10,
+            max_positions: 6,
+            type_vocab: 2,
+            layer_norm_eps: 1e-12,
+            block_size: 32,
+            pad: 1,
+        };
+        assert_eq!(
+            hf_name_and_shape("l1.fi.w", &h).unwrap(),
+            ("encoder.layer.1.intermediate.dense.weight".into(), vec![8, 4])
+        );
+        assert_eq!(
+            hf_name_and_shape("l0.aln.b", &h).unwrap(),
+            ("encoder.layer.0.attention.output.LayerNorm.bias".into(), vec![4])
+        );
         assert!(hf_name_and_shape("l2.q.w", &h).is_err());
         assert!(hf_name_and_shape("pooler.w", &h).is_err());
     }

@@ -7,6 +7,9 @@
 //!   single-threaded gemm. No permuted copies, and a window's result depends on nothing
 //!   but the window.
 
+// The approximation coefficients are written as published, past f32's precision.
+#![allow(clippy::excessive_precision)]
+
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
@@ -29,7 +32,13 @@ impl CustomOp2 for BiasActivation {
         "bias-activation"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, x_layout: &Layout, bias: &CpuStorage, bias_layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (rows, cols) = x_layout.shape().dims2()?;
         let x = contiguous_f32(x, x_layout, "bias-activation input")?;
         let bias = contiguous_f32(bias, bias_layout, "bias")?;
@@ -38,7 +47,9 @@ impl CustomOp2 for BiasActivation {
         }
         let out = match self.0 {
             None => bias_map(x, bias, |v| v),
-            Some(Activation::GeluErf) => bias_map(x, bias, |v| 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))),
+            Some(Activation::GeluErf) => {
+                bias_map(x, bias, |v| 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)))
+            }
             Some(Activation::GeluTanh) => bias_map(x, bias, |v| {
                 let inner = (2.0f32 / std::f32::consts::PI).sqrt() * (v + 0.044715 * v * v * v);
                 0.5 * v * (1.0 + inner.tanh())
@@ -115,6 +126,13 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// A method, so that closures capture the whole (Send) wrapper, not the raw pointer.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl CustomOp1 for WindowAttention {
     fn name(&self) -> &'static str {
         "window-attention"
@@ -138,49 +156,72 @@ impl CustomOp1 for WindowAttention {
             tasks.extend((0..self.heads).map(|h| (start, len, h)));
             start += len;
         }
-        tasks.into_par_iter().for_each(|(start, len, h)| SCORES.with_borrow_mut(|scores| {
-            let shared = shared;
-            scores.clear();
-            scores.resize(len * len, 0.0);
-            let row = |i: usize| start * width + i * width;
-            let q = qkv[row(0) + h * head_dim..].as_ptr();
-            let k = qkv[row(0) + hidden + h * head_dim..].as_ptr();
-            let v = qkv[row(0) + 2 * hidden + h * head_dim..].as_ptr();
-            let w = width as isize;
-            // Safety: all pointers stay inside `qkv`, `scores` and this task's block of
-            // `out` (rows start..start+len, columns of head h), which no other task touches.
-            unsafe {
-                // scores = scale * Q Kᵀ: Q is len x head_dim (rows `width` apart), Kᵀ is
-                // head_dim x len (column j = key row j).
-                gemm::gemm(
-                    len, len, head_dim,
-                    scores.as_mut_ptr(), 1, len as isize,
-                    false,
-                    q, 1, w,
-                    k, w, 1,
-                    0.0, scale,
-                    false, false, false,
-                    gemm::Parallelism::None,
-                );
-            }
-            for scores_row in scores.chunks_exact_mut(len) {
-                softmax_in_place(scores_row);
-            }
-            unsafe {
-                let dst = shared.0.add(start * hidden + h * head_dim);
-                // context = P V: P is len x len, V is len x head_dim (rows `width` apart).
-                gemm::gemm(
-                    len, head_dim, len,
-                    dst, 1, hidden as isize,
-                    false,
-                    scores.as_ptr(), 1, len as isize,
-                    v, 1, w,
-                    0.0, 1.0,
-                    false, false, false,
-                    gemm::Parallelism::None,
-                );
-            }
-        }));
+        tasks.into_par_iter().for_each(|(start, len, h)| {
+            SCORES.with_borrow_mut(|scores| {
+                scores.clear();
+                scores.resize(len * len, 0.0);
+                let row = |i: usize| start * width + i * width;
+                let q = qkv[row(0) + h * head_dim..].as_ptr();
+                let k = qkv[row(0) + hidden + h * head_dim..].as_ptr();
+                let v = qkv[row(0) + 2 * hidden + h * head_dim..].as_ptr();
+                let w = width as isize;
+                // Safety: all pointers stay inside `qkv`, `scores` and this task's block of
+                // `out` (rows start..start+len, columns of head h), which no other task touches.
+                unsafe {
+                    // scores = scale * Q Kᵀ: Q is len x head_dim (rows `width` apart), Kᵀ is
+                    // head_dim x len (column j = key row j).
+                    gemm::gemm(
+                        len,
+                        len,
+                        head_dim,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q,
+                        1,
+                        w,
+                        k,
+                        w,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for scores_row in scores.chunks_exact_mut(len) {
+                    softmax_in_place(scores_row);
+                }
+                unsafe {
+                    let dst = shared.ptr().add(start * hidden + h * head_dim);
+                    // context = P V: P is len x len, V is len x head_dim (rows `width` apart).
+                    gemm::gemm(
+                        len,
+                        head_dim,
+                        len,
+                        dst,
+                        1,
+                        hidden as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v,
+                        1,
+                        w,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            })
+        });
         Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
     }
 }
@@ -264,7 +305,15 @@ mod tests {
     #[test]
     fn erf_is_accurate() {
         // Reference values of erf.
-        for (x, want) in [(0.0f32, 0.0f32), (0.1, 0.112_462_92), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (-2.0, -0.995_322_3), (3.5, 0.999_999_26), (9.0, 1.0)] {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.1, 0.112_462_92),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+            (3.5, 0.999_999_26),
+            (9.0, 1.0),
+        ] {
             assert!((erf(x) - want).abs() < 1e-6, "erf({x}) = {} not {want}", erf(x));
         }
     }

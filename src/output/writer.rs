@@ -72,9 +72,13 @@ impl Sink {
         match self {
             Sink::Stdout(mut out) => out.flush().context("writing to stdout"),
             Sink::File { out, partial, target } => {
-                let file = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("{}: write failed", partial.display()))?;
+                let file = out
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .with_context(|| format!("{}: write failed", partial.display()))?;
                 file.sync_all().with_context(|| format!("{}: sync failed", partial.display()))?;
-                std::fs::rename(&partial, &target).with_context(|| format!("renaming {} to {}", partial.display(), target.display()))
+                std::fs::rename(&partial, &target)
+                    .with_context(|| format!("renaming {} to {}", partial.display(), target.display()))
             }
         }
     }
