@@ -275,6 +275,8 @@ impl Pipeline {
                 }
             }
         }
+        // The first classification head fills `label`/`scores`, the others `heads`; a
+        // checkpoint has at most one token head, whose spans fill `entities`.
         let mut classifications = classifications.into_iter();
         let first = classifications.next().map(|(_, c)| c);
         let heads: BTreeMap<String, Classification> = classifications.collect();
