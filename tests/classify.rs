@@ -269,6 +269,15 @@ fn model_problems_are_clear_fatal_errors() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(!out.exists(), "no output is written when the model cannot load");
+
+    // Weights cut short, as by an interrupted copy.
+    let weights = fs::read(fixture("bert-base").join("model.safetensors")).unwrap();
+    fs::write(mixed.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    fs::write(mixed.join("config.json"), fs::read(fixture("bert-base").join("config.json")).unwrap()).unwrap();
+    let run = docclass(&["classify", "--model", path_str(&mixed), path_str(&input), "--out", path_str(&out)]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("model.safetensors: truncated"), "{stderr}");
 }
 
 /// The real encoder on real court passages, zero-shot with the shipped label file.

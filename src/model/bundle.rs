@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 use super::config::{EncoderConfig, HfConfig};
 use super::encoder::Encoder;
 use super::heads::{ClassificationHead, Head, TokenClassificationHead};
+use super::weights::SafetensorFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -91,14 +92,9 @@ impl ModelBundle {
             path: weights_label.clone(),
             message: format!("weights do not match config.json: {e}"),
         };
-        // Safety: the files are memory-mapped read-only and not modified while docclass runs.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&weight_files, DType::F32, &Device::Cpu) }.map_err(|e| {
-                ModelError::Invalid {
-                    path: weights_label.clone(),
-                    message: format!("not a readable safetensors file: {e}"),
-                }
-            })?;
+        let tensors = SafetensorFiles::open(&weight_files)
+            .map_err(|e| ModelError::Config(format!("not a readable safetensors file: {e}")))?;
+        let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, Device::Cpu);
         let base = encoder_config.arch.base_prefix();
         let encoder_vb = if vb.contains_tensor(&format!("{base}.embeddings.word_embeddings.weight")) {
             vb.pp(base)
