@@ -168,17 +168,13 @@ impl JsonlReader {
         if doc_text.trim().is_empty() {
             return Err("empty document (no text)".into());
         }
+        let source = Source { path: self.path.clone(), line: Some(self.line) };
         let id = match object.get(&self.fields.id) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
-            _ => self.default_id(),
+            _ => source.to_string(),
         };
-        let source = Source { path: self.path.clone(), line: Some(self.line) };
         Ok(Document { id, source, text: doc_text, encoding })
-    }
-
-    fn default_id(&self) -> String {
-        format!("{}:{}", self.path, self.line)
     }
 }
 
@@ -205,7 +201,7 @@ impl Iterator for JsonlReader {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Some(self.parse(&bytes).map_err(|error| Failed { id: self.default_id(), source, error }));
+            return Some(self.parse(&bytes).map_err(|error| Failed { id: source.to_string(), source, error }));
         }
     }
 }
@@ -249,7 +245,7 @@ impl Iterator for CsvReader {
         let result = self.records.read_byte_record(&mut record);
         let line = record.position().map_or_else(|| self.records.position().line(), |p| p.line());
         let source = Source { path: self.path.clone(), line: Some(line) };
-        let default_id = format!("{}:{line}", self.path);
+        let default_id = source.to_string();
         let fail = |error: String| Some(Err(Failed { id: default_id.clone(), source: source.clone(), error }));
         match result {
             Ok(false) => None,
