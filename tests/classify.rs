@@ -39,19 +39,8 @@ fn entity_offsets_index_the_original_text_across_windows() {
     for model in ["xlm-roberta-tokcls", "bert-tokcls"] {
         for strategy in ["first", "average", "max", "simple"] {
             let out = dir.path().join(format!("{model}-{strategy}.jsonl"));
-            let run = docclass(&[
-                "classify",
-                "--model",
-                path_str(&fixture(model)),
-                path_str(&input),
-                "--out",
-                path_str(&out),
-                "--aggregation",
-                strategy,
-                "--stride",
-                "16",
-                "--quiet",
-            ]);
+            let run =
+                classify(&fixture(model), &input, &out, &["--aggregation", strategy, "--stride", "16", "--quiet"]);
             assert!(run.status.success(), "{model} {strategy}: {}", String::from_utf8_lossy(&run.stderr));
             let records = read_records(&out);
             assert!(records[0]["windows"].as_u64().unwrap() > 3, "the long text must need several windows");
@@ -84,21 +73,12 @@ fn output_is_identical_for_any_thread_count_and_batch_size() {
     let input = write_jsonl(dir.path(), &texts);
     let run = |threads: &str, batch: &str| {
         let out = dir.path().join(format!("out-{threads}-{batch}.jsonl"));
-        let status = docclass(&[
-            "classify",
-            "--model",
-            path_str(&fixture("xlm-roberta-tokcls")),
-            path_str(&input),
-            "--out",
-            path_str(&out),
-            "--threads",
-            threads,
-            "--batch-tokens",
-            batch,
-            "--stride",
-            "8",
-            "--quiet",
-        ]);
+        let status = classify(
+            &fixture("xlm-roberta-tokcls"),
+            &input,
+            &out,
+            &["--threads", threads, "--batch-tokens", batch, "--stride", "8", "--quiet"],
+        );
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
         fs::read(out).unwrap()
     };
@@ -129,15 +109,7 @@ fn bad_inputs_get_error_records_and_the_run_goes_on() {
     .unwrap();
     fs::write(inputs.join("g_scan.pdf"), b"%PDF-1.4").unwrap();
     let out = dir.path().join("out.jsonl");
-    let run = docclass(&[
-        "classify",
-        "--model",
-        path_str(&fixture("bert-seqcls")),
-        path_str(&inputs),
-        "--out",
-        path_str(&out),
-        "--quiet",
-    ]);
+    let run = classify(&fixture("bert-seqcls"), &inputs, &out, &["--quiet"]);
     assert_eq!(
         run.status.code(),
         Some(3),
@@ -219,17 +191,7 @@ fn stdout_and_csv_outputs() {
     assert_eq!(record["source"]["path"], path_str(&input));
 
     let csv_out = dir.path().join("out.csv");
-    assert!(docclass(&[
-        "classify",
-        "--model",
-        path_str(&fixture("xlm-roberta-seqcls")),
-        path_str(&input),
-        "--out",
-        path_str(&csv_out),
-        "--quiet"
-    ])
-    .status
-    .success());
+    assert!(classify(&fixture("xlm-roberta-seqcls"), &input, &csv_out, &["--quiet"]).status.success());
     let csv = fs::read_to_string(&csv_out).unwrap();
     let mut lines = csv.lines();
     assert_eq!(lines.next().unwrap(), "id,path,line,label,score,scores,entities,windows,encoding,model,error");
@@ -246,8 +208,7 @@ fn model_problems_are_clear_fatal_errors() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/model"));
 
-    let no_heads =
-        docclass(&["classify", "--model", path_str(&fixture("bert-base")), path_str(&input), "--out", path_str(&out)]);
+    let no_heads = classify(&fixture("bert-base"), &input, &out, &[]);
     assert_eq!(no_heads.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_heads.stderr).contains("--zero-shot"));
 
@@ -261,7 +222,7 @@ fn model_problems_are_clear_fatal_errors() {
     config["vocab_size"] = 10.into();
     fs::write(mixed.join("config.json"), config.to_string()).unwrap();
     fs::copy(fixture("bert-base").join("tokenizer.json"), mixed.join("tokenizer.json")).unwrap();
-    let run = docclass(&["classify", "--model", path_str(&mixed), path_str(&input), "--out", path_str(&out)]);
+    let run = classify(&mixed, &input, &out, &[]);
     assert_eq!(run.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&run.stderr).contains("do not belong together"),
@@ -274,7 +235,7 @@ fn model_problems_are_clear_fatal_errors() {
     let weights = fs::read(fixture("bert-base").join("model.safetensors")).unwrap();
     fs::write(mixed.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
     fs::write(mixed.join("config.json"), fs::read(fixture("bert-base").join("config.json")).unwrap()).unwrap();
-    let run = docclass(&["classify", "--model", path_str(&mixed), path_str(&input), "--out", path_str(&out)]);
+    let run = classify(&mixed, &input, &out, &[]);
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("model.safetensors: truncated"), "{stderr}");
@@ -295,17 +256,7 @@ fn real_encoder_classifies_court_passages_zero_shot() {
     fs::write(&input, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
     let out = dir.path().join("out.jsonl");
     let labels = root().join("labels/areas-of-law.tsv");
-    let run = docclass(&[
-        "classify",
-        "--model",
-        path_str(&model),
-        "--zero-shot",
-        path_str(&labels),
-        path_str(&input),
-        "--out",
-        path_str(&out),
-        "--quiet",
-    ]);
+    let run = classify(&model, &input, &out, &["--zero-shot", path_str(&labels), "--quiet"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let records = read_records(&out);
     assert_eq!(records.len(), rows.len());
@@ -330,25 +281,24 @@ fn real_encoder_output_is_deterministic() {
     let labels = root().join("labels/areas-of-law.tsv");
     let run = |threads: &str, batch: &str| {
         let out = dir.path().join(format!("out-{threads}-{batch}.jsonl"));
-        let status = docclass(&[
-            "classify",
-            "--model",
-            path_str(&model),
-            "--zero-shot",
-            path_str(&labels),
-            path_str(&input),
-            "--out",
-            path_str(&out),
-            "--threads",
-            threads,
-            "--batch-tokens",
-            batch,
-            "--max-len",
-            "96",
-            "--stride",
-            "16",
-            "--quiet",
-        ]);
+        let status = classify(
+            &model,
+            &input,
+            &out,
+            &[
+                "--zero-shot",
+                path_str(&labels),
+                "--threads",
+                threads,
+                "--batch-tokens",
+                batch,
+                "--max-len",
+                "96",
+                "--stride",
+                "16",
+                "--quiet",
+            ],
+        );
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
         fs::read(out).unwrap()
     };
@@ -364,17 +314,7 @@ fn several_heads_share_one_pipeline() {
     fs::write(&labels, "label\tdescription\nrecht\tGericht und Klage\nort\tStadt und Straße\nort\tWohnort\n").unwrap();
     let input = write_jsonl(dir.path(), &["Der Kläger wohnt in Köln.".into(), tricky_text()]);
     let out = dir.path().join("out.jsonl");
-    let run = docclass(&[
-        "classify",
-        "--model",
-        path_str(&fixture("xlm-roberta-seqcls")),
-        "--zero-shot",
-        path_str(&labels),
-        path_str(&input),
-        "--out",
-        path_str(&out),
-        "--quiet",
-    ]);
+    let run = classify(&fixture("xlm-roberta-seqcls"), &input, &out, &["--zero-shot", path_str(&labels), "--quiet"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     for record in read_records(&out) {
         let own: Vec<&str> =
@@ -397,16 +337,7 @@ fn bad_zero_shot_label_files_are_refused_with_their_line() {
     let input = dir.path().join("doc.txt");
     fs::write(&input, "Text.").unwrap();
     let out = dir.path().join("out.jsonl");
-    let run = docclass(&[
-        "classify",
-        "--model",
-        path_str(&fixture("bert-base")),
-        "--zero-shot",
-        path_str(&labels),
-        path_str(&input),
-        "--out",
-        path_str(&out),
-    ]);
+    let run = classify(&fixture("bert-base"), &input, &out, &["--zero-shot", path_str(&labels)]);
     assert_eq!(run.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("labels.tsv:3"), "{stderr}");
@@ -420,8 +351,7 @@ fn stride_defaults_to_a_quarter_window_and_must_fit() {
     let input = write_jsonl(dir.path(), &[tricky_text()]);
     let model = fixture("xlm-roberta-seqcls");
     let out = dir.path().join("out.jsonl");
-    let run =
-        docclass(&["classify", "--model", path_str(&model), path_str(&input), "--out", path_str(&out), "--quiet"]);
+    let run = classify(&model, &input, &out, &["--quiet"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let windows = read_records(&out)[0]["windows"].as_u64().unwrap();
     let truncated = dir.path().join("one.jsonl");
@@ -444,17 +374,7 @@ fn stride_defaults_to_a_quarter_window_and_must_fit() {
         "{windows} vs {without_overlap}"
     );
 
-    let too_big = docclass(&[
-        "classify",
-        "--model",
-        path_str(&model),
-        path_str(&input),
-        "--out",
-        path_str(&out),
-        "--force",
-        "--stride",
-        "62",
-    ]);
+    let too_big = classify(&model, &input, &out, &["--force", "--stride", "62"]);
     assert_eq!(too_big.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&too_big.stderr).contains("--stride"));
 }

@@ -108,7 +108,8 @@ impl Pipeline {
                 }
             }
         }
-        let outputs = self.encode_windows(&window_ids, options.batch_tokens)?;
+        let has_zero_shot = self.heads.iter().any(|h| matches!(h, Head::ZeroShot(_)));
+        let outputs = self.encode_windows(&window_ids, options.batch_tokens, has_zero_shot)?;
         let mut per_doc: Vec<Vec<WindowOutput>> = prepared.iter().map(|_| Vec::new()).collect();
         for (&d, out) in window_doc.iter().zip(outputs) {
             per_doc[d].push(out);
@@ -145,7 +146,7 @@ impl Pipeline {
             window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
         }
         let tokens = window_ids.iter().map(Vec::len).sum();
-        let mut outputs = self.encode_windows_with(&window_ids, options.batch_tokens, true)?.into_iter();
+        let mut outputs = self.encode_windows(&window_ids, options.batch_tokens, true)?.into_iter();
         let embeddings = prepared
             .iter()
             .map(|p| {
@@ -156,14 +157,10 @@ impl Pipeline {
         Ok((embeddings, tokens))
     }
 
-    fn encode_windows(&self, window_ids: &[Vec<u32>], batch_tokens: usize) -> Result<Vec<WindowOutput>> {
-        let needs_mean = self.heads.iter().any(|h| matches!(h, Head::ZeroShot(_)));
-        self.encode_windows_with(window_ids, batch_tokens, needs_mean)
-    }
-
     /// Runs the encoder over all windows in planned batches and computes every head's
-    /// output per window. Results come back in the order of `window_ids`.
-    fn encode_windows_with(
+    /// output per window, and the window's mean token state if `needs_mean` (zero-shot
+    /// heads, embeddings). Results come back in the order of `window_ids`.
+    fn encode_windows(
         &self,
         window_ids: &[Vec<u32>],
         batch_tokens: usize,

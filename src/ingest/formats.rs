@@ -76,6 +76,7 @@ impl DocumentReader {
                 line: 0,
                 fields: self.fields.clone(),
                 max_line_bytes: self.max_document_bytes,
+                stopped: false,
             }),
             Format::Csv | Format::Tsv => match CsvReader::new(file, &display, format == Format::Tsv, &self.fields) {
                 Ok(reader) => Box::new(reader),
@@ -127,6 +128,8 @@ struct JsonlReader {
     line: u64,
     fields: FieldNames,
     max_line_bytes: u64,
+    /// Set after an I/O error, which would otherwise repeat on every call.
+    stopped: bool,
 }
 
 impl JsonlReader {
@@ -183,6 +186,9 @@ impl Iterator for JsonlReader {
 
     fn next(&mut self) -> Option<Item> {
         loop {
+            if self.stopped {
+                return None;
+            }
             self.line += 1;
             let source = Source { path: self.path.clone(), line: Some(self.line) };
             let failed = |error: String| Some(Err(Failed { id: source.to_string(), source: source.clone(), error }));
@@ -190,8 +196,7 @@ impl Iterator for JsonlReader {
                 Ok(Some(line)) => line,
                 Ok(None) => return None,
                 Err(e) => {
-                    // Stop reading this file: an I/O error would repeat on every call.
-                    self.lines = BufReader::new(File::open("/dev/null").ok()?);
+                    self.stopped = true;
                     return failed(format!("cannot read: {e}"));
                 }
             };
@@ -212,6 +217,8 @@ struct CsvReader {
     columns: usize,
     text_column: usize,
     id_column: Option<usize>,
+    /// Set after an I/O error, which would otherwise repeat on every call.
+    stopped: bool,
 }
 
 impl CsvReader {
@@ -233,7 +240,7 @@ impl CsvReader {
             .position(|n| *n == fields.text)
             .ok_or_else(|| format!("no column {:?} in the header row {:?} (set --text-field)", fields.text, names))?;
         let id_column = names.iter().position(|n| *n == fields.id);
-        Ok(Self { records, path: path.to_string(), columns: names.len(), text_column, id_column })
+        Ok(Self { records, path: path.to_string(), columns: names.len(), text_column, id_column, stopped: false })
     }
 }
 
@@ -241,6 +248,9 @@ impl Iterator for CsvReader {
     type Item = Item;
 
     fn next(&mut self) -> Option<Item> {
+        if self.stopped {
+            return None;
+        }
         let mut record = csv::ByteRecord::new();
         let result = self.records.read_byte_record(&mut record);
         let line = record.position().map_or_else(|| self.records.position().line(), |p| p.line());
@@ -250,12 +260,8 @@ impl Iterator for CsvReader {
         match result {
             Ok(false) => None,
             Err(e) => {
-                let item = fail(format!("malformed row: {e}"));
-                if e.is_io_error() {
-                    // Stop reading this file: the error would repeat on every call.
-                    self.records = csv::Reader::from_reader(File::open("/dev/null").ok()?);
-                }
-                item
+                self.stopped = e.is_io_error();
+                fail(format!("malformed row: {e}"))
             }
             Ok(true) if record.len() != self.columns => {
                 fail(format!("row has {} fields, the header has {}", record.len(), self.columns))

@@ -66,15 +66,24 @@ impl CustomOp2 for BiasActivation {
 fn bias_map(x: &[f32], bias: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let cols = bias.len();
     let mut out = vec![0f32; x.len()];
+    let fast = has_avx2_fma();
     out.par_chunks_mut(cols * ROWS_PER_TASK).zip(x.par_chunks(cols * ROWS_PER_TASK)).for_each(|(out, x)| {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if fast {
             // Safety: the CPU supports the features the function is compiled for.
             return unsafe { bias_map_rows_avx2(out, x, bias, &f) };
         }
         bias_map_rows(out, x, bias, &f)
     });
     out
+}
+
+/// Whether the AVX2/FMA builds of the element-wise loops may run; asked once per op.
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -148,6 +157,7 @@ impl CustomOp1 for WindowAttention {
         let head_dim = hidden / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut out = vec![0f32; tokens * hidden];
+        let fast = has_avx2_fma();
         let shared = SharedOut(out.as_mut_ptr());
 
         let mut tasks = Vec::with_capacity(self.lens.len() * self.heads);
@@ -193,7 +203,7 @@ impl CustomOp1 for WindowAttention {
                     );
                 }
                 for scores_row in scores.chunks_exact_mut(len) {
-                    softmax_in_place(scores_row);
+                    softmax_in_place(scores_row, fast);
                 }
                 unsafe {
                     let dst = shared.ptr().add(start * hidden + h * head_dim);
@@ -231,11 +241,12 @@ thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Softmax of one row of scores, with AVX2/FMA code where the CPU has it.
-fn softmax_in_place(row: &mut [f32]) {
+/// Softmax of one row of scores; `fast` (from [`has_avx2_fma`]) selects the AVX2/FMA build.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn softmax_in_place(row: &mut [f32], fast: bool) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // Safety: the CPU supports the features the function is compiled for.
+    if fast {
+        // Safety: `fast` says the CPU supports the features the function is compiled for.
         return unsafe { softmax_avx2(row) };
     }
     softmax_portable(row)
@@ -296,7 +307,7 @@ mod tests {
         let max = 3.0f32;
         let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
         let want: Vec<f32> = row.iter().map(|x| (x - max).exp() / sum).collect();
-        softmax_in_place(&mut row);
+        softmax_in_place(&mut row, has_avx2_fma());
         for (got, want) in row.iter().zip(want) {
             assert!((got - want).abs() < 1e-7);
         }

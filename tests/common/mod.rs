@@ -55,3 +55,10 @@ pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
 pub fn char_slice(text: &str, start: usize, end: usize) -> String {
     text.chars().skip(start).take(end - start).collect()
 }
+
+/// `docclass classify --model MODEL INPUT --out OUT EXTRA...`
+pub fn classify(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["classify", "--model", path_str(model), path_str(input), "--out", path_str(out)];
+    args.extend_from_slice(extra);
+    docclass(&args)
+}
