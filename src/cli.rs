@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Classify documents and extract entities; one record per document, in input order.
     Classify(ClassifyArgs),
+    /// Fit a head on encoder features from labelled data and write it as a pipeline
+    /// directory that classify loads.
+    Train(TrainArgs),
     /// Measure throughput of the encoder on a corpus (one document per line).
     Bench(BenchArgs),
     /// Prepare and check model directories.
@@ -140,6 +143,118 @@ pub struct ClassifyArgs {
     /// No progress bar and no summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// What a head learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainTask {
+    /// One or several labels per document (TSV, CSV, JSONL).
+    Classify,
+    /// An IOB2 tag per word (CoNLL).
+    Tag,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The encoder directory the head reads (default: models/multilingual-e5-small).
+    #[arg(long, value_name = "DIR")]
+    pub encoder: Option<PathBuf>,
+
+    /// Training data: TSV/CSV/JSONL with text and label columns, or CoNLL (one `WORD
+    /// TAG` per line, blank line between sentences).
+    #[arg(value_name = "TRAIN")]
+    pub train: PathBuf,
+
+    /// Development data for early stopping and model selection (default: a held-out
+    /// part of TRAIN, drawn with --seed).
+    #[arg(long, value_name = "FILE")]
+    pub dev: Option<PathBuf>,
+
+    /// Share of TRAIN held out as development data when no --dev is given.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
+    pub dev_share: f64,
+
+    /// Head directory to write (head.json, head.safetensors, train-log.jsonl).
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Replace an existing head directory.
+    #[arg(long)]
+    pub force: bool,
+
+    /// classify or tag (default: tag for .conll/.iob/.bio files, else classify).
+    #[arg(long, value_enum)]
+    pub task: Option<TrainTask>,
+
+    /// The head's name in output records (default: the --out directory's name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Encoder layers whose states the head reads, concatenated (1 = first layer).
+    /// Default: the last four.
+    #[arg(long, value_name = "L,L,…", value_delimiter = ',')]
+    pub layers: Vec<usize>,
+
+    /// Seed for the held-out split, initialisation and shuffling: the same seed gives
+    /// the same head.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Most passes over the training data.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub epochs: usize,
+
+    /// Stop after this many epochs without a better development score.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub patience: usize,
+
+    /// Adam learning rate.
+    #[arg(long, value_name = "RATE", default_value_t = 0.01)]
+    pub learning_rate: f32,
+
+    /// L2 penalty on the weights.
+    #[arg(long, value_name = "LAMBDA", default_value_t = 1e-6)]
+    pub l2: f32,
+
+    /// Training examples per gradient step.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Buckets of the hashed lexical features (a power of two); 0 switches them off.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    pub lexical_buckets: usize,
+
+    /// Where encoder features are cached (default: $DOCCLASS_CACHE, else .cache/features).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    /// Only compute and cache the encoder features; fit nothing.
+    #[arg(long)]
+    pub features_only: bool,
+
+    /// Column (name, or 1-based position) of the text.
+    #[arg(long, value_name = "NAME|N", default_value = "text")]
+    pub text_column: crate::train::data::Column,
+
+    /// Column (name, or 1-based position) of the label.
+    #[arg(long, value_name = "NAME|N", default_value = "label")]
+    pub label_column: crate::train::data::Column,
+
+    /// The TSV/CSV file has no header row.
+    #[arg(long)]
+    pub no_header: bool,
+
+    /// Several labels per document, separated by SEP in the label column (JSONL may
+    /// also give a list). Makes a multi-label head.
+    #[arg(long, value_name = "SEP")]
+    pub label_separator: Option<String>,
+
+    /// CoNLL: a `FINE<TAB>COARSE` file that renames tag types (such as labels/ler-coarse.tsv).
+    #[arg(long, value_name = "FILE")]
+    pub tag_map: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]

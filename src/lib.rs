@@ -5,8 +5,10 @@
 pub mod cli;
 pub mod commands;
 pub mod decode;
+pub mod eval;
 pub mod infer;
 pub mod ingest;
 pub mod model;
 pub mod output;
 pub mod text;
+pub mod train;

@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod model;
+pub mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ impl Outcome {
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Classify(args) => classify::run(args),
+        Command::Train(args) => train::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(command) => model::run(command),
     }
@@ -42,22 +44,28 @@ pub fn run(cli: Cli) -> Result<Outcome> {
 
 pub const DEFAULT_MODEL: &str = "models/multilingual-e5-small";
 
+/// `relative` in the current directory if it exists there, else in the checkout the
+/// binary was built in (so that the installed binary finds the project's models).
+pub fn resolve_default(relative: &str) -> PathBuf {
+    let local = PathBuf::from(relative);
+    if local.exists() {
+        return local;
+    }
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);
+    if checkout.exists() {
+        checkout
+    } else {
+        local
+    }
+}
+
 /// `--model`, else $DOCCLASS_MODEL, else the default model in the current directory
 /// or in the checkout the binary was built in.
 pub fn model_dir(arg: Option<PathBuf>) -> PathBuf {
     if let Some(dir) = arg.or_else(|| std::env::var_os("DOCCLASS_MODEL").map(PathBuf::from)) {
         return dir;
     }
-    let local = PathBuf::from(DEFAULT_MODEL);
-    if local.exists() {
-        return local;
-    }
-    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
-    if checkout.exists() {
-        checkout
-    } else {
-        local
-    }
+    resolve_default(DEFAULT_MODEL)
 }
 
 /// Sets the worker threads of rayon (tokenization, assembly) and of candle's matrix

@@ -38,6 +38,7 @@ pub fn run(command: ModelCommand) -> Result<Outcome> {
                     Head::Classification(c) => format!("{} ({} labels)", c.name, c.labels.len()),
                     Head::TokenClassification(t) => format!("{} ({} tags)", t.name, t.labels.len()),
                     Head::ZeroShot(z) => z.name.clone(),
+                    Head::Trained(t) => format!("{} (trained, {} labels)", t.spec().name, t.spec().labels.len()),
                 })
                 .collect();
             let options = PipelineOptions::first_window_only(512);

@@ -3,6 +3,7 @@
 //! per-document assembly of the results.
 
 pub mod batching;
+pub mod features;
 pub mod pipeline;
 pub mod zero_shot;
 

@@ -9,11 +9,15 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::batching::plan_batches;
-use crate::decode::entities::{decode_entities, Aggregation, TokenScores};
+use super::features::word_means;
+use crate::decode::entities::{decode_entities, Aggregation, Entity, TokenScores};
+use crate::eval::entities::{spans as spans_of_tags, SpanMode};
+use crate::text::lexical::split_words;
 use crate::decode::scores::{argmax, rank, sigmoid, softmax, weighted_mean};
 use crate::ingest::{Document, Item};
 use crate::model::encoder::{first_token, mean_pool};
 use crate::model::heads::{ClassificationHead, Pooling};
+use crate::model::trained::{TrainedHead, Tagger};
 use crate::model::{Head, ModelBundle, PackedBatch};
 use crate::output::record::{Classification, Record};
 use crate::text::windows::token_owners;
@@ -51,18 +55,23 @@ pub struct Pipeline {
 
 /// What one window contributes to its document.
 #[derive(Default)]
-struct WindowOutput {
+pub(crate) struct WindowOutput {
     /// Mean of the window's token states (zero-shot heads).
-    mean: Option<Vec<f32>>,
+    pub(crate) mean: Option<Vec<f32>>,
+    /// Feature extraction for training: the asked-for layers, concatenated per token,
+    /// for the window's content tokens (`content × dim`), and their mean over the whole
+    /// window (`dim`), as `mean` is for the last layer.
+    pub(crate) layer_rows: Option<Vec<f32>>,
+    pub(crate) layer_mean: Option<Vec<f32>>,
     /// Per head index: label probabilities of a classification head, or the tag
     /// probabilities of a token head, row after row for the window's content tokens.
     heads: Vec<Vec<f32>>,
 }
 
 /// A document ready for the encoder.
-struct Prepared {
-    tokens: DocTokens,
-    windows: Vec<Window>,
+pub(crate) struct Prepared {
+    pub(crate) tokens: DocTokens,
+    pub(crate) windows: Vec<Window>,
 }
 
 /// Totals of one `process` call, for progress and benchmarks.
@@ -109,7 +118,7 @@ impl Pipeline {
             }
         }
         let has_zero_shot = self.heads.iter().any(|h| matches!(h, Head::ZeroShot(_)));
-        let outputs = self.encode_windows(&window_ids, options.batch_tokens, has_zero_shot)?;
+        let outputs = self.encode_windows(&window_ids, options.batch_tokens, has_zero_shot, None)?;
         let mut per_doc: Vec<Vec<WindowOutput>> = prepared.iter().map(|_| Vec::new()).collect();
         for (&d, out) in window_doc.iter().zip(outputs) {
             per_doc[d].push(out);
@@ -129,7 +138,42 @@ impl Pipeline {
         Ok((records, stats))
     }
 
-    fn prepare(&self, text: &str, options: &WindowOptions) -> Result<Prepared> {
+    /// Entities of a trained tagger: words split as in its training corpus, each word's
+    /// emission from the mean of its tokens' projected features, Viterbi over the words.
+    fn tag_words(&self, tagger: &Tagger, text: &str, p: &Prepared, outs: &[WindowOutput], h: usize) -> Vec<Entity> {
+        let k = tagger.scores.labels;
+        let spans = split_words(text, &tagger.abbreviations);
+        if spans.is_empty() {
+            return Vec::new();
+        }
+        let chars: Vec<char> = text.chars().collect();
+        let words: Vec<String> = spans.iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
+        let owners = token_owners(&p.windows, p.tokens.len());
+        let token_row = |j: usize| -> &[f32] {
+            let w = owners[j].0;
+            let row = j - p.windows[w].content.start;
+            &outs[w].heads[h][row * k..(row + 1) * k]
+        };
+        let dense_rows = word_means(&p.tokens.offsets, token_row, &spans, k);
+        let (tags, confidence) = tagger.decode(&tagger.emissions(&dense_rows, &words));
+        let labels: Vec<String> = tags.iter().map(|&t| tagger.spec.labels[t].clone()).collect();
+        spans_of_tags(&labels, SpanMode::StrictIob2)
+            .into_iter()
+            .map(|span| {
+                let (start, end) = (spans[span.start].0, spans[span.end - 1].1);
+                let words = span.end - span.start;
+                Entity {
+                    text: chars[start..end].iter().collect(),
+                    label: span.kind,
+                    start,
+                    end,
+                    score: confidence[span.start..span.end].iter().sum::<f32>() / words as f32,
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn prepare(&self, text: &str, options: &WindowOptions) -> Result<Prepared> {
         let tokens = self.text.tokenize(text)?;
         anyhow::ensure!(!tokens.is_empty(), "empty document (no tokens)");
         let windows = self.text.windows(tokens.len(), options)?;
@@ -146,7 +190,7 @@ impl Pipeline {
             window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
         }
         let tokens = window_ids.iter().map(Vec::len).sum();
-        let mut outputs = self.encode_windows(&window_ids, options.batch_tokens, true)?.into_iter();
+        let mut outputs = self.encode_windows(&window_ids, options.batch_tokens, true, None)?.into_iter();
         let embeddings = prepared
             .iter()
             .map(|p| {
@@ -159,12 +203,14 @@ impl Pipeline {
 
     /// Runs the encoder over all windows in planned batches and computes every head's
     /// output per window, and the window's mean token state if `needs_mean` (zero-shot
-    /// heads, embeddings). Results come back in the order of `window_ids`.
-    fn encode_windows(
+    /// heads, embeddings), and the concatenated states of `feature_layers` if given (for
+    /// training heads). Results come back in the order of `window_ids`.
+    pub(crate) fn encode_windows(
         &self,
         window_ids: &[Vec<u32>],
         batch_tokens: usize,
         needs_mean: bool,
+        feature_layers: Option<&[usize]>,
     ) -> Result<Vec<WindowOutput>> {
         let lens: Vec<usize> = window_ids.iter().map(Vec::len).collect();
         let mut outputs: Vec<WindowOutput> = window_ids.iter().map(|_| WindowOutput::default()).collect();
@@ -173,8 +219,15 @@ impl Pipeline {
             for &i in &batch_indices {
                 batch.push(&window_ids[i]);
             }
-            let hidden = self.encoder.forward(&batch).context("encoder forward pass")?;
-            let results = self.run_heads(&hidden, &batch, needs_mean).context("task heads")?;
+            let layers = self.layers_needed(feature_layers);
+            let states = LayerStates {
+                layers: layers.clone(),
+                states: self.encoder.forward_layers(&batch, &layers).context("encoder forward pass")?,
+            };
+            let mut results = self.run_heads(&states, &batch, needs_mean).context("task heads")?;
+            if let Some(feature_layers) = feature_layers {
+                self.keep_features(&states.concat(feature_layers)?, &batch, &mut results)?;
+            }
             for (&i, out) in batch_indices.iter().zip(results) {
                 outputs[i] = out;
             }
@@ -182,12 +235,43 @@ impl Pipeline {
         Ok(outputs)
     }
 
+    /// The encoder layers a batch must return: the last (for checkpoint and zero-shot
+    /// heads), those of the trained heads, and `feature_layers`.
+    fn layers_needed(&self, feature_layers: Option<&[usize]>) -> Vec<usize> {
+        let mut layers = vec![self.encoder.config().layers];
+        for head in &self.heads {
+            if let Head::Trained(t) = head {
+                layers.extend(&t.spec().layers);
+            }
+        }
+        layers.extend(feature_layers.unwrap_or_default());
+        layers.sort_unstable();
+        layers.dedup();
+        layers
+    }
+
+    /// Fills `layer_rows` and `layer_mean` of each window from `features` `[tokens, dim]`.
+    fn keep_features(&self, features: &Tensor, batch: &PackedBatch, outs: &mut [WindowOutput]) -> Result<()> {
+        let starts = batch.starts();
+        let means = mean_pool(features, &starts, &batch.lens)?.to_vec2::<f32>()?;
+        let dim = features.dim(1)?;
+        let rows = features.flatten_all()?.to_vec1::<f32>()?;
+        let leading = self.text.leading_len();
+        for ((out, mean), (&start, &len)) in outs.iter_mut().zip(means).zip(starts.iter().zip(&batch.lens)) {
+            let content = len - leading - self.text.trailing_len();
+            out.layer_rows = Some(rows[(start + leading) * dim..(start + leading + content) * dim].to_vec());
+            out.layer_mean = Some(mean);
+        }
+        Ok(())
+    }
+
     fn run_heads(
         &self,
-        hidden: &Tensor,
+        states: &LayerStates,
         batch: &PackedBatch,
         needs_mean: bool,
     ) -> candle_core::Result<Vec<WindowOutput>> {
+        let hidden = &states.concat(&[self.encoder.config().layers])?;
         let starts = batch.starts();
         let mut outs: Vec<WindowOutput> = batch.lens.iter().map(|_| WindowOutput::default()).collect();
         let mean = if needs_mean
@@ -227,6 +311,27 @@ impl Pipeline {
                         .collect()
                 }
                 Head::ZeroShot(_) => vec![Vec::new(); batch.lens.len()],
+                // A trained classifier reads the window's mean features.
+                Head::Trained(TrainedHead::Classifier(c)) => {
+                    mean_pool(&states.concat(&c.spec.layers)?, &starts, &batch.lens)?.to_vec2::<f32>()?
+                }
+                // A tagger reads `dense · x` of each content token: linear, so the mean
+                // over a word's tokens equals `dense` applied to the word's mean features.
+                Head::Trained(TrainedHead::Tagger(t)) => {
+                    let k = t.scores.labels;
+                    let features = states.concat(&t.spec.layers)?;
+                    let dim = features.dim(1)?;
+                    let dense = Tensor::from_slice(&t.scores.dense, (k, dim), features.device())?;
+                    let projected = features.matmul(&dense.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+                    starts
+                        .iter()
+                        .zip(&batch.lens)
+                        .map(|(&start, &len)| {
+                            let content = len - leading - self.text.trailing_len();
+                            projected[(start + leading) * k..(start + leading + content) * k].to_vec()
+                        })
+                        .collect()
+                }
             };
             for (out, values) in outs.iter_mut().zip(per_window) {
                 out.heads.push(values);
@@ -270,6 +375,13 @@ impl Pipeline {
                         .collect();
                     entity_lists.push(decode_entities(&doc.text, &tokens, &t.labels, options.aggregation));
                 }
+                Head::Trained(TrainedHead::Classifier(c)) => {
+                    let mean = weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
+                    let probs = c.probabilities(&mean, &doc.text);
+                    let result = classification(&c.spec.labels, &probs, c.spec.multi_label, options.top_k);
+                    classifications.push((c.spec.name.clone(), result));
+                }
+                Head::Trained(TrainedHead::Tagger(t)) => entity_lists.push(self.tag_words(t, &doc.text, p, outs, h)),
             }
         }
         // The first classification head fills `label`/`scores`, the others `heads`; a
@@ -287,6 +399,27 @@ impl Pipeline {
             encoding: Some(doc.encoding),
             model: self.model_name.clone(),
             error: None,
+        }
+    }
+}
+
+/// The encoder states of the layers one batch returned.
+struct LayerStates {
+    layers: Vec<usize>,
+    states: Vec<Tensor>,
+}
+
+impl LayerStates {
+    /// The states of `layers`, concatenated along the hidden dimension.
+    fn concat(&self, layers: &[usize]) -> candle_core::Result<Tensor> {
+        let parts: Vec<&Tensor> = layers
+            .iter()
+            .map(|l| &self.states[self.layers.iter().position(|k| k == l).expect("layers_needed covers every head")])
+            .collect();
+        if parts.len() == 1 {
+            Ok(parts[0].clone())
+        } else {
+            Tensor::cat(&parts, 1)
         }
     }
 }

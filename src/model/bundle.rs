@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 use super::config::{EncoderConfig, HfConfig};
 use super::encoder::Encoder;
 use super::heads::{ClassificationHead, Head, TokenClassificationHead};
+use super::trained;
 use super::weights::SafetensorFiles;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +47,53 @@ pub struct ModelBundle {
     pub settings: ModelSettings,
 }
 
+/// `pipeline.json`: an encoder and the trained heads that read it, as paths relative
+/// to the pipeline directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PipelineSpec {
+    pub encoder: String,
+    pub heads: Vec<String>,
+}
+
+pub const PIPELINE_FILE: &str = "pipeline.json";
+
 impl ModelBundle {
+    /// A model directory: a pipeline (`pipeline.json`), one trained head (`head.json`),
+    /// or a Hugging Face checkpoint.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let pipeline_path = dir.join(PIPELINE_FILE);
+        if pipeline_path.is_file() {
+            let spec: PipelineSpec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
+                .map_err(|e| ModelError::Invalid { path: pipeline_path.clone(), message: e.to_string() })?;
+            return Self::load_pipeline(dir, &spec);
+        }
+        let head_path = dir.join(trained::HEAD_FILE);
+        if head_path.is_file() {
+            let head: trained::HeadSpec = serde_json::from_str(&read_to_string(&head_path, "the head")?)
+                .map_err(|e| ModelError::Invalid { path: head_path.clone(), message: e.to_string() })?;
+            let spec = PipelineSpec { encoder: head.encoder, heads: vec![".".into()] };
+            return Self::load_pipeline(dir, &spec);
+        }
+        Self::load_checkpoint(dir)
+    }
+
+    /// The encoder of `spec` with its trained heads, named after the pipeline directory.
+    fn load_pipeline(dir: &Path, spec: &PipelineSpec) -> Result<Self, ModelError> {
+        let encoder_dir = dir.join(&spec.encoder);
+        let mut bundle = Self::load_checkpoint(&encoder_dir)?;
+        let encoder_fingerprint = fingerprint(&encoder_dir)?;
+        let hidden = bundle.encoder_config().hidden;
+        for head in &spec.heads {
+            let head_dir = dir.join(head);
+            let loaded = trained::load_head(&head_dir, &encoder_fingerprint, hidden)
+                .map_err(|e| ModelError::Invalid { path: head_dir.clone(), message: format!("{e:#}") })?;
+            bundle.heads.push(Head::Trained(loaded));
+        }
+        bundle.name = directory_name(dir);
+        Ok(bundle)
+    }
+
+    fn load_checkpoint(dir: &Path) -> Result<Self, ModelError> {
         if !dir.is_dir() {
             return Err(ModelError::Missing {
                 path: dir.to_path_buf(),
@@ -104,17 +150,41 @@ impl ModelBundle {
         let encoder = Encoder::load(&encoder_vb, &encoder_config).map_err(invalid_weights)?;
         let heads = load_hf_heads(&vb, &config, &encoder_config).map_err(invalid_weights)?;
 
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| dir.display().to_string());
+        let name = directory_name(dir);
         Ok(Self { dir: dir.to_path_buf(), name, config, encoder, tokenizer, heads, settings })
     }
 
     pub fn encoder_config(&self) -> &EncoderConfig {
         self.encoder.config()
     }
+}
+
+fn directory_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// A SHA-256 over every file that determines what the encoder computes (configuration,
+/// tokenizer, docclass settings, weights), as hex: trained heads and cached features
+/// record it, so that they are never used with another encoder.
+pub fn fingerprint(dir: &Path) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    let mut files = vec![dir.join("config.json"), dir.join("tokenizer.json")];
+    if dir.join(SETTINGS_FILE).exists() {
+        files.push(dir.join(SETTINGS_FILE));
+    }
+    files.extend(weight_files(dir)?);
+    let mut hash = Sha256::new();
+    for path in files {
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| ModelError::Invalid { path: path.clone(), message: e.to_string() })?;
+        hash.update(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+        std::io::copy(&mut file, &mut hash)
+            .map_err(|e| ModelError::Invalid { path: path.clone(), message: e.to_string() })?;
+    }
+    Ok(format!("{:x}", hash.finalize()))
 }
 
 /// Heads named by `architectures` in config.json.

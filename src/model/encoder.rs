@@ -245,6 +245,18 @@ impl Encoder {
 
     /// Hidden states of the last layer, `[batch.tokens(), hidden]`.
     pub fn forward(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
+        let last = self.layers.len();
+        Ok(self.forward_layers(batch, &[last])?.pop().expect("one layer asked for"))
+    }
+
+    /// Hidden states after each of `layers` (1 = first layer, `config.layers` = last),
+    /// in the order asked for, each `[batch.tokens(), hidden]`. The pass stops at the
+    /// deepest layer asked for.
+    pub fn forward_layers(&self, batch: &PackedBatch, layers: &[usize]) -> candle_core::Result<Vec<Tensor>> {
+        let deepest = layers.iter().copied().max().unwrap_or(0);
+        if layers.iter().any(|&l| l == 0 || l > self.layers.len()) {
+            candle_core::bail!("layers {layers:?} asked for; the encoder has layers 1 to {}", self.layers.len());
+        }
         let n = batch.tokens();
         let first = self.config.first_position() as u32;
         let mut positions = Vec::with_capacity(n);
@@ -265,10 +277,14 @@ impl Encoder {
             xs = xs.broadcast_add(row)?;
         }
         let mut xs = self.embedding_norm.forward(&xs)?;
-        for layer in &self.layers {
+        let mut kept: Vec<(usize, Tensor)> = Vec::with_capacity(layers.len());
+        for (i, layer) in self.layers.iter().take(deepest).enumerate() {
             xs = self.layer_forward(layer, &xs, &batch.lens)?;
+            if layers.contains(&(i + 1)) {
+                kept.push((i + 1, xs.clone()));
+            }
         }
-        Ok(xs)
+        Ok(layers.iter().map(|l| kept.iter().find(|(k, _)| k == l).expect("kept above").1.clone()).collect())
     }
 
     fn layer_forward(&self, layer: &EncoderLayer, xs: &Tensor, lens: &[usize]) -> candle_core::Result<Tensor> {

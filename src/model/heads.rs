@@ -125,4 +125,6 @@ pub enum Head {
     Classification(ClassificationHead),
     TokenClassification(TokenClassificationHead),
     ZeroShot(ZeroShotHead),
+    /// A head trained by `docclass train`.
+    Trained(super::trained::TrainedHead),
 }

@@ -6,6 +6,7 @@ pub mod encoder;
 pub mod heads;
 pub mod import_e5;
 pub mod kernels;
+pub mod trained;
 pub mod weights;
 
 pub use bundle::{ModelBundle, ModelError};

@@ -1,5 +1,6 @@
 //! Text to model input: tokenization with character offsets, and windows with stride.
 
+pub mod lexical;
 pub mod windows;
 
 pub use windows::{DocTokens, TextEncoder, Window, WindowOptions};

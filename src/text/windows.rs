@@ -79,6 +79,11 @@ impl TextEncoder {
         Ok(Self { tokenizer, leading, trailing, capacity: max_len - frame })
     }
 
+    /// Content tokens that fit in one window.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Tokens before the content of every window.
     pub fn leading_len(&self) -> usize {
         self.leading.len()

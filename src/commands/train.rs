@@ -1,0 +1,185 @@
+//! `docclass train`: labelled data → encoder features (cached) → a fitted head directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::{configure_threads, Outcome};
+use crate::cli::{TrainArgs, TrainTask};
+use crate::decode::Aggregation;
+use crate::infer::{Pipeline, PipelineOptions};
+use crate::model::bundle::fingerprint;
+use crate::model::ModelBundle;
+use crate::text::WindowOptions;
+use crate::train::cache::{features, FeatureRequest, FeatureSet};
+use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColumns, TaggedSentence};
+use crate::train::Rng;
+
+pub const DEFAULT_ENCODER: &str = "models/multilingual-e5-small";
+
+pub fn run(args: TrainArgs) -> Result<Outcome> {
+    let threads = configure_threads(&args.run)?;
+    let started = Instant::now();
+    let task = args.task.unwrap_or_else(|| task_of(&args.train));
+    if !args.features_only {
+        refuse_existing_dir(&args.out, args.force)?;
+    }
+    let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(DEFAULT_ENCODER));
+    let bundle = ModelBundle::load(&encoder_dir).with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
+    let encoder_fingerprint = fingerprint(&encoder_dir)?;
+    let encoder_layers = bundle.encoder_config().layers;
+    let layers = if args.layers.is_empty() {
+        (encoder_layers.saturating_sub(3).max(1)..=encoder_layers).collect()
+    } else {
+        args.layers.clone()
+    };
+    if let Some(&bad) = layers.iter().find(|&&l| l == 0 || l > encoder_layers) {
+        bail!("--layers: the encoder has layers 1 to {encoder_layers}, not {bad}");
+    }
+    let pipeline = Pipeline::new(bundle, args.run.max_len)?;
+    let options = PipelineOptions {
+        windows: WindowOptions { stride: pipeline.text.stride(None)?, max_windows: usize::MAX, truncate: false },
+        batch_tokens: args.run.batch_tokens.max(1),
+        aggregation: Aggregation::First,
+        top_k: None,
+    };
+    let cache_dir = args
+        .cache
+        .clone()
+        .or_else(|| std::env::var_os("DOCCLASS_CACHE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".cache/features"));
+    let encode = |label: &str, texts: &[String], spans: &[Vec<(usize, usize)>]| -> Result<FeatureSet> {
+        let request = FeatureRequest { label, texts, word_spans: spans };
+        features(&pipeline, &encoder_fingerprint, &layers, &options, &cache_dir, &request)
+    };
+    let context = TrainContext { args: &args, encoder_dir: &encoder_dir, encoder_fingerprint: &encoder_fingerprint, layers: &layers };
+
+    match task {
+        TrainTask::Classify => {
+            let columns = DocumentColumns {
+                text: args.text_column.clone(),
+                label: args.label_column.clone(),
+                no_header: args.no_header,
+                label_separator: args.label_separator.clone(),
+            };
+            let train = read_documents(&args.train, &columns)?;
+            let dev = args.dev.as_ref().map(|p| read_documents(p, &columns)).transpose()?;
+            let train_texts: Vec<String> = train.iter().map(|d| d.text.clone()).collect();
+            let train_features = encode(&display(&args.train), &train_texts, &[])?;
+            let dev_features = match (&dev, &args.dev) {
+                (Some(dev), Some(path)) => {
+                    let texts: Vec<String> = dev.iter().map(|d| d.text.clone()).collect();
+                    Some(encode(&display(path), &texts, &[])?)
+                }
+                _ => None,
+            };
+            if args.features_only {
+                return Ok(Outcome::Complete);
+            }
+            let dev_part = dev.as_deref().zip(dev_features.as_ref());
+            let split = Split::new((&train, &train_features), dev_part, args.dev_share, args.seed)?;
+            crate::train::classifier::train(&context, split)?;
+        }
+        TrainTask::Tag => {
+            let tag_map = args.tag_map.as_ref().map(|p| read_tag_map(p)).transpose()?;
+            let train = read_conll(&args.train, tag_map.as_ref())?;
+            let dev = args.dev.as_ref().map(|p| read_conll(p, tag_map.as_ref())).transpose()?;
+            let (texts, spans) = texts_and_spans(&train);
+            let train_features = encode(&display(&args.train), &texts, &spans)?;
+            let dev_features = match (&dev, &args.dev) {
+                (Some(dev), Some(path)) => {
+                    let (texts, spans) = texts_and_spans(dev);
+                    Some(encode(&display(path), &texts, &spans)?)
+                }
+                _ => None,
+            };
+            if args.features_only {
+                return Ok(Outcome::Complete);
+            }
+            let dev_part = dev.as_deref().zip(dev_features.as_ref());
+            let split = Split::new((&train, &train_features), dev_part, args.dev_share, args.seed)?;
+            crate::train::tagger::train(&context, split)?;
+        }
+    }
+    eprintln!("docclass: trained in {:.0} s with {threads} threads", started.elapsed().as_secs_f64());
+    Ok(Outcome::Complete)
+}
+
+/// What the fitting code needs to know about the run.
+pub struct TrainContext<'a> {
+    pub args: &'a TrainArgs,
+    pub encoder_dir: &'a Path,
+    pub encoder_fingerprint: &'a str,
+    pub layers: &'a [usize],
+}
+
+fn task_of(path: &Path) -> TrainTask {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("conll" | "iob" | "iob2" | "bio") => TrainTask::Tag,
+        _ => TrainTask::Classify,
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn texts_and_spans(sentences: &[TaggedSentence]) -> (Vec<String>, Vec<Vec<(usize, usize)>>) {
+    sentences.iter().map(TaggedSentence::text_and_spans).unzip()
+}
+
+/// A head directory is replaced only with --force.
+fn refuse_existing_dir(dir: &Path, force: bool) -> Result<()> {
+    let occupied = dir.is_dir() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if occupied && !force {
+        bail!("{} exists and is not empty; give --force to replace the head in it", dir.display());
+    }
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} exists and is not a directory", dir.display());
+    }
+    Ok(())
+}
+
+/// Training and development examples with their features: `--dev`, or a held-out share
+/// of the training data drawn with the seed.
+pub struct Split<'a, T> {
+    pub train: Vec<Example<'a, T>>,
+    pub dev: Vec<Example<'a, T>>,
+    /// Where the development data came from, for the head's record.
+    pub dev_source: String,
+}
+
+/// One labelled example and where its features are.
+pub struct Example<'a, T> {
+    pub item: &'a T,
+    pub features: &'a FeatureSet,
+    pub index: usize,
+}
+
+impl<'a, T> Split<'a, T> {
+    fn new(
+        train: (&'a [T], &'a FeatureSet),
+        dev: Option<(&'a [T], &'a FeatureSet)>,
+        dev_share: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        let examples = |(items, features): (&'a [T], &'a FeatureSet)| -> Vec<Example<'a, T>> {
+            items.iter().enumerate().map(|(index, item)| Example { item, features, index }).collect()
+        };
+        if let Some(dev) = dev {
+            return Ok(Split { train: examples(train), dev: examples(dev), dev_source: "--dev".into() });
+        }
+        if !(dev_share > 0.0 && dev_share < 1.0) {
+            bail!("--dev-share must lie between 0 and 1, not {dev_share}");
+        }
+        let mut all = examples(train);
+        Rng::new(seed).shuffle(&mut all);
+        let held_out = ((all.len() as f64 * dev_share).round() as usize).max(1);
+        if held_out >= all.len() {
+            bail!("too little training data to hold out a development part: give --dev");
+        }
+        let train = all.split_off(held_out);
+        Ok(Split { train, dev: all, dev_source: format!("{:.0}% of the training data, seed {seed}", dev_share * 100.0) })
+    }
+}

@@ -1,0 +1,127 @@
+//! Entity-level metrics over IOB2 tag sequences, as seqeval computes them: a predicted
+//! entity counts only if type, start and end all match a gold one. Two ways to read
+//! spans from tags: seqeval's default (conlleval-like: an `I-X` after `O` or another
+//! type starts an entity) and strict IOB2 (an entity is `B-X` followed by `I-X`s; a
+//! stray `I-X` is no entity).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::classification::prf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanMode {
+    Default,
+    StrictIob2,
+}
+
+/// An entity: type and word range `[start, end)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span {
+    pub kind: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub fn spans(tags: &[String], mode: SpanMode) -> Vec<Span> {
+    let mut out = Vec::new();
+    let mut open: Option<Span> = None;
+    for (i, tag) in tags.iter().enumerate() {
+        let (prefix, kind) = match tag.split_once('-') {
+            Some((p, k)) if p == "B" || p == "I" => (p, k),
+            _ => ("O", ""),
+        };
+        let continues = prefix == "I" && open.as_ref().is_some_and(|s| s.kind == kind);
+        if continues {
+            open.as_mut().expect("checked").end = i + 1;
+            continue;
+        }
+        out.extend(open.take());
+        let starts = prefix == "B" || (prefix == "I" && mode == SpanMode::Default);
+        if starts {
+            open = Some(Span { kind: kind.to_string(), start: i, end: i + 1 });
+        }
+    }
+    out.extend(open);
+    out
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TypeScores {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EntityMetrics {
+    pub mode: SpanMode,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+    pub predicted: usize,
+    pub per_type: BTreeMap<String, TypeScores>,
+}
+
+/// Micro-averaged and per-type scores over sentences of gold and predicted tags.
+pub fn entity_metrics(gold: &[Vec<String>], predicted: &[Vec<String>], mode: SpanMode) -> EntityMetrics {
+    assert_eq!(gold.len(), predicted.len(), "one predicted sequence per gold sequence");
+    // type → (true positives, predicted, gold)
+    let mut counts: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for (g, p) in gold.iter().zip(predicted) {
+        let gold_spans = spans(g, mode);
+        let predicted_spans = spans(p, mode);
+        for s in &gold_spans {
+            counts.entry(s.kind.clone()).or_default().2 += 1;
+        }
+        for s in &predicted_spans {
+            let entry = counts.entry(s.kind.clone()).or_default();
+            entry.1 += 1;
+            if gold_spans.contains(s) {
+                entry.0 += 1;
+            }
+        }
+    }
+    let total = counts.values().fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    let (precision, recall, f1) = prf(total.0, total.1, total.2);
+    let per_type = counts
+        .into_iter()
+        .map(|(kind, (tp, p, g))| {
+            let (precision, recall, f1) = prf(tp, p, g);
+            (kind, TypeScores { precision, recall, f1, support: g })
+        })
+        .collect();
+    EntityMetrics { mode, precision, recall, f1, support: total.2, predicted: total.1, per_type }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn default_mode_starts_entities_at_stray_inside_tags_strict_mode_does_not() {
+        let t = tags("I-PER I-PER O B-LOC I-ORG");
+        let default: Vec<_> = spans(&t, SpanMode::Default).into_iter().map(|s| (s.kind, s.start, s.end)).collect();
+        assert_eq!(default, vec![("PER".into(), 0, 2), ("LOC".into(), 3, 4), ("ORG".into(), 4, 5)]);
+        let strict: Vec<_> = spans(&t, SpanMode::StrictIob2).into_iter().map(|s| (s.kind, s.start, s.end)).collect();
+        assert_eq!(strict, vec![("LOC".into(), 3, 4)]);
+    }
+
+    #[test]
+    fn micro_scores_count_exact_matches() {
+        let gold = vec![tags("B-PER I-PER O B-LOC")];
+        let predicted = vec![tags("B-PER O O B-LOC")];
+        let m = entity_metrics(&gold, &predicted, SpanMode::StrictIob2);
+        assert_eq!((m.precision, m.recall, m.support, m.predicted), (0.5, 0.5, 2, 2));
+        assert_eq!(m.per_type["LOC"].f1, 1.0);
+        assert_eq!(m.per_type["PER"].f1, 0.0);
+    }
+}

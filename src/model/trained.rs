@@ -1,0 +1,395 @@
+//! Heads trained by `docclass train`, as `classify` runs them. A head directory holds
+//! `head.json` (what the head is, which encoder and layers it reads, how it was
+//! trained) and `head.safetensors` (its weights). Both heads are linear in the encoder
+//! features, so a window's contribution is computed once per window and documents
+//! combine them by (weighted) means, exactly as training averaged the features:
+//! - [`DocumentClassifier`]: logistic regression on the text's mean features plus
+//!   TF-IDF of hashed word n-grams.
+//! - [`Tagger`]: a linear-chain CRF over words (mean features of the word's tokens plus
+//!   hashed word features), decoded with Viterbi under IOB2 constraints.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use half::f16;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::scores::{sigmoid, softmax};
+use crate::text::lexical::{document_term_counts, tf_idf, word_features};
+
+pub const HEAD_FILE: &str = "head.json";
+pub const WEIGHTS_FILE: &str = "head.safetensors";
+pub const HEAD_FORMAT: &str = "docclass-head/1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    DocumentClassifier,
+    Tagger,
+}
+
+/// `head.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeadSpec {
+    pub format: String,
+    pub kind: HeadKind,
+    pub name: String,
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub multi_label: bool,
+    /// Encoder layers read, concatenated (1-based).
+    pub layers: Vec<usize>,
+    /// The encoder directory, relative to the head directory, and its fingerprint.
+    pub encoder: String,
+    pub encoder_fingerprint: String,
+    /// Buckets of the hashed lexical features; 0: none.
+    pub lexical_buckets: usize,
+    /// Tagger: words ending in a period that stay one word (`Abs.`), from the training data.
+    #[serde(default)]
+    pub abbreviations: Vec<String>,
+    /// How the head was made: data, settings, scores. Not read by docclass.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+/// The weights both heads share: a dense layer over encoder features and a hashed
+/// lexical table.
+pub struct LinearScores {
+    /// `[labels, dim]`, row-major.
+    pub dense: Vec<f32>,
+    pub bias: Vec<f32>,
+    /// `[buckets, labels]`, row-major; empty without lexical features.
+    pub lexical: Vec<f32>,
+    pub labels: usize,
+}
+
+impl LinearScores {
+    pub fn dim(&self) -> usize {
+        self.dense.len() / self.labels
+    }
+
+    /// `dense · x` (no bias) for one feature row.
+    pub fn project(&self, x: &[f32], out: &mut [f32]) {
+        for (o, w) in out.iter_mut().zip(self.dense.chunks_exact(x.len())) {
+            *o = w.iter().zip(x).map(|(a, b)| a * b).sum();
+        }
+    }
+
+    /// Adds the lexical weights of `buckets` (each with weight `value`) to `out`.
+    pub fn add_lexical(&self, buckets: impl IntoIterator<Item = (u32, f32)>, out: &mut [f32]) {
+        if self.lexical.is_empty() {
+            return;
+        }
+        for (b, value) in buckets {
+            let row = &self.lexical[b as usize * self.labels..(b as usize + 1) * self.labels];
+            for (o, w) in out.iter_mut().zip(row) {
+                *o += value * w;
+            }
+        }
+    }
+}
+
+pub struct DocumentClassifier {
+    pub spec: HeadSpec,
+    pub scores: LinearScores,
+    /// Inverse document frequency per lexical bucket.
+    pub idf: Vec<f32>,
+}
+
+impl DocumentClassifier {
+    /// Label probabilities from the text's mean features and its text.
+    pub fn probabilities(&self, mean: &[f32], text: &str) -> Vec<f32> {
+        let mut logits = self.scores.bias.clone();
+        let mut dense = vec![0.0; logits.len()];
+        self.scores.project(mean, &mut dense);
+        logits.iter_mut().zip(&dense).for_each(|(l, d)| *l += d);
+        if self.spec.lexical_buckets > 0 {
+            let terms = tf_idf(&document_term_counts(text, self.spec.lexical_buckets), &self.idf);
+            self.scores.add_lexical(terms, &mut logits);
+        }
+        if self.spec.multi_label {
+            sigmoid(&logits)
+        } else {
+            softmax(&logits)
+        }
+    }
+}
+
+/// Which tag may follow which under IOB2: `I-X` only after `B-X` or `I-X`, and never first.
+pub struct Transitions {
+    /// `[from, to]`.
+    pub scores: Vec<f32>,
+    pub start: Vec<f32>,
+    pub end: Vec<f32>,
+    pub allowed: Vec<bool>,
+    pub allowed_start: Vec<bool>,
+}
+
+impl Transitions {
+    pub fn iob2_constraints(tags: &[String]) -> (Vec<bool>, Vec<bool>) {
+        let k = tags.len();
+        let inside_of = |t: &str| t.strip_prefix("I-").map(str::to_string);
+        let kind_of = |t: &str| t.split_once('-').map(|(_, k)| k.to_string());
+        let mut allowed = vec![true; k * k];
+        let mut allowed_start = vec![true; k];
+        for (to, tag) in tags.iter().enumerate() {
+            if let Some(kind) = inside_of(tag) {
+                allowed_start[to] = false;
+                for (from, prev) in tags.iter().enumerate() {
+                    allowed[from * k + to] = kind_of(prev).as_deref() == Some(kind.as_str());
+                }
+            }
+        }
+        (allowed, allowed_start)
+    }
+}
+
+pub struct Tagger {
+    pub spec: HeadSpec,
+    pub scores: LinearScores,
+    pub transitions: Transitions,
+    pub abbreviations: HashSet<String>,
+}
+
+/// Impossible under the constraints; finite so that sums stay finite.
+const FORBIDDEN: f32 = -1.0e4;
+
+impl Tagger {
+    /// Emission scores `[words, tags]`: `dense_rows` (the words' `dense · x`, already
+    /// projected) plus bias and lexical features.
+    pub fn emissions(&self, dense_rows: &[f32], words: &[String]) -> Vec<f32> {
+        let k = self.scores.labels;
+        let mut out = dense_rows.to_vec();
+        let mut buckets = Vec::new();
+        for (i, row) in out.chunks_exact_mut(k).enumerate() {
+            row.iter_mut().zip(&self.scores.bias).for_each(|(e, b)| *e += b);
+            if self.spec.lexical_buckets > 0 {
+                buckets.clear();
+                word_features(words, i, self.spec.lexical_buckets, &mut buckets);
+                self.scores.add_lexical(buckets.iter().map(|&b| (b, 1.0)), row);
+            }
+        }
+        out
+    }
+
+    /// The best tag sequence and each word's marginal probability of its tag.
+    pub fn decode(&self, emissions: &[f32]) -> (Vec<usize>, Vec<f32>) {
+        let tags = viterbi(&self.transitions, emissions, self.scores.labels);
+        let marginals = forward_backward(&self.transitions, emissions, self.scores.labels).0;
+        let k = self.scores.labels;
+        let confidence = tags.iter().enumerate().map(|(i, &t)| marginals[i * k + t]).collect();
+        (tags, confidence)
+    }
+}
+
+fn transition(t: &Transitions, from: usize, to: usize, k: usize) -> f32 {
+    if t.allowed[from * k + to] {
+        t.scores[from * k + to]
+    } else {
+        FORBIDDEN
+    }
+}
+
+fn start_score(t: &Transitions, tag: usize) -> f32 {
+    if t.allowed_start[tag] {
+        t.start[tag]
+    } else {
+        FORBIDDEN
+    }
+}
+
+/// The highest-scoring tag sequence for `[n, k]` emissions.
+pub fn viterbi(t: &Transitions, emissions: &[f32], k: usize) -> Vec<usize> {
+    let n = emissions.len() / k;
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut score: Vec<f32> = (0..k).map(|y| start_score(t, y) + emissions[y]).collect();
+    let mut back = vec![0usize; n * k];
+    for i in 1..n {
+        let mut next = vec![0.0f32; k];
+        for to in 0..k {
+            let (best_from, best) = (0..k)
+                .map(|from| (from, score[from] + transition(t, from, to, k)))
+                .fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+            next[to] = best + emissions[i * k + to];
+            back[i * k + to] = best_from;
+        }
+        score = next;
+    }
+    let mut last = (0..k).map(|y| (y, score[y] + t.end[y])).fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a }).0;
+    let mut tags = vec![0usize; n];
+    for i in (0..n).rev() {
+        tags[i] = last;
+        last = back[i * k + last];
+    }
+    tags
+}
+
+fn log_sum_exp(values: impl Iterator<Item = f32> + Clone) -> f32 {
+    let max = values.clone().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    max + values.map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
+/// Marginals `[n, k]` of each word's tag, the expected transition counts `[k, k]`, and
+/// the log partition function.
+pub fn forward_backward(t: &Transitions, emissions: &[f32], k: usize) -> (Vec<f32>, Vec<f32>, f32) {
+    let n = emissions.len() / k;
+    let mut alpha = vec![0.0f32; n * k];
+    let mut beta = vec![0.0f32; n * k];
+    for y in 0..k {
+        alpha[y] = start_score(t, y) + emissions[y];
+    }
+    for i in 1..n {
+        for to in 0..k {
+            let prev = &alpha[(i - 1) * k..i * k];
+            alpha[i * k + to] =
+                log_sum_exp((0..k).map(|from| prev[from] + transition(t, from, to, k))) + emissions[i * k + to];
+        }
+    }
+    for y in 0..k {
+        beta[(n - 1) * k + y] = t.end[y];
+    }
+    for i in (0..n.saturating_sub(1)).rev() {
+        for from in 0..k {
+            beta[i * k + from] = log_sum_exp(
+                (0..k).map(|to| transition(t, from, to, k) + emissions[(i + 1) * k + to] + beta[(i + 1) * k + to]),
+            );
+        }
+    }
+    let log_z = log_sum_exp((0..k).map(|y| alpha[(n - 1) * k + y] + t.end[y]));
+    let marginals: Vec<f32> = alpha.iter().zip(&beta).map(|(a, b)| (a + b - log_z).exp()).collect();
+    let mut pairs = vec![0.0f32; k * k];
+    for i in 1..n {
+        for from in 0..k {
+            for to in 0..k {
+                let s = alpha[(i - 1) * k + from]
+                    + transition(t, from, to, k)
+                    + emissions[i * k + to]
+                    + beta[i * k + to]
+                    - log_z;
+                pairs[from * k + to] += s.exp();
+            }
+        }
+    }
+    (marginals, pairs, log_z)
+}
+
+/// A trained head, loaded.
+pub enum TrainedHead {
+    Classifier(DocumentClassifier),
+    Tagger(Tagger),
+}
+
+impl TrainedHead {
+    pub fn spec(&self) -> &HeadSpec {
+        match self {
+            TrainedHead::Classifier(c) => &c.spec,
+            TrainedHead::Tagger(t) => &t.spec,
+        }
+    }
+}
+
+/// Loads a head directory; `encoder_fingerprint` must match the one it was trained on.
+pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result<TrainedHead> {
+    let spec_path = dir.join(HEAD_FILE);
+    let spec: HeadSpec = serde_json::from_str(
+        &std::fs::read_to_string(&spec_path).with_context(|| format!("{}: cannot read", spec_path.display()))?,
+    )
+    .with_context(|| format!("{}: not a valid head description", spec_path.display()))?;
+    if spec.format != HEAD_FORMAT {
+        bail!("{}: format {:?}, this docclass reads {HEAD_FORMAT:?}", spec_path.display(), spec.format);
+    }
+    if spec.encoder_fingerprint != encoder_fingerprint {
+        bail!(
+            "{}: the head was trained on another encoder (fingerprint {}…, this encoder {}…): retrain it with docclass train",
+            dir.display(),
+            &spec.encoder_fingerprint[..12.min(spec.encoder_fingerprint.len())],
+            &encoder_fingerprint[..12.min(encoder_fingerprint.len())]
+        );
+    }
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights_path).with_context(|| format!("{}: cannot read", weights_path.display()))?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a readable safetensors file", weights_path.display()))?;
+    let k = spec.labels.len();
+    let dim = hidden * spec.layers.len();
+    let get = |name: &str, len: usize| -> Result<Vec<f32>> {
+        let view = tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", weights_path.display()))?;
+        let values = to_f32(&view);
+        if values.len() != len {
+            bail!("{}: {name} has {} values, expected {len}", weights_path.display(), values.len());
+        }
+        Ok(values)
+    };
+    let lexical = if spec.lexical_buckets > 0 { get("lexical", spec.lexical_buckets * k)? } else { Vec::new() };
+    let scores = LinearScores { dense: get("dense", k * dim)?, bias: get("bias", k)?, lexical, labels: k };
+    Ok(match spec.kind {
+        HeadKind::DocumentClassifier => {
+            let idf = if spec.lexical_buckets > 0 { get("idf", spec.lexical_buckets)? } else { Vec::new() };
+            TrainedHead::Classifier(DocumentClassifier { spec, scores, idf })
+        }
+        HeadKind::Tagger => {
+            let (allowed, allowed_start) = Transitions::iob2_constraints(&spec.labels);
+            let transitions = Transitions {
+                scores: get("transitions", k * k)?,
+                start: get("start", k)?,
+                end: get("end", k)?,
+                allowed,
+                allowed_start,
+            };
+            let abbreviations = spec.abbreviations.iter().cloned().collect();
+            TrainedHead::Tagger(Tagger { spec, scores, transitions, abbreviations })
+        }
+    })
+}
+
+fn to_f32(view: &TensorView) -> Vec<f32> {
+    let data = view.data();
+    match view.dtype() {
+        Dtype::F16 => data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Writes `head.json` and `head.safetensors`; `f16_tensors` are stored as f16 (the
+/// large lexical tables), the others as f32.
+pub fn save_head(
+    dir: &Path,
+    spec: &HeadSpec,
+    f32_tensors: &BTreeMap<&str, Vec<f32>>,
+    f16_tensors: &BTreeMap<&str, Vec<f32>>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, values) in f32_tensors {
+        data.push((name.to_string(), Dtype::F32, vec![values.len()], values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    }
+    for (name, values) in f16_tensors {
+        let bytes = values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect();
+        data.push((name.to_string(), Dtype::F16, vec![values.len()], bytes));
+    }
+    let views: Vec<(String, TensorView)> = data
+        .iter()
+        .map(|(name, dtype, shape, bytes)| Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let partial = dir.join(format!(".{WEIGHTS_FILE}.partial"));
+    safetensors::serialize_to_file(views, None, &partial)?;
+    std::fs::rename(&partial, &weights)?;
+    let spec_json = serde_json::to_string_pretty(spec)? + "\n";
+    std::fs::write(dir.join(HEAD_FILE), spec_json)?;
+    Ok(())
+}
+
+/// The encoder directory a head names, resolved against the head directory.
+pub fn encoder_dir(head_dir: &Path, spec: &HeadSpec) -> PathBuf {
+    head_dir.join(&spec.encoder)
+}

@@ -1,0 +1,204 @@
+//! Encoder features on disk. Encoding a training set takes most of an hour on two cores,
+//! fitting a head on its features minutes; so features are computed once per encoder,
+//! layer choice and data, and read back on every later run.
+//!
+//! The key is a SHA-256 of the encoder's fingerprint (all its files), the layers, the
+//! window length and the texts with their word spans: labels do not enter it, so
+//! relabelled data reuses the features. A file is written as `.NAME.partial` and
+//! renamed when complete, so a killed run leaves no half file that looks valid.
+//!
+//! File layout (little-endian): `DCFEAT01`, u64 header length, a JSON header
+//! `{dim, texts, words}`, then `texts × dim` f16 text means, `texts + 1` u64 word
+//! offsets, `words × dim` f16 word rows.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use half::f16;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::infer::{Pipeline, PipelineOptions};
+
+const MAGIC: &[u8; 8] = b"DCFEAT01";
+/// Texts encoded together; bounds the f32 features held before conversion to f16.
+const CHUNK_TEXTS: usize = 256;
+
+/// Features of a list of texts, as f16.
+pub struct FeatureSet {
+    pub dim: usize,
+    means: Vec<f16>,
+    word_offsets: Vec<u64>,
+    words: Vec<f16>,
+}
+
+impl FeatureSet {
+    pub fn texts(&self) -> usize {
+        self.word_offsets.len() - 1
+    }
+
+    pub fn mean(&self, text: usize) -> &[f16] {
+        &self.means[text * self.dim..(text + 1) * self.dim]
+    }
+
+    /// Rows of the words of `text`, flattened `words × dim`.
+    pub fn words(&self, text: usize) -> &[f16] {
+        let (a, b) = (self.word_offsets[text] as usize, self.word_offsets[text + 1] as usize);
+        &self.words[a * self.dim..b * self.dim]
+    }
+}
+
+/// What to encode: texts and, for token heads, their word spans.
+pub struct FeatureRequest<'a> {
+    /// For messages: which data this is.
+    pub label: &'a str,
+    pub texts: &'a [String],
+    pub word_spans: &'a [Vec<(usize, usize)>],
+}
+
+/// The cached features of `request`, computing and storing them on a miss.
+pub fn features(
+    pipeline: &Pipeline,
+    encoder_fingerprint: &str,
+    layers: &[usize],
+    options: &PipelineOptions,
+    cache_dir: &Path,
+    request: &FeatureRequest,
+) -> Result<FeatureSet> {
+    let path = cache_dir.join(format!("{}.feat", cache_key(pipeline, encoder_fingerprint, layers, request)));
+    if path.exists() {
+        let set = read(&path).with_context(|| format!("reading cached features {}", path.display()))?;
+        if set.texts() == request.texts.len() {
+            eprintln!("docclass: {}: encoder features from the cache ({})", request.label, path.display());
+            return Ok(set);
+        }
+    }
+    let set = compute(pipeline, layers, options, request)?;
+    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
+    write(&path, &set).with_context(|| format!("writing cached features {}", path.display()))?;
+    Ok(set)
+}
+
+fn cache_key(pipeline: &Pipeline, encoder_fingerprint: &str, layers: &[usize], request: &FeatureRequest) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"docclass features v1\n");
+    hash.update(encoder_fingerprint.as_bytes());
+    hash.update(format!("\nlayers {layers:?} window {}\n", pipeline.text.capacity()).as_bytes());
+    for (i, text) in request.texts.iter().enumerate() {
+        hash.update((text.len() as u64).to_le_bytes());
+        hash.update(text.as_bytes());
+        let spans = request.word_spans.get(i).map_or(&[][..], |s| &s[..]);
+        hash.update((spans.len() as u64).to_le_bytes());
+        for &(a, b) in spans {
+            hash.update((a as u64).to_le_bytes());
+            hash.update((b as u64).to_le_bytes());
+        }
+    }
+    format!("{:x}", hash.finalize())
+}
+
+fn compute(
+    pipeline: &Pipeline,
+    layers: &[usize],
+    options: &PipelineOptions,
+    request: &FeatureRequest,
+) -> Result<FeatureSet> {
+    let started = Instant::now();
+    let bar = ProgressBar::new(request.texts.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("encoding {prefix}: {bar:30} {pos}/{len} texts · {elapsed} elapsed, ETA {eta}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(request.label.to_string());
+    let mut set = FeatureSet { dim: 0, means: Vec::new(), word_offsets: vec![0], words: Vec::new() };
+    for (chunk_index, texts) in request.texts.chunks(CHUNK_TEXTS).enumerate() {
+        let first = chunk_index * CHUNK_TEXTS;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let spans = request.word_spans.get(first..(first + texts.len()).min(request.word_spans.len())).unwrap_or(&[]);
+        let features = pipeline
+            .text_features(&refs, spans, layers, options)
+            .with_context(|| format!("{}: encoding texts {} to {}", request.label, first + 1, first + texts.len()))?;
+        for f in features {
+            set.dim = f.mean.len();
+            set.means.extend(f.mean.iter().map(|&x| f16::from_f32(x)));
+            set.words.extend(f.words.iter().map(|&x| f16::from_f32(x)));
+            let words = (set.words.len() / set.dim) as u64;
+            set.word_offsets.push(words);
+        }
+        bar.inc(texts.len() as u64);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "docclass: {}: encoded {} texts in {:.0} s",
+        request.label,
+        request.texts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(set)
+}
+
+fn f16_bytes(values: &[f16]) -> &[u8] {
+    // f16 is a plain 16-bit value; the file is little-endian like every target docclass builds for.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
+fn write(path: &Path, set: &FeatureSet) -> Result<()> {
+    let partial = partial_path(path);
+    {
+        let mut out = BufWriter::new(File::create(&partial)?);
+        let header = serde_json::json!({"dim": set.dim, "texts": set.texts(), "words": set.words.len() / set.dim.max(1)})
+            .to_string();
+        out.write_all(MAGIC)?;
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(header.as_bytes())?;
+        out.write_all(f16_bytes(&set.means))?;
+        for offset in &set.word_offsets {
+            out.write_all(&offset.to_le_bytes())?;
+        }
+        out.write_all(f16_bytes(&set.words))?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::rename(&partial, path)?;
+    Ok(())
+}
+
+fn read_f16(file: &mut impl Read, count: usize) -> Result<Vec<f16>> {
+    let mut values = vec![f16::ZERO; count];
+    // Safe: any bit pattern is a valid f16.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), count * 2) };
+    file.read_exact(bytes).context("the file is truncated")?;
+    Ok(values)
+}
+
+fn read(path: &Path) -> Result<FeatureSet> {
+    let mut file = std::io::BufReader::new(File::open(path)?);
+    let mut magic = [0u8; 8];
+    file.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        bail!("not a docclass feature file");
+    }
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len).min(1 << 20) as usize];
+    file.read_exact(&mut header)?;
+    let header: serde_json::Value = serde_json::from_slice(&header)?;
+    let field = |name: &str| header[name].as_u64().map(|v| v as usize).context("malformed header");
+    let (dim, texts, words) = (field("dim")?, field("texts")?, field("words")?);
+    let means = read_f16(&mut file, texts * dim)?;
+    let mut word_offsets = Vec::with_capacity(texts + 1);
+    for _ in 0..=texts {
+        let mut v = [0u8; 8];
+        file.read_exact(&mut v).context("the file is truncated")?;
+        word_offsets.push(u64::from_le_bytes(v));
+    }
+    let words = read_f16(&mut file, words * dim)?;
+    Ok(FeatureSet { dim, means, word_offsets, words })
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial"))
+}

@@ -1,0 +1,119 @@
+//! Fitting heads on encoder features: labelled data in, a head directory out that
+//! `classify` loads with its encoder. Features come from the feature cache, so a head
+//! is refitted with other settings in minutes.
+
+pub mod cache;
+pub mod classifier;
+pub mod data;
+pub mod optim;
+pub mod tagger;
+
+/// A small deterministic generator (SplitMix64): the same seed gives the same split,
+/// initialisation and order on every machine.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::cli::TrainArgs;
+use crate::commands::train::TrainContext;
+use optim::Fitted;
+
+/// The head's name: --name, else the output directory's name.
+pub fn head_name(args: &TrainArgs) -> String {
+    args.name.clone().unwrap_or_else(|| {
+        args.out.file_name().map_or_else(|| "head".into(), |n| n.to_string_lossy().into_owned())
+    })
+}
+
+/// `encoder_dir` as seen from `head_dir`, so that a pipeline folder can be moved whole.
+pub fn relative_encoder_path(head_dir: &Path, encoder_dir: &Path) -> String {
+    let absolute = |p: &Path| -> PathBuf {
+        std::fs::create_dir_all(p).ok();
+        p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+    };
+    let (from, to) = (absolute(head_dir), absolute(encoder_dir));
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    for c in &to[common..] {
+        path.push(c.as_os_str());
+    }
+    path.to_string_lossy().into_owned()
+}
+
+fn file_sha256(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash)?;
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+/// What `head.json` records about the training run, so that it can be reproduced.
+pub fn head_record(
+    context: &TrainContext,
+    dev_source: &str,
+    train_examples: usize,
+    dev_examples: usize,
+    fitted: &Fitted,
+    score_name: &str,
+) -> Result<serde_json::Value> {
+    let args = context.args;
+    let data = |path: &Path| -> Result<serde_json::Value> {
+        Ok(serde_json::json!({"path": path.display().to_string(), "sha256": file_sha256(path)?}))
+    };
+    Ok(serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "docclass_version": env!("CARGO_PKG_VERSION"),
+        "train": data(&args.train)?,
+        "dev": match &args.dev { Some(p) => data(p)?, None => serde_json::json!(dev_source) },
+        "train_examples": train_examples,
+        "dev_examples": dev_examples,
+        "seed": args.seed,
+        "learning_rate": args.learning_rate,
+        "l2": args.l2,
+        "batch_size": args.batch_size,
+        "max_epochs": args.epochs,
+        "patience": args.patience,
+        "best_epoch": fitted.best_epoch,
+        "dev_score": {"name": score_name, "value": fitted.best_score},
+        "fit_seconds": (fitted.seconds * 10.0).round() / 10.0,
+        "epochs": fitted.log.len(),
+    }))
+}
