@@ -30,6 +30,8 @@ pub enum Command {
     /// Fit a head on encoder features from labelled data and write it as a pipeline
     /// directory that classify loads.
     Train(TrainArgs),
+    /// Run a model on labelled data and write metrics.json and report.md.
+    Eval(EvalArgs),
     /// Measure throughput of the encoder on a corpus (one document per line).
     Bench(BenchArgs),
     /// Prepare and check model directories.
@@ -41,8 +43,10 @@ pub enum Command {
 pub struct ModelArg {
     /// Model directory: a Hugging Face checkpoint (config.json, model.safetensors,
     /// tokenizer.json) of a BERT, XLM-RoBERTa or DistilBERT encoder, optionally with a
-    /// *ForSequenceClassification or *ForTokenClassification head. Default:
-    /// $DOCCLASS_MODEL, else models/multilingual-e5-small.
+    /// *ForSequenceClassification or *ForTokenClassification head; or a head directory
+    /// written by `docclass train`; or a pipeline directory (pipeline.json: an encoder
+    /// and trained heads). Default: $DOCCLASS_MODEL, else models/de-legal (areas of law
+    /// and legal entities); with --zero-shot, the bare models/multilingual-e5-small.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
 }
@@ -250,6 +254,51 @@ pub struct TrainArgs {
     pub label_separator: Option<String>,
 
     /// CoNLL: a `FINE<TAB>COARSE` file that renames tag types (such as labels/ler-coarse.tsv).
+    #[arg(long, value_name = "FILE")]
+    pub tag_map: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+
+    /// Labelled data: TSV/CSV/JSONL with text and label columns, or CoNLL.
+    #[arg(value_name = "DATA")]
+    pub data: PathBuf,
+
+    /// Report directory: metrics.json, report.md, predictions.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub report: PathBuf,
+
+    /// Replace an existing report.
+    #[arg(long)]
+    pub force: bool,
+
+    /// classify or tag (default: tag for .conll/.iob/.bio files, else classify).
+    #[arg(long, value_enum)]
+    pub task: Option<TrainTask>,
+
+    /// The classification head to score (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub head: Option<String>,
+
+    /// Column (name, or 1-based position) of the text.
+    #[arg(long, value_name = "NAME|N", default_value = "text")]
+    pub text_column: crate::train::data::Column,
+
+    /// Column (name, or 1-based position) of the label.
+    #[arg(long, value_name = "NAME|N", default_value = "label")]
+    pub label_column: crate::train::data::Column,
+
+    /// The TSV/CSV file has no header row.
+    #[arg(long)]
+    pub no_header: bool,
+
+    /// CoNLL: a `FINE<TAB>COARSE` file that renames the gold tag types.
     #[arg(long, value_name = "FILE")]
     pub tag_map: Option<PathBuf>,
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{configure_threads, model_dir, peak_memory_bytes, Outcome};
+use super::{configure_threads, peak_memory_bytes, Outcome};
 use crate::cli::BenchArgs;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::model::ModelBundle;
@@ -24,7 +24,7 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
     if docs.is_empty() {
         bail!("{}: the corpus has no documents", args.corpus.display());
     }
-    let dir = model_dir(args.model.model);
+    let dir = args.model.model.unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
     let mut bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let model = bundle.name.clone();
     bundle.settings.input_prefix.clear();

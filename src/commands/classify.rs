@@ -22,7 +22,11 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     // Refuse an existing output and missing inputs before the slow model load.
     refuse_existing(&args.out, args.force)?;
     let files = collect_inputs(&args.inputs)?;
-    let dir = model_dir(args.model.model);
+    // Zero-shot labels without --model go on the bare encoder, as the only head.
+    let dir = match (&args.zero_shot, args.model.model) {
+        (Some(_), None) if std::env::var_os("DOCCLASS_MODEL").is_none() => super::resolve_default(super::DEFAULT_ENCODER),
+        (_, model) => model_dir(model),
+    };
     let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let options = PipelineOptions {

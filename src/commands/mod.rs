@@ -2,6 +2,7 @@
 
 mod bench;
 mod classify;
+mod eval;
 mod model;
 pub mod train;
 
@@ -37,12 +38,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Classify(args) => classify::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(command) => model::run(command),
     }
 }
 
-pub const DEFAULT_MODEL: &str = "models/multilingual-e5-small";
+/// The default pipeline: the encoder with the project's trained heads.
+pub const DEFAULT_MODEL: &str = "models/de-legal";
+/// The bare default encoder (zero-shot classification, training).
+pub const DEFAULT_ENCODER: &str = "models/multilingual-e5-small";
 
 /// `relative` in the current directory if it exists there, else in the checkout the
 /// binary was built in (so that the installed binary finds the project's models).

@@ -16,8 +16,6 @@ use crate::train::cache::{features, FeatureRequest, FeatureSet};
 use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColumns, TaggedSentence};
 use crate::train::Rng;
 
-pub const DEFAULT_ENCODER: &str = "models/multilingual-e5-small";
-
 pub fn run(args: TrainArgs) -> Result<Outcome> {
     let threads = configure_threads(&args.run)?;
     let started = Instant::now();
@@ -25,7 +23,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     if !args.features_only {
         refuse_existing_dir(&args.out, args.force)?;
     }
-    let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(DEFAULT_ENCODER));
+    let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
     let bundle = ModelBundle::load(&encoder_dir).with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
     let encoder_fingerprint = fingerprint(&encoder_dir)?;
     let encoder_layers = bundle.encoder_config().layers;
@@ -64,6 +62,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
                 label_separator: args.label_separator.clone(),
             };
             let train = read_documents(&args.train, &columns)?;
+            crate::train::classifier::check_label_counts(&args.train, train.iter().map(|d| &d.labels))?;
             let dev = args.dev.as_ref().map(|p| read_documents(p, &columns)).transpose()?;
             let train_texts: Vec<String> = train.iter().map(|d| d.text.clone()).collect();
             let train_features = encode(&display(&args.train), &train_texts, &[])?;
@@ -114,7 +113,7 @@ pub struct TrainContext<'a> {
     pub layers: &'a [usize],
 }
 
-fn task_of(path: &Path) -> TrainTask {
+pub fn task_of(path: &Path) -> TrainTask {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("conll" | "iob" | "iob2" | "bio") => TrainTask::Tag,
         _ => TrainTask::Classify,

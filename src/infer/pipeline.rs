@@ -141,22 +141,12 @@ impl Pipeline {
     /// Entities of a trained tagger: words split as in its training corpus, each word's
     /// emission from the mean of its tokens' projected features, Viterbi over the words.
     fn tag_words(&self, tagger: &Tagger, text: &str, p: &Prepared, outs: &[WindowOutput], h: usize) -> Vec<Entity> {
-        let k = tagger.scores.labels;
         let spans = split_words(text, &tagger.abbreviations);
         if spans.is_empty() {
             return Vec::new();
         }
         let chars: Vec<char> = text.chars().collect();
-        let words: Vec<String> = spans.iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
-        let owners = token_owners(&p.windows, p.tokens.len());
-        let token_row = |j: usize| -> &[f32] {
-            let w = owners[j].0;
-            let row = j - p.windows[w].content.start;
-            &outs[w].heads[h][row * k..(row + 1) * k]
-        };
-        let dense_rows = word_means(&p.tokens.offsets, token_row, &spans, k);
-        let (tags, confidence) = tagger.decode(&tagger.emissions(&dense_rows, &words));
-        let labels: Vec<String> = tags.iter().map(|&t| tagger.spec.labels[t].clone()).collect();
+        let (labels, confidence) = self.word_tags(tagger, &chars, &spans, p, outs, h);
         spans_of_tags(&labels, SpanMode::StrictIob2)
             .into_iter()
             .map(|span| {
@@ -171,6 +161,109 @@ impl Pipeline {
                 }
             })
             .collect()
+    }
+
+    /// Names of the classification heads (trained, checkpoint, zero-shot), in output order.
+    pub fn classification_head_names(&self) -> Vec<String> {
+        self.heads
+            .iter()
+            .filter_map(|h| match h {
+                Head::Classification(c) => Some(c.name.clone()),
+                Head::ZeroShot(z) => Some(z.name.clone()),
+                Head::Trained(TrainedHead::Classifier(c)) => Some(c.spec.name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The labels of the classification head `name` (default: the first).
+    pub fn classification_labels(&self, name: Option<&str>) -> Vec<String> {
+        self.heads
+            .iter()
+            .filter_map(|h| match h {
+                Head::Classification(c) => Some((&c.name, &c.labels)),
+                Head::ZeroShot(z) => Some((&z.name, &z.labels)),
+                Head::Trained(TrainedHead::Classifier(c)) => Some((&c.spec.name, &c.spec.labels)),
+                _ => None,
+            })
+            .find(|(n, _)| name.is_none_or(|name| name == n.as_str()))
+            .map(|(_, labels)| labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// The entity types of the trained tagger, if any.
+    pub fn tagger_types(&self) -> Vec<String> {
+        self.heads
+            .iter()
+            .find_map(|h| match h {
+                Head::Trained(TrainedHead::Tagger(t)) => Some(
+                    t.spec.labels.iter().filter_map(|l| l.strip_prefix("B-")).map(String::from).collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The tag of each word span and its marginal probability.
+    fn word_tags(
+        &self,
+        tagger: &Tagger,
+        chars: &[char],
+        spans: &[(usize, usize)],
+        p: &Prepared,
+        outs: &[WindowOutput],
+        h: usize,
+    ) -> (Vec<String>, Vec<f32>) {
+        let k = tagger.scores.labels;
+        let words: Vec<String> = spans.iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
+        let owners = token_owners(&p.windows, p.tokens.len());
+        let token_row = |j: usize| -> &[f32] {
+            let w = owners[j].0;
+            let row = j - p.windows[w].content.start;
+            &outs[w].heads[h][row * k..(row + 1) * k]
+        };
+        let dense_rows = word_means(&p.tokens.offsets, token_row, spans, k);
+        let (tags, confidence) = tagger.decode(&tagger.emissions(&dense_rows, &words));
+        (tags.iter().map(|&t| tagger.spec.labels[t].clone()).collect(), confidence)
+    }
+
+    /// Tags of pre-tokenized texts (such as CoNLL sentences: words joined by spaces, with
+    /// each word's character span) from the pipeline's trained tagger.
+    pub fn tag_pretokenized(
+        &self,
+        texts: &[String],
+        word_spans: &[Vec<(usize, usize)>],
+        options: &PipelineOptions,
+    ) -> Result<(Vec<Vec<String>>, usize)> {
+        let (h, tagger) = self
+            .heads
+            .iter()
+            .enumerate()
+            .find_map(|(h, head)| match head {
+                Head::Trained(TrainedHead::Tagger(t)) => Some((h, t)),
+                _ => None,
+            })
+            .context("the model has no tagger trained by docclass train")?;
+        let prepared: Vec<Prepared> =
+            texts.par_iter().map(|t| self.prepare(t, &options.windows)).collect::<Result<_>>()?;
+        let mut window_ids = Vec::new();
+        for p in &prepared {
+            window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
+        }
+        let tokens = window_ids.iter().map(Vec::len).sum();
+        let mut outputs = self.encode_windows(&window_ids, options.batch_tokens, false, None)?.into_iter();
+        let per_text: Vec<Vec<WindowOutput>> =
+            prepared.iter().map(|p| outputs.by_ref().take(p.windows.len()).collect()).collect();
+        let tags = prepared
+            .par_iter()
+            .zip(per_text)
+            .zip(texts.par_iter().zip(word_spans))
+            .map(|((p, outs), (text, spans))| {
+                let chars: Vec<char> = text.chars().collect();
+                self.word_tags(tagger, &chars, spans, p, &outs, h).0
+            })
+            .collect();
+        Ok((tags, tokens))
     }
 
     pub(crate) fn prepare(&self, text: &str, options: &WindowOptions) -> Result<Prepared> {

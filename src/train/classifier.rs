@@ -4,6 +4,7 @@
 //! and selected on the development macro-F1 (micro-F1 for multi-label).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -20,6 +21,18 @@ use crate::text::lexical::{document_term_counts, inverse_document_frequency, tf_
 /// A label needs this many training examples to be learned at all.
 const MIN_EXAMPLES: usize = 2;
 
+/// Refuses labels with fewer than [`MIN_EXAMPLES`] examples.
+pub fn check_label_counts<'a>(path: &Path, labels: impl Iterator<Item = &'a Vec<String>>) -> Result<()> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in labels.flatten() {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    if let Some((label, n)) = counts.iter().find(|(_, &n)| n < MIN_EXAMPLES) {
+        bail!("{}: label {label:?} has {n} training example(s); at least {MIN_EXAMPLES} are needed", path.display());
+    }
+    Ok(())
+}
+
 struct Prepared {
     dense: Vec<f32>,
     lexical: Vec<(u32, f32)>,
@@ -35,12 +48,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     if labels.len() < 2 {
         bail!("{}: a classifier needs at least two labels, found {labels:?}", args.train.display());
     }
-    for label in &labels {
-        let n = split.train.iter().filter(|e| e.item.labels.contains(label)).count();
-        if n < MIN_EXAMPLES {
-            bail!("{}: label {label:?} has {n} training example(s); at least {MIN_EXAMPLES} are needed", args.train.display());
-        }
-    }
+    check_label_counts(&args.train, split.train.iter().map(|e| &e.item.labels))?;
     let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     for e in &split.dev {
         if let Some(unknown) = e.item.labels.iter().find(|l| !index.contains_key(l.as_str())) {

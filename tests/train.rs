@@ -1,0 +1,304 @@
+//! `docclass train` and `docclass eval` end to end: on a tiny random encoder with
+//! synthetic data whose labels follow from the words (so a working head must learn them),
+//! and the shipped default pipeline on real documents.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{char_slice, dataset, docclass, fixture, path_str, read_records, real_model};
+use serde_json::Value;
+
+const COURTS: [&str; 3] = ["Landgericht", "Bundesgericht", "Amtsgericht"];
+const CITIES: [&str; 4] = ["Berlin", "Köln", "München", "Kassel"];
+const LAWS: [&str; 3] = ["BGB", "StGB", "SGB"];
+const FILLER: [&str; 6] = ["hat", "die", "Klage", "nach", "heute", "abgewiesen"];
+
+/// Sentences such as `Das Landgericht in Köln hat nach § 12 BGB heute abgewiesen .`
+/// with ORG, LOC and NRM (three words) tags.
+fn synthetic_conll(sentences: usize, offset: usize) -> String {
+    let mut out = String::new();
+    for i in offset..offset + sentences {
+        let mut words: Vec<(String, &str)> = vec![("Das".into(), "O")];
+        words.push((COURTS[i % 3].into(), "B-ORG"));
+        words.push(("in".into(), "O"));
+        words.push((CITIES[(i / 3) % 4].into(), "B-LOC"));
+        for f in 0..(i % 4) {
+            words.push((FILLER[(i + f) % 6].into(), "O"));
+        }
+        words.push(("§".into(), "B-NRM"));
+        words.push((format!("{}", 1 + i % 40), "I-NRM"));
+        words.push((LAWS[i % 3].into(), "I-NRM"));
+        words.push((".".into(), "O"));
+        for (w, t) in words {
+            out.push_str(&format!("{w} {t}\r\n"));
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// Documents labelled `steuer` or `arbeit` by their vocabulary, with shared filler.
+fn synthetic_documents(n: usize, offset: usize) -> String {
+    let tax = ["Finanzamt", "Einkommensteuer", "Steuerbescheid", "Umsatzsteuer"];
+    let labour = ["Arbeitgeber", "Kündigung", "Arbeitnehmer", "Lohn"];
+    let mut out = String::from("label\ttext\n");
+    for i in offset..offset + n {
+        let (label, words) = if i % 2 == 0 { ("steuer", tax) } else { ("arbeit", labour) };
+        let text = format!(
+            "Die {} {} und der {} {} wurde {}",
+            FILLER[i % 6],
+            words[i % 4],
+            words[(i + 1) % 4],
+            FILLER[(i + 2) % 6],
+            FILLER[(i + 3) % 6]
+        );
+        out.push_str(&format!("{label}\t{text}\n"));
+    }
+    out
+}
+
+fn train(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["train"];
+    all.extend_from_slice(args);
+    docclass(&all)
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+struct Tagged {
+    _dir: tempfile::TempDir,
+    train: PathBuf,
+    dev: PathBuf,
+    cache: PathBuf,
+    head: PathBuf,
+}
+
+fn trained_tagger(seed: &str) -> Tagged {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_path, dev) = (dir.path().join("train.conll"), dir.path().join("dev.conll"));
+    fs::write(&train_path, synthetic_conll(120, 0)).unwrap();
+    fs::write(&dev, synthetic_conll(30, 500)).unwrap();
+    let cache = dir.path().join("cache");
+    let head = dir.path().join("tagger");
+    let encoder = fixture("xlm-roberta-base");
+    let run = train(&[
+        path_str(&train_path),
+        "--dev",
+        path_str(&dev),
+        "--encoder",
+        path_str(&encoder),
+        "--out",
+        path_str(&head),
+        "--cache",
+        path_str(&cache),
+        "--lexical-buckets",
+        "4096",
+        "--epochs",
+        "6",
+        "--seed",
+        seed,
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    Tagged { _dir: dir, train: train_path, dev, cache, head }
+}
+
+#[test]
+fn a_tagger_learns_synthetic_entities_and_classify_and_eval_use_it() {
+    let t = trained_tagger("7");
+    for f in ["head.json", "head.safetensors", "train-log.jsonl"] {
+        assert!(t.head.join(f).exists(), "{f} written");
+    }
+    let log: Vec<Value> =
+        fs::read_to_string(t.head.join("train-log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(log[0]["dev_score"], "strict_iob2_f1");
+    assert!(log.len() >= 2, "one line per epoch after the header");
+    let spec = json(&t.head.join("head.json"));
+    assert_eq!(spec["kind"], "tagger");
+    assert!(spec["training"]["dev_score"]["value"].as_f64().unwrap() > 0.9, "{spec}");
+
+    // eval at the gold words gives the development score the training selected on.
+    let report = t.head.parent().unwrap().join("report");
+    let run = docclass(&["eval", "--model", path_str(&t.head), path_str(&t.dev), "--report", path_str(&report)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let metrics = json(&report.join("metrics.json"));
+    assert_eq!(metrics["schema"], "docclass-eval/1");
+    let strict = metrics["entities"]["strict_iob2"]["f1"].as_f64().unwrap();
+    assert!((strict - spec["training"]["dev_score"]["value"].as_f64().unwrap()).abs() < 0.02, "{metrics}");
+    for kind in ["LOC", "NRM", "ORG"] {
+        assert!(metrics["entities"]["default"]["per_type"][kind]["support"].as_u64().unwrap() > 0);
+    }
+    assert!(fs::read_to_string(report.join("report.md")).unwrap().contains("strict IOB2"));
+
+    // classify on raw text: words are split as in the corpus, offsets index the text.
+    let input = t.head.parent().unwrap().join("doc.txt");
+    let text = "Das Bundesgericht in Kassel hat nach § 7 StGB heute abgewiesen.";
+    fs::write(&input, text).unwrap();
+    let out = t.head.parent().unwrap().join("out.jsonl");
+    let run = common::classify(&t.head, &input, &out, &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let record = &read_records(&out)[0];
+    let entities = record["entities"].as_array().unwrap();
+    let found: Vec<(String, String)> =
+        entities.iter().map(|e| (e["label"].as_str().unwrap().into(), e["text"].as_str().unwrap().into())).collect();
+    assert!(found.contains(&("NRM".into(), "§ 7 StGB".into())), "{found:?}");
+    for e in entities {
+        let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
+        assert_eq!(char_slice(text, start, end), e["text"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_head_and_features_come_from_the_cache() {
+    let a = trained_tagger("3");
+    let b = trained_tagger("3");
+    assert_eq!(fs::read(a.head.join("head.safetensors")).unwrap(), fs::read(b.head.join("head.safetensors")).unwrap());
+    // A second training run with other settings reads the cached features.
+    let again = train(&[
+        path_str(&a.train),
+        "--dev",
+        path_str(&a.dev),
+        "--encoder",
+        path_str(&fixture("xlm-roberta-base")),
+        "--out",
+        path_str(&a.head),
+        "--force",
+        "--cache",
+        path_str(&a.cache),
+        "--lexical-buckets",
+        "1024",
+        "--epochs",
+        "1",
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stderr(&again).matches("encoder features from the cache").count(), 2, "{}", stderr(&again));
+    // The head directory is not replaced without --force.
+    let refused = train(&[path_str(&a.train), "--encoder", path_str(&fixture("xlm-roberta-base")), "--out", path_str(&a.head)]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--force"));
+}
+
+#[test]
+fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_path, test) = (dir.path().join("train.tsv"), dir.path().join("test.tsv"));
+    fs::write(&train_path, synthetic_documents(80, 0)).unwrap();
+    fs::write(&test, synthetic_documents(20, 1000)).unwrap();
+    let head = dir.path().join("topic");
+    let run = train(&[
+        path_str(&train_path),
+        "--encoder",
+        path_str(&fixture("bert-base")),
+        "--out",
+        path_str(&head),
+        "--cache",
+        path_str(&dir.path().join("cache")),
+        "--lexical-buckets",
+        "4096",
+        "--epochs",
+        "5",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let spec = json(&head.join("head.json"));
+    assert_eq!(spec["labels"], serde_json::json!(["arbeit", "steuer"]));
+    assert_eq!(spec["training"]["dev_examples"], 8, "10% of 80 held out");
+    let report = dir.path().join("report");
+    let run = docclass(&["eval", "--model", path_str(&head), path_str(&test), "--report", path_str(&report)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let metrics = json(&report.join("metrics.json"));
+    let c = &metrics["classification"];
+    assert!(c["accuracy"].as_f64().unwrap() >= 0.9, "{metrics}");
+    assert_eq!(c["per_class"].as_array().unwrap().len(), 2);
+    assert_eq!(c["per_class"][0]["support"], 10);
+    assert_eq!(read_records(&report.join("predictions.jsonl")).len(), 20);
+}
+
+#[test]
+fn bad_training_data_is_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let encoder = fixture("bert-base");
+    let out = dir.path().join("head");
+    let run_on = |name: &str, content: &str| -> String {
+        let path = dir.path().join(name);
+        fs::write(&path, content).unwrap();
+        let run = train(&[path_str(&path), "--encoder", path_str(&encoder), "--out", path_str(&out)]);
+        assert_eq!(run.status.code(), Some(1), "{name}");
+        stderr(&run)
+    };
+    assert!(run_on("tags.conll", "Das O\nGericht B-ORG\nin Q-LOC\n").contains("tags.conll:3: \"Q-LOC\" is not an IOB2 tag"));
+    assert!(run_on("short.conll", "Das O\nGericht\n").contains("short.conll:2: expected a word and a tag"));
+    assert!(run_on("empty.tsv", "").contains("empty.tsv: empty document"));
+    let one = "label\ttext\na\teins\na\tzwei\nb\tdrei\n";
+    assert!(run_on("one.tsv", one).contains("label \"b\" has 1 training example(s); at least 2 are needed"));
+    assert!(run_on("noheader.tsv", "a\tb\n").contains("no text column \"text\""));
+    assert!(!out.exists(), "nothing is written for bad data");
+}
+
+#[test]
+fn a_head_refuses_an_encoder_it_was_not_trained_on() {
+    let t = trained_tagger("1");
+    let pipeline = t.head.parent().unwrap().join("pipeline");
+    fs::create_dir(&pipeline).unwrap();
+    let other = fixture("bert-base");
+    fs::write(
+        pipeline.join("pipeline.json"),
+        serde_json::json!({"encoder": path_str(&other), "heads": [path_str(&t.head)]}).to_string(),
+    )
+    .unwrap();
+    let input = pipeline.join("doc.txt");
+    fs::write(&input, "Text").unwrap();
+    let run = common::classify(&pipeline, &input, &pipeline.join("out.jsonl"), &[]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr(&run).contains("trained on another encoder"), "{}", stderr(&run));
+}
+
+/// The shipped default pipeline (real encoder, committed heads) on real documents.
+#[test]
+fn default_pipeline_classifies_court_passages_and_finds_legal_entities() {
+    let Some(_) = real_model() else { return };
+    let (Some(passages), Some(sentences)) = (dataset("ler_court_cls/test.tsv"), dataset("ler/ler_test.conll")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Every 80th test passage (11 of 838).
+    let lines: Vec<String> = fs::read_to_string(&passages).unwrap().lines().map(String::from).collect();
+    let mut sample = vec![lines[0].clone()];
+    sample.extend(lines[1..].iter().step_by(80).cloned());
+    let input = dir.path().join("passages.tsv");
+    fs::write(&input, sample.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out.jsonl");
+    // No --model: the default pipeline models/de-legal.
+    let run = docclass(&["classify", path_str(&input), "--out", path_str(&out)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = read_records(&out);
+    assert_eq!(records[0]["model"], "de-legal");
+    let correct = records
+        .iter()
+        .zip(&sample[1..])
+        .filter(|(r, line)| r["label"].as_str() == line.split('\t').next())
+        .count();
+    assert!(correct >= 10, "{correct} of {} passages classified correctly", records.len());
+    assert!(records.iter().all(|r| !r["entities"].as_array().unwrap().is_empty()), "court passages name norms and courts");
+
+    // Entities of a real test sentence, with offsets into the text.
+    let text = fs::read_to_string(&sentences).unwrap();
+    let first: Vec<&str> =
+        text.split("\r\n\r\n").next().unwrap().lines().map(|l| l.split(' ').next().unwrap()).collect();
+    let sentence = first.join(" ");
+    let doc = dir.path().join("sentence.txt");
+    fs::write(&doc, &sentence).unwrap();
+    let out = dir.path().join("sentence.jsonl");
+    let run = docclass(&["classify", path_str(&doc), "--out", path_str(&out)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    for e in read_records(&out)[0]["entities"].as_array().unwrap() {
+        let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
+        assert_eq!(char_slice(&sentence, start, end), e["text"].as_str().unwrap());
+    }
+}
