@@ -68,13 +68,14 @@ mod tests {
 
     #[test]
     fn matches_scikit_learn_on_a_small_case() {
-        // sklearn: y_true=[0,0,1,2], y_pred=[0,1,1,1] → precision [1, .5, 0], recall [.5, 1, 0]
+        // sklearn: y_true=[0,0,1,2], y_pred=[0,1,1,1] → precision [1, 1/3, 0], recall [.5, 1, 0]
         let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let m = classification_metrics(&labels, &[0, 0, 1, 2], &[0, 1, 1, 1]);
         assert_eq!(m.accuracy, 0.5);
-        assert_eq!(m.per_class[0].f1, 2.0 / 3.0);
-        assert_eq!(m.per_class[1].precision, 0.5);
+        assert!((m.per_class[0].f1 - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.per_class[1].precision - 1.0 / 3.0).abs() < 1e-12);
+        assert!((m.per_class[1].f1 - 0.5).abs() < 1e-12);
         assert_eq!(m.per_class[2].f1, 0.0);
-        assert!((m.macro_f1 - (2.0 / 3.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        assert!((m.macro_f1 - (2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
     }
 }

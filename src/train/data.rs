@@ -331,8 +331,10 @@ mod tests {
         assert!(err.ends_with("a.conll:2: \"X-GS\" is not an IOB2 tag (O, B-TYPE or I-TYPE)"), "{err}");
         let (_d, path) = write("b.conll", "Das\n");
         assert!(read_conll(&path, None).unwrap_err().to_string().contains("b.conll:1: expected a word and a tag"));
-        let (_d, path) = write("c.conll", "\r\n\r\n");
+        let (_d, path) = write("c.conll", "-DOCSTART- O\r\n\r\n");
         assert!(read_conll(&path, None).unwrap_err().to_string().contains("no sentences"));
+        let (_d, path) = write("d.conll", "\r\n\r\n");
+        assert!(read_conll(&path, None).unwrap_err().to_string().contains("d.conll: empty document"));
     }
 
     #[test]
