@@ -224,9 +224,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch_size: usize,
 
-    /// Buckets of the hashed lexical features (a power of two); 0 switches them off.
-    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    /// Buckets of the hashed lexical features; 0 switches them off.
+    #[arg(long, value_name = "N", default_value_t = 1 << 21)]
     pub lexical_buckets: usize,
+
+    /// The head keeps the lexical rows with the largest weights, at most this many
+    /// (bounds the head's size; 0 keeps every row training touched).
+    #[arg(long, value_name = "N", default_value_t = 300_000)]
+    pub max_lexical_rows: usize,
 
     /// Where encoder features are cached (default: $DOCCLASS_CACHE, else .cache/features).
     #[arg(long, value_name = "DIR")]

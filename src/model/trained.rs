@@ -61,9 +61,44 @@ pub struct LinearScores {
     /// `[labels, dim]`, row-major.
     pub dense: Vec<f32>,
     pub bias: Vec<f32>,
-    /// `[buckets, labels]`, row-major; empty without lexical features.
-    pub lexical: Vec<f32>,
+    pub lexical: LexicalTable,
     pub labels: usize,
+}
+
+/// The rows of the hashed lexical table that training kept (the rest are zero): bucket
+/// ids in ascending order and their rows `[ids, labels]`.
+#[derive(Default)]
+pub struct LexicalTable {
+    pub ids: Vec<u32>,
+    pub rows: Vec<f32>,
+    pub labels: usize,
+}
+
+impl LexicalTable {
+    /// The rows of `dense` (`[buckets, labels]`) with the largest norms, at most
+    /// `max_rows` (0: every non-zero row), as a sparse table.
+    pub fn prune(dense: &[f32], labels: usize, max_rows: usize) -> Self {
+        let mut rows: Vec<(u32, f32)> = dense
+            .chunks_exact(labels)
+            .enumerate()
+            .map(|(b, row)| (b as u32, row.iter().map(|w| w * w).sum::<f32>()))
+            .filter(|(_, norm)| *norm > 0.0)
+            .collect();
+        if max_rows > 0 && rows.len() > max_rows {
+            // Largest norm first; ties by bucket, so the choice is deterministic.
+            rows.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            rows.truncate(max_rows);
+        }
+        let mut ids: Vec<u32> = rows.into_iter().map(|(b, _)| b).collect();
+        ids.sort_unstable();
+        let rows = ids.iter().flat_map(|&b| dense[b as usize * labels..(b as usize + 1) * labels].iter().copied()).collect();
+        Self { ids, rows, labels }
+    }
+
+    pub fn row(&self, bucket: u32) -> Option<&[f32]> {
+        let i = self.ids.binary_search(&bucket).ok()?;
+        Some(&self.rows[i * self.labels..(i + 1) * self.labels])
+    }
 }
 
 impl LinearScores {
@@ -80,13 +115,11 @@ impl LinearScores {
 
     /// Adds the lexical weights of `buckets` (each with weight `value`) to `out`.
     pub fn add_lexical(&self, buckets: impl IntoIterator<Item = (u32, f32)>, out: &mut [f32]) {
-        if self.lexical.is_empty() {
-            return;
-        }
         for (b, value) in buckets {
-            let row = &self.lexical[b as usize * self.labels..(b as usize + 1) * self.labels];
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += value * w;
+            if let Some(row) = self.lexical.row(b) {
+                for (o, w) in out.iter_mut().zip(row) {
+                    *o += value * w;
+                }
             }
         }
     }
@@ -106,7 +139,7 @@ impl DocumentClassifier {
         let mut dense = vec![0.0; logits.len()];
         self.scores.project(mean, &mut dense);
         logits.iter_mut().zip(&dense).for_each(|(l, d)| *l += d);
-        if self.spec.lexical_buckets > 0 {
+        if !self.idf.is_empty() {
             let terms = tf_idf(&document_term_counts(text, self.spec.lexical_buckets), &self.idf);
             self.scores.add_lexical(terms, &mut logits);
         }
@@ -328,11 +361,22 @@ pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result
         }
         Ok(values)
     };
-    let lexical = if spec.lexical_buckets > 0 { get("lexical", spec.lexical_buckets * k)? } else { Vec::new() };
+    let lexical = match tensors.tensor("lexical_ids") {
+        Ok(view) if spec.lexical_buckets > 0 => {
+            let ids: Vec<u32> =
+                view.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            if ids.windows(2).any(|w| w[0] >= w[1]) || ids.last().is_some_and(|&b| b as usize >= spec.lexical_buckets) {
+                bail!("{}: lexical_ids are not ascending bucket ids", weights_path.display());
+            }
+            let rows = get("lexical", ids.len() * k)?;
+            LexicalTable { ids, rows, labels: k }
+        }
+        _ => LexicalTable { labels: k, ..Default::default() },
+    };
     let scores = LinearScores { dense: get("dense", k * dim)?, bias: get("bias", k)?, lexical, labels: k };
     Ok(match spec.kind {
         HeadKind::DocumentClassifier => {
-            let idf = if spec.lexical_buckets > 0 { get("idf", spec.lexical_buckets)? } else { Vec::new() };
+            let idf = if scores.lexical.ids.is_empty() { Vec::new() } else { get("idf", spec.lexical_buckets)? };
             TrainedHead::Classifier(DocumentClassifier { spec, scores, idf })
         }
         HeadKind::Tagger => {
@@ -360,15 +404,22 @@ fn to_f32(view: &TensorView) -> Vec<f32> {
 }
 
 /// Writes `head.json` and `head.safetensors`; `f16_tensors` are stored as f16 (the
-/// large lexical tables), the others as f32.
+/// large tables), the others as f32, and the lexical table's rows as f16 with their ids.
 pub fn save_head(
     dir: &Path,
     spec: &HeadSpec,
     f32_tensors: &BTreeMap<&str, Vec<f32>>,
     f16_tensors: &BTreeMap<&str, Vec<f32>>,
+    lexical: &LexicalTable,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    if !lexical.ids.is_empty() {
+        let ids = lexical.ids.iter().flat_map(|b| b.to_le_bytes()).collect();
+        data.push(("lexical_ids".into(), Dtype::U32, vec![lexical.ids.len()], ids));
+        let rows = lexical.rows.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect();
+        data.push(("lexical".into(), Dtype::F16, vec![lexical.rows.len()], rows));
+    }
     for (name, values) in f32_tensors {
         data.push((name.to_string(), Dtype::F32, vec![values.len()], values.iter().flat_map(|v| v.to_le_bytes()).collect()));
     }

@@ -15,7 +15,7 @@ use super::{head_record, Rng};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::decode::scores::{sigmoid, softmax};
 use crate::eval::classification::{classification_metrics, prf};
-use crate::model::trained::{save_head, HeadKind, HeadSpec, HEAD_FORMAT};
+use crate::model::trained::{LexicalTable, save_head, HeadKind, HeadSpec, HEAD_FORMAT};
 use crate::text::lexical::{document_term_counts, inverse_document_frequency, tf_idf};
 
 /// A label needs this many training examples to be learned at all.
@@ -86,6 +86,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let log_path = args.out.join("train-log.jsonl");
     let score_name = if multi_label { "micro_f1" } else { "macro_f1" };
     let fitted = EpochLoop {
+        learning_rate: args.learning_rate,
         max_epochs: args.epochs,
         patience: args.patience,
         score_name,
@@ -94,7 +95,8 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     }
     .run(
         vec![0.0; model.len()],
-        |params, _epoch, bar| {
+        |params, learning_rate, bar| {
+            adam.learning_rate = learning_rate;
             let mut order: Vec<usize> = (0..train_set.len()).collect();
             rng.shuffle(&mut order);
             let mut loss = 0.0;
@@ -122,10 +124,10 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         training: head_record(context, &split.dev_source, split.train.len(), split.dev.len(), &fitted, score_name)?,
     };
     let f32_tensors: BTreeMap<&str, Vec<f32>> =
-        [("dense", dense), ("bias", bias), ("idf", idf)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    let f16_tensors: BTreeMap<&str, Vec<f32>> =
-        [("lexical", model.lexical(&fitted.params).to_vec())].into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    save_head(&args.out, &spec, &f32_tensors, &f16_tensors)?;
+        [("dense", dense), ("bias", bias)].into_iter().collect();
+    let lexical = LexicalTable::prune(model.lexical(&fitted.params), k, args.max_lexical_rows);
+    let f16_tensors: BTreeMap<&str, Vec<f32>> = [("idf", idf)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    save_head(&args.out, &spec, &f32_tensors, &f16_tensors, &lexical)?;
     eprintln!(
         "docclass: wrote {} (best epoch {}, dev {score_name} {:.4})",
         args.out.display(),

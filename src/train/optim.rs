@@ -107,6 +107,7 @@ impl Adam {
 #[derive(Clone, Debug, Serialize)]
 pub struct EpochRecord {
     pub epoch: usize,
+    pub learning_rate: f32,
     pub train_loss: f64,
     /// The development score the head is selected on (named in the log's first line).
     pub dev_score: f64,
@@ -115,9 +116,13 @@ pub struct EpochRecord {
 }
 
 /// Runs epochs until `max_epochs` or `patience` epochs without a better development
-/// score; keeps the parameters of the best epoch. `epoch(params, index)` trains one
-/// epoch and returns the mean training loss; `score(params)` is the development score.
+/// score; keeps the parameters of the best epoch. After an epoch without improvement
+/// the learning rate is halved (and training goes on from the best parameters), so
+/// that Adam settles into the optimum instead of circling it. `epoch(params,
+/// learning_rate, bar)` trains one epoch and returns the mean training loss;
+/// `score(params)` is the development score.
 pub struct EpochLoop<'a> {
+    pub learning_rate: f32,
     pub max_epochs: usize,
     pub patience: usize,
     pub score_name: &'a str,
@@ -137,7 +142,7 @@ impl EpochLoop<'_> {
     pub fn run(
         &self,
         mut params: Vec<f32>,
-        mut epoch: impl FnMut(&mut Vec<f32>, usize, &ProgressBar) -> f64,
+        mut epoch: impl FnMut(&mut Vec<f32>, f32, &ProgressBar) -> f64,
         score: impl Fn(&[f32]) -> f64,
     ) -> Result<Fitted> {
         let started = Instant::now();
@@ -149,18 +154,28 @@ impl EpochLoop<'_> {
         writeln!(log_file, "{}", serde_json::json!({"dev_score": self.score_name}))?;
         let mut best: Option<(f64, usize, Vec<f32>)> = None;
         let mut log = Vec::new();
+        let mut learning_rate = self.learning_rate;
         for e in 1..=self.max_epochs {
             let epoch_started = Instant::now();
             let bar = epoch_bar(e, self.max_epochs, self.examples_per_epoch);
-            let train_loss = epoch(&mut params, e, &bar);
+            let train_loss = epoch(&mut params, learning_rate, &bar);
             bar.finish_and_clear();
             let dev_score = score(&params);
             let improved = best.as_ref().is_none_or(|(s, _, _)| dev_score > *s);
+            let record = EpochRecord {
+                epoch: e,
+                learning_rate,
+                train_loss,
+                dev_score,
+                seconds: epoch_started.elapsed().as_secs_f64(),
+                best: improved,
+            };
             if improved {
                 best = Some((dev_score, e, params.clone()));
+            } else {
+                learning_rate /= 2.0;
+                params.clone_from(&best.as_ref().expect("an earlier epoch was best").2);
             }
-            let record =
-                EpochRecord { epoch: e, train_loss, dev_score, seconds: epoch_started.elapsed().as_secs_f64(), best: improved };
             eprintln!(
                 "docclass: epoch {e:>2}: train loss {train_loss:.4}, dev {} {dev_score:.4}{} ({:.0} s)",
                 self.score_name,

@@ -15,7 +15,7 @@ use super::optim::{Adam, EpochLoop, Standardizer};
 use super::{head_record, Rng};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::eval::entities::{entity_metrics, SpanMode};
-use crate::model::trained::{forward_backward, save_head, viterbi, HeadKind, HeadSpec, Transitions, HEAD_FORMAT};
+use crate::model::trained::{LexicalTable, forward_backward, save_head, viterbi, HeadKind, HeadSpec, Transitions, HEAD_FORMAT};
 use crate::text::lexical::word_features;
 
 /// A word ending in a period must occur this often in training to count as an abbreviation.
@@ -83,6 +83,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         dev_set.len()
     );
     let fitted = EpochLoop {
+        learning_rate: args.learning_rate,
         max_epochs: args.epochs,
         patience: args.patience,
         score_name: "strict_iob2_f1",
@@ -91,7 +92,8 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     }
     .run(
         vec![0.0; model.len()],
-        |params, _epoch, bar| {
+        |params, learning_rate, bar| {
+            adam.learning_rate = learning_rate;
             let mut order: Vec<usize> = (0..train_set.len()).collect();
             rng.shuffle(&mut order);
             let mut loss = 0.0;
@@ -137,9 +139,8 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     ]
     .into_iter()
     .collect();
-    let f16_tensors: BTreeMap<&str, Vec<f32>> =
-        [("lexical", model.lexical(p).to_vec())].into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    save_head(&args.out, &spec, &f32_tensors, &f16_tensors)?;
+    let lexical = LexicalTable::prune(model.lexical(p), k, args.max_lexical_rows);
+    save_head(&args.out, &spec, &f32_tensors, &BTreeMap::new(), &lexical)?;
     eprintln!(
         "docclass: wrote {} (best epoch {}, dev strict IOB2 F1 {:.4})",
         args.out.display(),
