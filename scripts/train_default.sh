@@ -18,7 +18,7 @@ timed() { local start=$SECONDS; "$@"; echo "train_default: $(( SECONDS - start )
 
 timed "$DOCCLASS" train datasets/ler/ler_train_rebuilt.conll --dev datasets/ler/ler_dev.conll \
   --tag-map labels/ler-coarse.tsv --out models/legal-entities --force --seed "$SEED" \
-  --learning-rate 0.01 --epochs 12 --patience 3
+  --epochs 12 --patience 3
 timed "$DOCCLASS" train datasets/ler_court_cls/train.tsv --dev datasets/ler_court_cls/dev.tsv \
   --out models/area-of-law --force --seed "$SEED" --learning-rate 0.01 --epochs 30 --patience 5
 

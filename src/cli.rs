@@ -212,9 +212,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub patience: usize,
 
-    /// Adam learning rate.
+    /// Adam learning rate of the lexical weights, transitions and biases.
     #[arg(long, value_name = "RATE", default_value_t = 0.01)]
     pub learning_rate: f32,
+
+    /// Adam learning rate of the weights on the encoder features: lower, as hundreds of
+    /// dense features move every score at once.
+    #[arg(long, value_name = "RATE", default_value_t = 0.001)]
+    pub dense_learning_rate: f32,
 
     /// L2 penalty on the weights.
     #[arg(long, value_name = "LAMBDA", default_value_t = 1e-6)]

@@ -80,7 +80,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let dev_set = prepare(&split.dev, counts(&split.dev));
 
     let k = labels.len();
-    let model = Model { k, dim, buckets, multi_label };
+    let model = Model { k, dim, buckets, multi_label, dense_rate: args.dense_learning_rate / args.learning_rate };
     let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
     let mut rng = Rng::new(args.seed);
     let log_path = args.out.join("train-log.jsonl");
@@ -143,6 +143,8 @@ struct Model {
     dim: usize,
     buckets: usize,
     multi_label: bool,
+    /// The dense weights' learning rate relative to the lexical weights'.
+    dense_rate: f32,
 }
 
 impl Model {
@@ -217,10 +219,10 @@ impl Model {
             }
         }
         adam.next_step();
-        adam.update(params, 0, &dense_grad);
+        adam.update(params, 0, &dense_grad, self.dense_rate);
         let lexical_at = k * dim + k;
         for (bucket, row) in lexical_grad {
-            adam.update(params, lexical_at + bucket as usize * k, &row);
+            adam.update(params, lexical_at + bucket as usize * k, &row, 1.0);
         }
         loss
     }

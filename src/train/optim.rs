@@ -86,11 +86,12 @@ impl Adam {
         self.step += 1;
     }
 
-    /// Updates `params[at..at + grads.len()]` (positions in the whole parameter vector).
-    pub fn update(&mut self, params: &mut [f32], at: usize, grads: &[f32]) {
+    /// Updates `params[at..at + grads.len()]` (positions in the whole parameter vector)
+    /// with the learning rate times `scale`.
+    pub fn update(&mut self, params: &mut [f32], at: usize, grads: &[f32], scale: f32) {
         let correction1 = 1.0 - BETA1.powi(self.step);
         let correction2 = 1.0 - BETA2.powi(self.step);
-        let rate = self.learning_rate * correction2.sqrt() / correction1;
+        let rate = self.learning_rate * scale * correction2.sqrt() / correction1;
         let range = at..at + grads.len();
         for (((p, m), v), &g) in
             params[range.clone()].iter_mut().zip(&mut self.m[range.clone()]).zip(&mut self.v[range]).zip(grads)

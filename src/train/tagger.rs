@@ -72,7 +72,14 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     let abbreviations = abbreviations(&split.train);
 
     let k = tags.len();
-    let model = Model { k, dim, buckets, standardizer: &standardizer, constraints: Transitions::iob2_constraints(&tags) };
+    let model = Model {
+        k,
+        dim,
+        buckets,
+        dense_rate: args.dense_learning_rate / args.learning_rate,
+        standardizer: &standardizer,
+        constraints: Transitions::iob2_constraints(&tags),
+    };
     let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
     let mut rng = Rng::new(args.seed);
     let log_path = args.out.join("train-log.jsonl");
@@ -218,6 +225,8 @@ struct Model<'a> {
     k: usize,
     dim: usize,
     buckets: usize,
+    /// The dense weights' learning rate relative to the lexical weights'.
+    dense_rate: f32,
     standardizer: &'a Standardizer,
     constraints: (Vec<bool>, Vec<bool>),
 }
@@ -372,12 +381,12 @@ impl Model<'_> {
             }
         }
         adam.next_step();
-        adam.update(params, 0, &dense);
+        adam.update(params, 0, &dense, self.dense_rate);
         let lexical_at = self.lexical_at();
         for (b, row) in lexical {
-            adam.update(params, lexical_at + b as usize * k, &row);
+            adam.update(params, lexical_at + b as usize * k, &row, 1.0);
         }
-        adam.update(params, self.transitions_at(), &trans);
+        adam.update(params, self.transitions_at(), &trans, 1.0);
         loss
     }
 }
