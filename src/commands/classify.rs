@@ -24,7 +24,9 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let files = collect_inputs(&args.inputs)?;
     // Zero-shot labels without --model go on the bare encoder, as the only head.
     let dir = match (&args.zero_shot, args.model.model) {
-        (Some(_), None) if std::env::var_os("DOCCLASS_MODEL").is_none() => super::resolve_default(super::DEFAULT_ENCODER),
+        (Some(_), None) if std::env::var_os("DOCCLASS_MODEL").is_none() => {
+            super::resolve_default(super::DEFAULT_ENCODER)
+        }
         (_, model) => model_dir(model),
     };
     let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;

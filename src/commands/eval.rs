@@ -216,7 +216,11 @@ fn round(x: f64, digits: i32) -> f64 {
 
 fn print_summary(metrics: &serde_json::Value) {
     if let Some(c) = metrics.get("classification") {
-        println!("accuracy {:.4}  macro-F1 {:.4}", c["accuracy"].as_f64().unwrap_or(0.0), c["macro_f1"].as_f64().unwrap_or(0.0));
+        println!(
+            "accuracy {:.4}  macro-F1 {:.4}",
+            c["accuracy"].as_f64().unwrap_or(0.0),
+            c["macro_f1"].as_f64().unwrap_or(0.0)
+        );
     }
     if let Some(e) = metrics.get("entities") {
         for mode in ["default", "strict_iob2"] {
@@ -251,7 +255,14 @@ fn markdown_report(m: &serde_json::Value) -> String {
     if let Some(c) = m.get("classification") {
         out += &format!("accuracy **{}**, macro-F1 **{}**\n\n| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n", f(&c["accuracy"]), f(&c["macro_f1"]));
         for row in c["per_class"].as_array().into_iter().flatten() {
-            out += &format!("| {} | {} | {} | {} | {} |\n", row["label"].as_str().unwrap_or(""), f(&row["precision"]), f(&row["recall"]), f(&row["f1"]), row["support"]);
+            out += &format!(
+                "| {} | {} | {} | {} | {} |\n",
+                row["label"].as_str().unwrap_or(""),
+                f(&row["precision"]),
+                f(&row["recall"]),
+                f(&row["f1"]),
+                row["support"]
+            );
         }
     }
     if let Some(e) = m.get("entities") {
@@ -262,7 +273,13 @@ fn markdown_report(m: &serde_json::Value) -> String {
                 f(&x["precision"]), f(&x["recall"]), f(&x["f1"]), x["support"], x["predicted"]
             );
             for (kind, row) in x["per_type"].as_object().into_iter().flatten() {
-                out += &format!("| {kind} | {} | {} | {} | {} |\n", f(&row["precision"]), f(&row["recall"]), f(&row["f1"]), row["support"]);
+                out += &format!(
+                    "| {kind} | {} | {} | {} | {} |\n",
+                    f(&row["precision"]),
+                    f(&row["recall"]),
+                    f(&row["f1"]),
+                    row["support"]
+                );
             }
         }
     }

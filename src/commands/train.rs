@@ -24,7 +24,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         refuse_existing_dir(&args.out, args.force)?;
     }
     let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
-    let bundle = ModelBundle::load(&encoder_dir).with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
+    let bundle =
+        ModelBundle::load(&encoder_dir).with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
     let encoder_fingerprint = fingerprint(&encoder_dir)?;
     let encoder_layers = bundle.encoder_config().layers;
     let layers = if args.layers.is_empty() {
@@ -51,7 +52,12 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         let request = FeatureRequest { label, texts, word_spans: spans };
         features(&pipeline, &encoder_fingerprint, &layers, &options, &cache_dir, &request)
     };
-    let context = TrainContext { args: &args, encoder_dir: &encoder_dir, encoder_fingerprint: &encoder_fingerprint, layers: &layers };
+    let context = TrainContext {
+        args: &args,
+        encoder_dir: &encoder_dir,
+        encoder_fingerprint: &encoder_fingerprint,
+        layers: &layers,
+    };
 
     match task {
         TrainTask::Classify => {
@@ -179,6 +185,10 @@ impl<'a, T> Split<'a, T> {
             bail!("too little training data to hold out a development part: give --dev");
         }
         let train = all.split_off(held_out);
-        Ok(Split { train, dev: all, dev_source: format!("{:.0}% of the training data, seed {seed}", dev_share * 100.0) })
+        Ok(Split {
+            train,
+            dev: all,
+            dev_source: format!("{:.0}% of the training data, seed {seed}", dev_share * 100.0),
+        })
     }
 }

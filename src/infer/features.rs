@@ -45,9 +45,10 @@ impl Pipeline {
             .enumerate()
             .map(|(i, (p, outs))| {
                 let mean = weighted_mean(
-                    p.windows.iter().zip(&outs).map(|(w, o)| {
-                        (o.layer_mean.as_deref().expect("features requested"), w.content.len() as f32)
-                    }),
+                    p.windows
+                        .iter()
+                        .zip(&outs)
+                        .map(|(w, o)| (o.layer_mean.as_deref().expect("features requested"), w.content.len() as f32)),
                 );
                 let dim = mean.len();
                 let owners = token_owners(&p.windows, p.tokens.len());

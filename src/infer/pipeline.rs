@@ -11,15 +11,15 @@ use rayon::prelude::*;
 use super::batching::plan_batches;
 use super::features::word_means;
 use crate::decode::entities::{decode_entities, Aggregation, Entity, TokenScores};
-use crate::eval::entities::{spans as spans_of_tags, SpanMode};
-use crate::text::lexical::split_words;
 use crate::decode::scores::{argmax, rank, sigmoid, softmax, weighted_mean};
+use crate::eval::entities::{spans as spans_of_tags, SpanMode};
 use crate::ingest::{Document, Item};
 use crate::model::encoder::{first_token, mean_pool};
 use crate::model::heads::{ClassificationHead, Pooling};
-use crate::model::trained::{TrainedHead, Tagger};
+use crate::model::trained::{Tagger, TrainedHead};
 use crate::model::{Head, ModelBundle, PackedBatch};
 use crate::output::record::{Classification, Record};
+use crate::text::lexical::split_words;
 use crate::text::windows::token_owners;
 use crate::text::{DocTokens, TextEncoder, Window, WindowOptions};
 
@@ -196,9 +196,9 @@ impl Pipeline {
         self.heads
             .iter()
             .find_map(|h| match h {
-                Head::Trained(TrainedHead::Tagger(t)) => Some(
-                    t.spec.labels.iter().filter_map(|l| l.strip_prefix("B-")).map(String::from).collect(),
-                ),
+                Head::Trained(TrainedHead::Tagger(t)) => {
+                    Some(t.spec.labels.iter().filter_map(|l| l.strip_prefix("B-")).map(String::from).collect())
+                }
                 _ => None,
             })
             .unwrap_or_default()

@@ -91,7 +91,8 @@ impl LexicalTable {
         }
         let mut ids: Vec<u32> = rows.into_iter().map(|(b, _)| b).collect();
         ids.sort_unstable();
-        let rows = ids.iter().flat_map(|&b| dense[b as usize * labels..(b as usize + 1) * labels].iter().copied()).collect();
+        let rows =
+            ids.iter().flat_map(|&b| dense[b as usize * labels..(b as usize + 1) * labels].iter().copied()).collect();
         Self { ids, rows, labels }
     }
 
@@ -253,7 +254,8 @@ pub fn viterbi(t: &Transitions, emissions: &[f32], k: usize) -> Vec<usize> {
         }
         score = next;
     }
-    let mut last = (0..k).map(|y| (y, score[y] + t.end[y])).fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a }).0;
+    let mut last =
+        (0..k).map(|y| (y, score[y] + t.end[y])).fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a }).0;
     let mut tags = vec![0usize; n];
     for i in (0..n).rev() {
         tags[i] = last;
@@ -302,11 +304,9 @@ pub fn forward_backward(t: &Transitions, emissions: &[f32], k: usize) -> (Vec<f3
     for i in 1..n {
         for from in 0..k {
             for to in 0..k {
-                let s = alpha[(i - 1) * k + from]
-                    + transition(t, from, to, k)
-                    + emissions[i * k + to]
-                    + beta[i * k + to]
-                    - log_z;
+                let s =
+                    alpha[(i - 1) * k + from] + transition(t, from, to, k) + emissions[i * k + to] + beta[i * k + to]
+                        - log_z;
                 pairs[from * k + to] += s.exp();
             }
         }
@@ -421,7 +421,12 @@ pub fn save_head(
         data.push(("lexical".into(), Dtype::F16, vec![lexical.rows.len()], rows));
     }
     for (name, values) in f32_tensors {
-        data.push((name.to_string(), Dtype::F32, vec![values.len()], values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        data.push((
+            name.to_string(),
+            Dtype::F32,
+            vec![values.len()],
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
     }
     for (name, values) in f16_tensors {
         let bytes = values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect();

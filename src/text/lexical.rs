@@ -71,8 +71,7 @@ pub fn document_term_counts(text: &str, buckets: usize) -> Vec<(u32, f32)> {
 /// TF-IDF with sublinear term frequency (1 + ln tf), L2-normalised, as scikit-learn's
 /// `TfidfVectorizer(sublinear_tf=True)` computes it.
 pub fn tf_idf(counts: &[(u32, f32)], idf: &[f32]) -> Vec<(u32, f32)> {
-    let mut weighted: Vec<(u32, f32)> =
-        counts.iter().map(|&(b, n)| (b, (1.0 + n.ln()) * idf[b as usize])).collect();
+    let mut weighted: Vec<(u32, f32)> = counts.iter().map(|&(b, n)| (b, (1.0 + n.ln()) * idf[b as usize])).collect();
     let norm = weighted.iter().map(|(_, w)| w * w).sum::<f32>().sqrt().max(1e-12);
     weighted.iter_mut().for_each(|(_, w)| *w /= norm);
     weighted
@@ -178,7 +177,8 @@ pub fn word_features(words: &[String], i: usize, buckets: usize, out: &mut Vec<u
 /// head learned (`Abs.`, `vgl.`). Returns character spans.
 pub fn split_words(text: &str, abbreviations: &std::collections::HashSet<String>) -> Vec<(usize, usize)> {
     const LEADING: &[char] = &['(', '[', '{', '„', '"', '“', '‚', '\'', '»', '«', '<'];
-    const TRAILING: &[char] = &[')', ']', '}', ',', ';', ':', '!', '?', '"', '“', '”', '\'', '‘', '’', '«', '»', '>', '.'];
+    const TRAILING: &[char] =
+        &[')', ']', '}', ',', ';', ':', '!', '?', '"', '“', '”', '\'', '‘', '’', '«', '»', '>', '.'];
     let chars: Vec<char> = text.chars().collect();
     let mut spans = Vec::new();
     let mut i = 0;

@@ -149,8 +149,9 @@ fn write(path: &Path, set: &FeatureSet) -> Result<()> {
     let partial = partial_path(path);
     {
         let mut out = BufWriter::new(File::create(&partial)?);
-        let header = serde_json::json!({"dim": set.dim, "texts": set.texts(), "words": set.words.len() / set.dim.max(1)})
-            .to_string();
+        let header =
+            serde_json::json!({"dim": set.dim, "texts": set.texts(), "words": set.words.len() / set.dim.max(1)})
+                .to_string();
         out.write_all(MAGIC)?;
         out.write_all(&(header.len() as u64).to_le_bytes())?;
         out.write_all(header.as_bytes())?;

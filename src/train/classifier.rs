@@ -15,7 +15,7 @@ use super::{head_record, Rng};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::decode::scores::{sigmoid, softmax};
 use crate::eval::classification::{classification_metrics, prf};
-use crate::model::trained::{LexicalTable, save_head, HeadKind, HeadSpec, HEAD_FORMAT};
+use crate::model::trained::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::text::lexical::{document_term_counts, inverse_document_frequency, tf_idf};
 
 /// A label needs this many training examples to be learned at all.
@@ -60,10 +60,14 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let dim = split.train[0].features.dim;
     let standardizer = Standardizer::fit(split.train.iter().map(|e| e.features.mean(e.index)), dim);
     let counts = |examples: &[Example<LabelledDocument>]| -> Vec<Vec<(u32, f32)>> {
-        examples.par_iter().map(|e| if buckets > 0 { document_term_counts(&e.item.text, buckets) } else { Vec::new() }).collect()
+        examples
+            .par_iter()
+            .map(|e| if buckets > 0 { document_term_counts(&e.item.text, buckets) } else { Vec::new() })
+            .collect()
     };
     let train_counts = counts(&split.train);
-    let idf = if buckets > 0 { inverse_document_frequency(train_counts.iter().map(|c| &c[..]), buckets) } else { Vec::new() };
+    let idf =
+        if buckets > 0 { inverse_document_frequency(train_counts.iter().map(|c| &c[..]), buckets) } else { Vec::new() };
     let prepare = |examples: &[Example<LabelledDocument>], counts: Vec<Vec<(u32, f32)>>| -> Vec<Prepared> {
         examples
             .iter()
@@ -123,8 +127,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         abbreviations: Vec::new(),
         training: head_record(context, &split.dev_source, split.train.len(), split.dev.len(), &fitted, score_name)?,
     };
-    let f32_tensors: BTreeMap<&str, Vec<f32>> =
-        [("dense", dense), ("bias", bias)].into_iter().collect();
+    let f32_tensors: BTreeMap<&str, Vec<f32>> = [("dense", dense), ("bias", bias)].into_iter().collect();
     let lexical = LexicalTable::prune(model.lexical(&fitted.params), k, args.max_lexical_rows);
     let f16_tensors: BTreeMap<&str, Vec<f32>> = [("idf", idf)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
     save_head(&args.out, &spec, &f32_tensors, &f16_tensors, &lexical)?;

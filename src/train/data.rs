@@ -40,7 +40,12 @@ pub struct DocumentColumns {
 
 impl Default for DocumentColumns {
     fn default() -> Self {
-        Self { text: Column::Name("text".into()), label: Column::Name("label".into()), no_header: false, label_separator: None }
+        Self {
+            text: Column::Name("text".into()),
+            label: Column::Name("label".into()),
+            no_header: false,
+            label_separator: None,
+        }
     }
 }
 
@@ -134,9 +139,10 @@ fn read_delimited(
             Column::Name(name) if columns.no_header => {
                 bail!("{}: --no-header needs the {what} column by position, not {name:?}", path.display())
             }
-            Column::Name(name) => header.iter().position(|h| h == name).with_context(|| {
-                format!("{}: no {what} column {name:?} in the header row {header:?}", path.display())
-            }),
+            Column::Name(name) => header
+                .iter()
+                .position(|h| h == name)
+                .with_context(|| format!("{}: no {what} column {name:?} in the header row {header:?}", path.display())),
         }
     };
     let text_index = index(&columns.text, "text")?;

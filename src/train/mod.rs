@@ -53,9 +53,9 @@ use optim::Fitted;
 
 /// The head's name: --name, else the output directory's name.
 pub fn head_name(args: &TrainArgs) -> String {
-    args.name.clone().unwrap_or_else(|| {
-        args.out.file_name().map_or_else(|| "head".into(), |n| n.to_string_lossy().into_owned())
-    })
+    args.name
+        .clone()
+        .unwrap_or_else(|| args.out.file_name().map_or_else(|| "head".into(), |n| n.to_string_lossy().into_owned()))
 }
 
 /// `encoder_dir` as seen from `head_dir`, so that a pipeline folder can be moved whole.

@@ -150,8 +150,8 @@ impl EpochLoop<'_> {
         if let Some(parent) = self.log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut log_file = std::fs::File::create(self.log_path)
-            .with_context(|| format!("creating {}", self.log_path.display()))?;
+        let mut log_file =
+            std::fs::File::create(self.log_path).with_context(|| format!("creating {}", self.log_path.display()))?;
         writeln!(log_file, "{}", serde_json::json!({"dev_score": self.score_name}))?;
         let mut best: Option<(f64, usize, Vec<f32>)> = None;
         let mut log = Vec::new();

@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
-use super::data::{parse_tag, TaggedSentence};
 use super::cache::FeatureSet;
+use super::data::{parse_tag, TaggedSentence};
 use super::optim::{Adam, EpochLoop, Standardizer};
 use super::{head_record, Rng};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::eval::entities::{entity_metrics, SpanMode};
-use crate::model::trained::{LexicalTable, forward_backward, save_head, viterbi, HeadKind, HeadSpec, Transitions, HEAD_FORMAT};
+use crate::model::trained::{
+    forward_backward, save_head, viterbi, HeadKind, HeadSpec, LexicalTable, Transitions, HEAD_FORMAT,
+};
 use crate::text::lexical::word_features;
 
 /// A word ending in a period must occur this often in training to count as an abbreviation.
@@ -134,7 +136,14 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
         lexical_buckets: buckets,
         abbreviations,
-        training: head_record(context, &split.dev_source, split.train.len(), split.dev.len(), &fitted, "strict_iob2_f1")?,
+        training: head_record(
+            context,
+            &split.dev_source,
+            split.train.len(),
+            split.dev.len(),
+            &fitted,
+            "strict_iob2_f1",
+        )?,
     };
     let (transitions, start, end) = model.transition_params(p);
     let f32_tensors: BTreeMap<&str, Vec<f32>> = [
