@@ -222,6 +222,27 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
     assert_eq!(c["per_class"].as_array().unwrap().len(), 2);
     assert_eq!(c["per_class"][0]["support"], 10);
     assert_eq!(read_records(&report.join("predictions.jsonl")).len(), 20);
+
+    // A failed retraining (a dev label the training data lacks) leaves the head as it was.
+    let bad_dev = dir.path().join("dev.tsv");
+    fs::write(&bad_dev, "label\ttext\nmiete\tDer Vermieter kündigt\n").unwrap();
+    let before = fs::read(head.join("head.safetensors")).unwrap();
+    let run = train(&[
+        path_str(&train_path),
+        "--dev",
+        path_str(&bad_dev),
+        "--encoder",
+        path_str(&fixture("bert-base")),
+        "--out",
+        path_str(&head),
+        "--force",
+        "--cache",
+        path_str(&dir.path().join("cache")),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr(&run).contains("label \"miete\" does not occur in the training data"), "{}", stderr(&run));
+    assert_eq!(fs::read(head.join("head.safetensors")).unwrap(), before);
+    assert!(!dir.path().join(".topic.partial").exists(), "no half-written head is left behind");
 }
 
 #[test]

@@ -52,11 +52,15 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         let request = FeatureRequest { label, texts, word_spans: spans };
         features(&pipeline, &encoder_fingerprint, &layers, &options, &cache_dir, &request)
     };
+    // The head is written into a hidden sibling folder and renamed into place when
+    // complete: a run that fails or is killed leaves the previous head as it was.
+    let staging = staging_dir(&args.out)?;
     let context = TrainContext {
         args: &args,
         encoder_dir: &encoder_dir,
         encoder_fingerprint: &encoder_fingerprint,
         layers: &layers,
+        staging: &staging,
     };
 
     match task {
@@ -82,9 +86,10 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             if args.features_only {
                 return Ok(Outcome::Complete);
             }
+            prepare_staging(&staging)?;
             let dev_part = dev.as_deref().zip(dev_features.as_ref());
             let split = Split::new((&train, &train_features), dev_part, args.dev_share, args.seed)?;
-            crate::train::classifier::train(&context, split)?;
+            publish(&staging, &args.out, crate::train::classifier::train(&context, split))?;
         }
         TrainTask::Tag => {
             let tag_map = args.tag_map.as_ref().map(|p| read_tag_map(p)).transpose()?;
@@ -102,9 +107,10 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             if args.features_only {
                 return Ok(Outcome::Complete);
             }
+            prepare_staging(&staging)?;
             let dev_part = dev.as_deref().zip(dev_features.as_ref());
             let split = Split::new((&train, &train_features), dev_part, args.dev_share, args.seed)?;
-            crate::train::tagger::train(&context, split)?;
+            publish(&staging, &args.out, crate::train::tagger::train(&context, split))?;
         }
     }
     eprintln!("docclass: trained in {:.0} s with {threads} threads", started.elapsed().as_secs_f64());
@@ -117,6 +123,38 @@ pub struct TrainContext<'a> {
     pub encoder_dir: &'a Path,
     pub encoder_fingerprint: &'a str,
     pub layers: &'a [usize],
+    /// Where the head is written before it is moved to `args.out`.
+    pub staging: &'a Path,
+}
+
+/// `.NAME.partial` beside the head directory `out`.
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let name = out.file_name().with_context(|| format!("{}: not a directory name", out.display()))?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(parent.join(format!(".{}.partial", name.to_string_lossy())))
+}
+
+/// An empty staging folder (a killed run's leftovers removed).
+fn prepare_staging(staging: &Path) -> Result<()> {
+    if staging.exists() {
+        std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))
+}
+
+/// Moves a complete head from `staging` to `out` (replacing it), or discards it when
+/// fitting failed.
+fn publish(staging: &Path, out: &Path, fitted: Result<()>) -> Result<()> {
+    if let Err(e) = fitted {
+        std::fs::remove_dir_all(staging).ok();
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    }
+    std::fs::rename(staging, out).with_context(|| format!("moving the head to {}", out.display()))?;
+    eprintln!("docclass: wrote {}", out.display());
+    Ok(())
 }
 
 pub fn task_of(path: &Path) -> TrainTask {

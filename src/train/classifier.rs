@@ -52,7 +52,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     for e in &split.dev {
         if let Some(unknown) = e.item.labels.iter().find(|l| !index.contains_key(l.as_str())) {
-            bail!("development data, line {}: label {unknown:?} does not occur in the training data", e.item.line);
+            bail!("{}:{}: label {unknown:?} does not occur in the training data", super::dev_name(args), e.item.line);
         }
     }
 
@@ -87,7 +87,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let model = Model { k, dim, buckets, multi_label, dense_rate: args.dense_learning_rate / args.learning_rate };
     let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
     let mut rng = Rng::new(args.seed);
-    let log_path = args.out.join("train-log.jsonl");
+    let log_path = context.staging.join("train-log.jsonl");
     let score_name = if multi_label { "micro_f1" } else { "macro_f1" };
     let fitted = EpochLoop {
         learning_rate: args.learning_rate,
@@ -121,7 +121,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         labels: labels.clone(),
         multi_label,
         layers: context.layers.to_vec(),
-        encoder: super::relative_encoder_path(&args.out, context.encoder_dir),
+        encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
         lexical_buckets: buckets,
         abbreviations: Vec::new(),
@@ -130,13 +130,8 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let f32_tensors: BTreeMap<&str, Vec<f32>> = [("dense", dense), ("bias", bias)].into_iter().collect();
     let lexical = LexicalTable::prune(model.lexical(&fitted.params), k, args.max_lexical_rows);
     let f16_tensors: BTreeMap<&str, Vec<f32>> = [("idf", idf)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    save_head(&args.out, &spec, &f32_tensors, &f16_tensors, &lexical)?;
-    eprintln!(
-        "docclass: wrote {} (best epoch {}, dev {score_name} {:.4})",
-        args.out.display(),
-        fitted.best_epoch,
-        fitted.best_score
-    );
+    save_head(context.staging, &spec, &f32_tensors, &f16_tensors, &lexical)?;
+    eprintln!("docclass: best epoch {}, dev {score_name} {:.4}", fitted.best_epoch, fitted.best_score);
     Ok(())
 }
 

@@ -58,12 +58,15 @@ pub fn head_name(args: &TrainArgs) -> String {
         .unwrap_or_else(|| args.out.file_name().map_or_else(|| "head".into(), |n| n.to_string_lossy().into_owned()))
 }
 
-/// `encoder_dir` as seen from `head_dir`, so that a pipeline folder can be moved whole.
+/// The development data's name for messages: --dev, or the training file it was held out of.
+pub fn dev_name(args: &TrainArgs) -> String {
+    args.dev.as_ref().map_or_else(|| format!("{} (held-out part)", args.train.display()), |p| p.display().to_string())
+}
+
+/// `encoder_dir` as seen from `head_dir` (both existing), so that a pipeline folder can
+/// be moved whole.
 pub fn relative_encoder_path(head_dir: &Path, encoder_dir: &Path) -> String {
-    let absolute = |p: &Path| -> PathBuf {
-        std::fs::create_dir_all(p).ok();
-        p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
-    };
+    let absolute = |p: &Path| -> PathBuf { p.canonicalize().unwrap_or_else(|_| p.to_path_buf()) };
     let (from, to) = (absolute(head_dir), absolute(encoder_dir));
     let from: Vec<Component> = from.components().collect();
     let to: Vec<Component> = to.components().collect();

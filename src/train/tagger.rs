@@ -58,7 +58,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     let index: BTreeMap<&str, usize> = tags.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
     for e in &split.dev {
         if let Some(unknown) = e.item.tags.iter().find(|t| !index.contains_key(t.as_str())) {
-            bail!("development data, line {}: tag {unknown:?} does not occur in the training data", e.item.line);
+            bail!("{}:{}: tag {unknown:?} does not occur in the training data", super::dev_name(args), e.item.line);
         }
     }
 
@@ -84,7 +84,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     };
     let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
     let mut rng = Rng::new(args.seed);
-    let log_path = args.out.join("train-log.jsonl");
+    let log_path = context.staging.join("train-log.jsonl");
     let words_total: usize = train_set.iter().map(|s| s.tags.len()).sum();
     eprintln!(
         "docclass: {} training sentences ({words_total} words), {} development sentences, {k} tags, {dim} feature dimensions",
@@ -132,7 +132,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         labels: tags.clone(),
         multi_label: false,
         layers: context.layers.to_vec(),
-        encoder: super::relative_encoder_path(&args.out, context.encoder_dir),
+        encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
         lexical_buckets: buckets,
         abbreviations,
@@ -156,13 +156,8 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     .into_iter()
     .collect();
     let lexical = LexicalTable::prune(model.lexical(p), k, args.max_lexical_rows);
-    save_head(&args.out, &spec, &f32_tensors, &BTreeMap::new(), &lexical)?;
-    eprintln!(
-        "docclass: wrote {} (best epoch {}, dev strict IOB2 F1 {:.4})",
-        args.out.display(),
-        fitted.best_epoch,
-        fitted.best_score
-    );
+    save_head(context.staging, &spec, &f32_tensors, &BTreeMap::new(), &lexical)?;
+    eprintln!("docclass: best epoch {}, dev strict IOB2 F1 {:.4}", fitted.best_epoch, fitted.best_score);
     Ok(())
 }
 
