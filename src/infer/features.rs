@@ -6,7 +6,7 @@
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::pipeline::{Pipeline, PipelineOptions, Prepared, WindowOutput};
+use super::pipeline::{Pipeline, PipelineOptions};
 use crate::decode::scores::weighted_mean;
 use crate::text::windows::token_owners;
 
@@ -29,25 +29,18 @@ impl Pipeline {
         layers: &[usize],
         options: &PipelineOptions,
     ) -> Result<Vec<TextFeatures>> {
-        let prepared: Vec<Prepared> =
-            texts.par_iter().map(|t| self.prepare(t, &options.windows)).collect::<Result<_>>()?;
-        let mut window_ids = Vec::new();
-        for p in &prepared {
-            window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
-        }
-        let mut outputs = self.encode_windows(&window_ids, options.batch_tokens, false, Some(layers))?.into_iter();
-        let per_text: Vec<Vec<WindowOutput>> =
-            prepared.iter().map(|p| outputs.by_ref().take(p.windows.len()).collect()).collect();
+        let encoded = self.encode_texts(texts, options, false, Some(layers))?;
         let no_words = Vec::new();
-        Ok(prepared
+        Ok(encoded
+            .prepared
             .par_iter()
-            .zip(per_text)
+            .zip(&encoded.outputs)
             .enumerate()
             .map(|(i, (p, outs))| {
                 let mean = weighted_mean(
                     p.windows
                         .iter()
-                        .zip(&outs)
+                        .zip(outs)
                         .map(|(w, o)| (o.layer_mean.as_deref().expect("features requested"), w.content.len() as f32)),
                 );
                 let dim = mean.len();

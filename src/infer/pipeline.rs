@@ -68,6 +68,13 @@ pub(crate) struct WindowOutput {
     heads: Vec<Vec<f32>>,
 }
 
+/// Texts with their windows' outputs, and the tokens encoded.
+pub(crate) struct EncodedTexts {
+    pub(crate) prepared: Vec<Prepared>,
+    pub(crate) outputs: Vec<Vec<WindowOutput>>,
+    pub(crate) tokens: usize,
+}
+
 /// A document ready for the encoder.
 pub(crate) struct Prepared {
     pub(crate) tokens: DocTokens,
@@ -244,26 +251,19 @@ impl Pipeline {
                 _ => None,
             })
             .context("the model has no tagger trained by docclass train")?;
-        let prepared: Vec<Prepared> =
-            texts.par_iter().map(|t| self.prepare(t, &options.windows)).collect::<Result<_>>()?;
-        let mut window_ids = Vec::new();
-        for p in &prepared {
-            window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
-        }
-        let tokens = window_ids.iter().map(Vec::len).sum();
-        let mut outputs = self.encode_windows(&window_ids, options.batch_tokens, false, None)?.into_iter();
-        let per_text: Vec<Vec<WindowOutput>> =
-            prepared.iter().map(|p| outputs.by_ref().take(p.windows.len()).collect()).collect();
-        let tags = prepared
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encoded = self.encode_texts(&refs, options, false, None)?;
+        let tags = encoded
+            .prepared
             .par_iter()
-            .zip(per_text)
+            .zip(&encoded.outputs)
             .zip(texts.par_iter().zip(word_spans))
             .map(|((p, outs), (text, spans))| {
                 let chars: Vec<char> = text.chars().collect();
-                self.word_tags(tagger, &chars, spans, p, &outs, h).0
+                self.word_tags(tagger, &chars, spans, p, outs, h).0
             })
             .collect();
-        Ok((tags, tokens))
+        Ok((tags, encoded.tokens))
     }
 
     pub(crate) fn prepare(&self, text: &str, options: &WindowOptions) -> Result<Prepared> {
@@ -276,6 +276,21 @@ impl Pipeline {
     /// Mean-pooled embeddings of whole texts (windows weighted by their length), as e5
     /// embeds a text; not normalised. Also returns the number of tokens encoded.
     pub fn embed_texts(&self, texts: &[&str], options: &PipelineOptions) -> Result<(Vec<Vec<f32>>, usize)> {
+        let encoded = self.encode_texts(texts, options, true, None)?;
+        let embeddings =
+            encoded.prepared.iter().zip(&encoded.outputs).map(|(p, outs)| document_mean(&p.windows, outs)).collect();
+        Ok((embeddings, encoded.tokens))
+    }
+
+    /// Texts that must all be encoded (training and evaluation data: a text that cannot
+    /// be tokenized is an error, not a record), with each text's window outputs.
+    pub(crate) fn encode_texts(
+        &self,
+        texts: &[&str],
+        options: &PipelineOptions,
+        needs_mean: bool,
+        feature_layers: Option<&[usize]>,
+    ) -> Result<EncodedTexts> {
         let prepared: Vec<Prepared> =
             texts.par_iter().map(|t| self.prepare(t, &options.windows)).collect::<Result<_>>()?;
         let mut window_ids = Vec::new();
@@ -283,15 +298,10 @@ impl Pipeline {
             window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
         }
         let tokens = window_ids.iter().map(Vec::len).sum();
-        let mut outputs = self.encode_windows(&window_ids, options.batch_tokens, true, None)?.into_iter();
-        let embeddings = prepared
-            .iter()
-            .map(|p| {
-                let outs: Vec<WindowOutput> = outputs.by_ref().take(p.windows.len()).collect();
-                document_mean(&p.windows, &outs)
-            })
-            .collect();
-        Ok((embeddings, tokens))
+        let mut outputs =
+            self.encode_windows(&window_ids, options.batch_tokens, needs_mean, feature_layers)?.into_iter();
+        let outputs = prepared.iter().map(|p| outputs.by_ref().take(p.windows.len()).collect()).collect();
+        Ok(EncodedTexts { prepared, outputs, tokens })
     }
 
     /// Runs the encoder over all windows in planned batches and computes every head's
