@@ -158,6 +158,30 @@ pub enum TrainTask {
     Tag,
 }
 
+/// How labelled data is read, for `train` and `eval`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// classify or tag (default: tag for .conll/.iob/.bio files, else classify).
+    #[arg(long, value_enum)]
+    pub task: Option<TrainTask>,
+
+    /// Column (name, or 1-based position) of the text.
+    #[arg(long, value_name = "NAME|N", default_value = "text")]
+    pub text_column: crate::train::data::Column,
+
+    /// Column (name, or 1-based position) of the label.
+    #[arg(long, value_name = "NAME|N", default_value = "label")]
+    pub label_column: crate::train::data::Column,
+
+    /// The TSV/CSV file has no header row.
+    #[arg(long)]
+    pub no_header: bool,
+
+    /// CoNLL: a `FINE<TAB>COARSE` file that renames tag types (such as labels/ler-coarse.tsv).
+    #[arg(long, value_name = "FILE")]
+    pub tag_map: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// The encoder directory the head reads (default: models/multilingual-e5-small).
@@ -185,10 +209,6 @@ pub struct TrainArgs {
     /// Replace an existing head directory.
     #[arg(long)]
     pub force: bool,
-
-    /// classify or tag (default: tag for .conll/.iob/.bio files, else classify).
-    #[arg(long, value_enum)]
-    pub task: Option<TrainTask>,
 
     /// The head's name in output records (default: the --out directory's name).
     #[arg(long, value_name = "NAME")]
@@ -246,26 +266,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub features_only: bool,
 
-    /// Column (name, or 1-based position) of the text.
-    #[arg(long, value_name = "NAME|N", default_value = "text")]
-    pub text_column: crate::train::data::Column,
-
-    /// Column (name, or 1-based position) of the label.
-    #[arg(long, value_name = "NAME|N", default_value = "label")]
-    pub label_column: crate::train::data::Column,
-
-    /// The TSV/CSV file has no header row.
-    #[arg(long)]
-    pub no_header: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
 
     /// Several labels per document, separated by SEP in the label column (JSONL may
     /// also give a list). Makes a multi-label head.
     #[arg(long, value_name = "SEP")]
     pub label_separator: Option<String>,
-
-    /// CoNLL: a `FINE<TAB>COARSE` file that renames tag types (such as labels/ler-coarse.tsv).
-    #[arg(long, value_name = "FILE")]
-    pub tag_map: Option<PathBuf>,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -288,29 +295,12 @@ pub struct EvalArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// classify or tag (default: tag for .conll/.iob/.bio files, else classify).
-    #[arg(long, value_enum)]
-    pub task: Option<TrainTask>,
-
     /// The classification head to score (default: the first).
     #[arg(long, value_name = "NAME")]
     pub head: Option<String>,
 
-    /// Column (name, or 1-based position) of the text.
-    #[arg(long, value_name = "NAME|N", default_value = "text")]
-    pub text_column: crate::train::data::Column,
-
-    /// Column (name, or 1-based position) of the label.
-    #[arg(long, value_name = "NAME|N", default_value = "label")]
-    pub label_column: crate::train::data::Column,
-
-    /// The TSV/CSV file has no header row.
-    #[arg(long)]
-    pub no_header: bool,
-
-    /// CoNLL: a `FINE<TAB>COARSE` file that renames the gold tag types.
-    #[arg(long, value_name = "FILE")]
-    pub tag_map: Option<PathBuf>,
+    #[command(flatten)]
+    pub format: DataArgs,
 
     #[command(flatten)]
     pub run: RunArgs,

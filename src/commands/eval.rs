@@ -13,7 +13,6 @@ use serde_json::json;
 
 use super::{configure_threads, model_dir, Outcome};
 use crate::cli::{EvalArgs, TrainTask};
-use crate::decode::Aggregation;
 use crate::eval::classification::{classification_metrics, ClassificationMetrics};
 use crate::eval::entities::{entity_metrics, EntityMetrics, SpanMode};
 use crate::infer::{Pipeline, PipelineOptions};
@@ -21,8 +20,7 @@ use crate::ingest::{Document, Source};
 use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
 use crate::output::record::Record;
-use crate::text::WindowOptions;
-use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColumns, TaggedSentence};
+use crate::train::data::{read_conll, read_documents, TaggedSentence};
 
 pub const METRICS_SCHEMA: &str = "docclass-eval/1";
 const CHUNK: usize = 256;
@@ -36,14 +34,9 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let encoder_dir = bundle.dir.clone();
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = PipelineOptions {
-        windows: WindowOptions { stride: pipeline.text.stride(None)?, max_windows: usize::MAX, truncate: false },
-        batch_tokens: args.run.batch_tokens.max(1),
-        aggregation: Aggregation::First,
-        top_k: None,
-    };
+    let options = PipelineOptions::whole_texts(&pipeline, args.run.batch_tokens)?;
     let started = Instant::now();
-    let task = args.task.unwrap_or_else(|| super::train::task_of(&args.data));
+    let task = args.format.task_of(&args.data);
     let (results, documents, tokens) = match task {
         TrainTask::Classify => {
             let (metrics, records, tokens) = evaluate_classification(&args, &pipeline, &options)?;
@@ -80,12 +73,7 @@ fn evaluate_classification(
     pipeline: &Pipeline,
     options: &PipelineOptions,
 ) -> Result<(ClassificationMetrics, Vec<Record>, usize)> {
-    let columns = DocumentColumns {
-        text: args.text_column.clone(),
-        label: args.label_column.clone(),
-        no_header: args.no_header,
-        label_separator: None,
-    };
+    let columns = args.format.columns(None);
     let docs = read_documents(&args.data, &columns)?;
     let path = args.data.display().to_string();
     let mut records = Vec::with_capacity(docs.len());
@@ -151,7 +139,7 @@ fn evaluate_tagging(
     pipeline: &Pipeline,
     options: &PipelineOptions,
 ) -> Result<(EntityMetrics, EntityMetrics, usize, usize)> {
-    let tag_map = args.tag_map.as_ref().map(|p| read_tag_map(p)).transpose()?;
+    let tag_map = args.format.tag_map()?;
     let sentences = read_conll(&args.data, tag_map.as_ref())?;
     let (texts, spans): (Vec<String>, Vec<Vec<(usize, usize)>>) =
         sentences.iter().map(TaggedSentence::text_and_spans).unzip();

@@ -6,20 +6,20 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::{configure_threads, Outcome};
-use crate::cli::{TrainArgs, TrainTask};
-use crate::decode::Aggregation;
+use std::collections::BTreeMap;
+
+use crate::cli::{DataArgs, TrainArgs, TrainTask};
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
-use crate::text::WindowOptions;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
-use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColumns, TaggedSentence};
+use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColumns, LabelledDocument, TaggedSentence};
 use crate::train::Rng;
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
     let threads = configure_threads(&args.run)?;
     let started = Instant::now();
-    let task = args.task.unwrap_or_else(|| task_of(&args.train));
+    let task = args.data.task_of(&args.train);
     if !args.features_only {
         refuse_existing_dir(&args.out, args.force)?;
     }
@@ -37,12 +37,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         bail!("--layers: the encoder has layers 1 to {encoder_layers}, not {bad}");
     }
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = PipelineOptions {
-        windows: WindowOptions { stride: pipeline.text.stride(None)?, max_windows: usize::MAX, truncate: false },
-        batch_tokens: args.run.batch_tokens.max(1),
-        aggregation: Aggregation::First,
-        top_k: None,
-    };
+    let options = PipelineOptions::whole_texts(&pipeline, args.run.batch_tokens)?;
     let cache_dir = args
         .cache
         .clone()
@@ -63,58 +58,69 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         staging: &staging,
     };
 
-    match task {
+    let stage = Stage { args: &args, context: &context, encode: &encode };
+    let finished = match task {
         TrainTask::Classify => {
-            let columns = DocumentColumns {
-                text: args.text_column.clone(),
-                label: args.label_column.clone(),
-                no_header: args.no_header,
-                label_separator: args.label_separator.clone(),
-            };
+            let columns = args.data.columns(args.label_separator.clone());
             let train = read_documents(&args.train, &columns)?;
             crate::train::classifier::check_label_counts(&args.train, train.iter().map(|d| &d.labels))?;
             let dev = args.dev.as_ref().map(|p| read_documents(p, &columns)).transpose()?;
-            let train_texts: Vec<String> = train.iter().map(|d| d.text.clone()).collect();
-            let train_features = encode(&display(&args.train), &train_texts, &[])?;
-            let dev_features = match (&dev, &args.dev) {
-                (Some(dev), Some(path)) => {
-                    let texts: Vec<String> = dev.iter().map(|d| d.text.clone()).collect();
-                    Some(encode(&display(path), &texts, &[])?)
-                }
-                _ => None,
-            };
-            if args.features_only {
-                return Ok(Outcome::Complete);
-            }
-            prepare_staging(&staging)?;
-            let dev_part = dev.as_deref().zip(dev_features.as_ref());
-            let split = Split::new((&train, &train_features), dev_part, args.dev_share, args.seed)?;
-            publish(&staging, &args.out, crate::train::classifier::train(&context, split))?;
+            let texts = |docs: &[LabelledDocument]| (docs.iter().map(|d| d.text.clone()).collect(), Vec::new());
+            stage.fit(&train, dev.as_deref(), texts, crate::train::classifier::train)?
         }
         TrainTask::Tag => {
-            let tag_map = args.tag_map.as_ref().map(|p| read_tag_map(p)).transpose()?;
+            let tag_map = args.data.tag_map()?;
             let train = read_conll(&args.train, tag_map.as_ref())?;
             let dev = args.dev.as_ref().map(|p| read_conll(p, tag_map.as_ref())).transpose()?;
-            let (texts, spans) = texts_and_spans(&train);
-            let train_features = encode(&display(&args.train), &texts, &spans)?;
-            let dev_features = match (&dev, &args.dev) {
-                (Some(dev), Some(path)) => {
-                    let (texts, spans) = texts_and_spans(dev);
-                    Some(encode(&display(path), &texts, &spans)?)
-                }
-                _ => None,
-            };
-            if args.features_only {
-                return Ok(Outcome::Complete);
-            }
-            prepare_staging(&staging)?;
-            let dev_part = dev.as_deref().zip(dev_features.as_ref());
-            let split = Split::new((&train, &train_features), dev_part, args.dev_share, args.seed)?;
-            publish(&staging, &args.out, crate::train::tagger::train(&context, split))?;
+            let texts = |sentences: &[TaggedSentence]| sentences.iter().map(TaggedSentence::text_and_spans).unzip();
+            stage.fit(&train, dev.as_deref(), texts, crate::train::tagger::train)?
         }
+    };
+    if !finished {
+        return Ok(Outcome::Complete);
     }
     eprintln!("docclass: trained in {:.0} s with {threads} threads", started.elapsed().as_secs_f64());
     Ok(Outcome::Complete)
+}
+
+type Encode<'a> = dyn Fn(&str, &[String], &[Vec<(usize, usize)>]) -> Result<FeatureSet> + 'a;
+
+/// The steps every head goes through: features of the training and dev data (from the
+/// cache when they are there), the split, fitting into the staging folder, publishing.
+struct Stage<'a> {
+    args: &'a TrainArgs,
+    context: &'a TrainContext<'a>,
+    encode: &'a Encode<'a>,
+}
+
+impl Stage<'_> {
+    /// Returns false when only features were wanted.
+    fn fit<T>(
+        &self,
+        train: &[T],
+        dev: Option<&[T]>,
+        inputs: impl Fn(&[T]) -> (Vec<String>, Vec<Vec<(usize, usize)>>),
+        fit: impl FnOnce(&TrainContext, Split<T>) -> Result<()>,
+    ) -> Result<bool> {
+        let args = self.args;
+        let (texts, spans) = inputs(train);
+        let train_features = (self.encode)(&display(&args.train), &texts, &spans)?;
+        let dev_features = match (dev, &args.dev) {
+            (Some(dev), Some(path)) => {
+                let (texts, spans) = inputs(dev);
+                Some((self.encode)(&display(path), &texts, &spans)?)
+            }
+            _ => None,
+        };
+        if args.features_only {
+            return Ok(false);
+        }
+        let staging = self.context.staging;
+        prepare_staging(staging)?;
+        let split = Split::new((train, &train_features), dev.zip(dev_features.as_ref()), args.dev_share, args.seed)?;
+        publish(staging, &args.out, fit(self.context, split))?;
+        Ok(true)
+    }
 }
 
 /// What the fitting code needs to know about the run.
@@ -157,19 +163,33 @@ fn publish(staging: &Path, out: &Path, fitted: Result<()>) -> Result<()> {
     Ok(())
 }
 
-pub fn task_of(path: &Path) -> TrainTask {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("conll" | "iob" | "iob2" | "bio") => TrainTask::Tag,
-        _ => TrainTask::Classify,
+impl DataArgs {
+    /// --task, else tagging for CoNLL file names and classification for the rest.
+    pub fn task_of(&self, path: &Path) -> TrainTask {
+        self.task.unwrap_or_else(|| {
+            match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+                Some("conll" | "iob" | "iob2" | "bio") => TrainTask::Tag,
+                _ => TrainTask::Classify,
+            }
+        })
+    }
+
+    pub fn columns(&self, label_separator: Option<String>) -> DocumentColumns {
+        DocumentColumns {
+            text: self.text_column.clone(),
+            label: self.label_column.clone(),
+            no_header: self.no_header,
+            label_separator,
+        }
+    }
+
+    pub fn tag_map(&self) -> Result<Option<BTreeMap<String, String>>> {
+        self.tag_map.as_ref().map(|p| read_tag_map(p)).transpose()
     }
 }
 
 fn display(path: &Path) -> String {
     path.display().to_string()
-}
-
-fn texts_and_spans(sentences: &[TaggedSentence]) -> (Vec<String>, Vec<Vec<(usize, usize)>>) {
-    sentences.iter().map(TaggedSentence::text_and_spans).unzip()
 }
 
 /// A head directory is replaced only with --force.

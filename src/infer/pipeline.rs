@@ -33,6 +33,17 @@ pub struct PipelineOptions {
 }
 
 impl PipelineOptions {
+    /// Every text read whole, with windows overlapping by the default stride: for
+    /// training and evaluation data.
+    pub fn whole_texts(pipeline: &Pipeline, batch_tokens: usize) -> Result<Self> {
+        Ok(Self {
+            windows: WindowOptions { stride: pipeline.text.stride(None)?, max_windows: usize::MAX, truncate: false },
+            batch_tokens: batch_tokens.max(1),
+            aggregation: Aggregation::First,
+            top_k: None,
+        })
+    }
+
     /// Each text truncated to its first window: for embedding short texts and for
     /// benchmarks that compare with truncating pipelines.
     pub fn first_window_only(batch_tokens: usize) -> Self {
