@@ -4,8 +4,8 @@
 #   models/legal-entities  CRF tagger, 7 coarse LER types: ler_train_rebuilt → ler_dev
 #   models/area-of-law     classifier, 7 courts: ler_court_cls train → dev
 #   eval/germeval2018/     a head on GermEval 2018 (coarse), scored on a held-out fifth
-# Encoder features are cached in .cache/features: the first run encodes about 6.5 M
-# tokens (about an hour on 2 cores); later runs refit in minutes. Same seed, same heads.
+# Encoder features are cached in .cache/features: the first run spends about 67 minutes
+# encoding on 2 cores (90 in all); later runs take about 25 minutes. Same seed, same heads.
 # Run scripts/setup.sh first (binary, encoder, datasets).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
