@@ -5,7 +5,7 @@
 #   models/area-of-law     classifier, 7 courts: ler_court_cls train → dev
 #   eval/germeval2018/     a head on GermEval 2018 (coarse), scored on a held-out fifth
 # Encoder features are cached in .cache/features: the first run spends about 67 minutes
-# encoding on 2 cores (90 in all); later runs take about 25 minutes. Same seed, same heads.
+# encoding on 2 cores (90 in all); later runs take 15 minutes. Same seed, same heads.
 # Run scripts/setup.sh first (binary, encoder, datasets).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

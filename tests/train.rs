@@ -284,6 +284,16 @@ fn a_head_refuses_an_encoder_it_was_not_trained_on() {
     let run = common::classify(&pipeline, &input, &pipeline.join("out.jsonl"), &[]);
     assert_eq!(run.status.code(), Some(1));
     assert!(stderr(&run).contains("trained on another encoder"), "{}", stderr(&run));
+
+    // Weights that are not the ones head.json was written with (a half-finished copy).
+    let weights = t.head.join("head.safetensors");
+    let mut bytes = fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&weights, bytes).unwrap();
+    let run = common::classify(&t.head, &input, &pipeline.join("out.jsonl"), &[]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr(&run).contains("the weights do not belong to head.json"), "{}", stderr(&run));
 }
 
 /// The shipped default pipeline (real encoder, committed heads) on real documents.

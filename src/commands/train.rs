@@ -148,17 +148,24 @@ fn prepare_staging(staging: &Path) -> Result<()> {
     std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))
 }
 
-/// Moves a complete head from `staging` to `out` (replacing it), or discards it when
-/// fitting failed.
+/// Moves a complete head's files from `staging` into `out`, replacing those of an
+/// earlier head (other files there, such as the model card, stay), or discards them
+/// when fitting failed.
 fn publish(staging: &Path, out: &Path, fitted: Result<()>) -> Result<()> {
     if let Err(e) = fitted {
         std::fs::remove_dir_all(staging).ok();
         return Err(e);
     }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // head.json goes last; it names the SHA-256 of its weights, so a run killed between
+    // two moves leaves a head that refuses to load instead of a silently mixed one.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(staging)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.sort_by_key(|f| f.file_name().is_some_and(|n| n == crate::model::trained::HEAD_FILE));
+    for file in files {
+        let target = out.join(file.file_name().expect("a file in the staging folder"));
+        std::fs::rename(&file, &target).with_context(|| format!("moving the head to {}", target.display()))?;
     }
-    std::fs::rename(staging, out).with_context(|| format!("moving the head to {}", out.display()))?;
+    std::fs::remove_dir(staging).ok();
     eprintln!("docclass: wrote {}", out.display());
     Ok(())
 }

@@ -53,6 +53,10 @@ pub struct HeadSpec {
     /// How the head was made: data, settings, scores. Not read by docclass.
     #[serde(default)]
     pub training: serde_json::Value,
+    /// SHA-256 of `head.safetensors`: the pair is checked at load, so a description is
+    /// never used with the weights of another training run.
+    #[serde(default)]
+    pub weights_sha256: String,
 }
 
 /// The weights both heads share: a dense layer over encoder features and a hashed
@@ -349,6 +353,12 @@ pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result
     }
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).with_context(|| format!("{}: cannot read", weights_path.display()))?;
+    if sha256_hex(&bytes) != spec.weights_sha256 {
+        bail!(
+            "{}: the weights do not belong to {HEAD_FILE} (an interrupted copy or training run?): copy the head again or retrain it",
+            weights_path.display()
+        );
+    }
     let tensors = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a readable safetensors file", weights_path.display()))?;
     let k = spec.labels.len();
@@ -436,13 +446,16 @@ pub fn save_head(
         .iter()
         .map(|(name, dtype, shape, bytes)| Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let weights = dir.join(WEIGHTS_FILE);
-    let partial = dir.join(format!(".{WEIGHTS_FILE}.partial"));
-    safetensors::serialize_to_file(views, None, &partial)?;
-    std::fs::rename(&partial, &weights)?;
-    let spec_json = serde_json::to_string_pretty(spec)? + "\n";
-    std::fs::write(dir.join(HEAD_FILE), spec_json)?;
+    let bytes = safetensors::serialize(views, None)?;
+    std::fs::write(dir.join(WEIGHTS_FILE), &bytes)?;
+    let spec = HeadSpec { weights_sha256: sha256_hex(&bytes), ..spec.clone() };
+    std::fs::write(dir.join(HEAD_FILE), serde_json::to_string_pretty(&spec)? + "\n")?;
     Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The encoder directory a head names, resolved against the head directory.

@@ -126,6 +126,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         lexical_buckets: buckets,
         abbreviations: Vec::new(),
         training: head_record(context, &split.dev_source, split.train.len(), split.dev.len(), &fitted, score_name)?,
+        weights_sha256: String::new(), // set by save_head
     };
     let f32_tensors: BTreeMap<&str, Vec<f32>> = [("dense", dense), ("bias", bias)].into_iter().collect();
     let lexical = LexicalTable::prune(model.lexical(&fitted.params), k, args.max_lexical_rows);

@@ -144,6 +144,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
             &fitted,
             "strict_iob2_f1",
         )?,
+        weights_sha256: String::new(), // set by save_head
     };
     let (transitions, start, end) = model.transition_params(p);
     let f32_tensors: BTreeMap<&str, Vec<f32>> = [
