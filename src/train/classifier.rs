@@ -10,8 +10,8 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use super::data::LabelledDocument;
+use super::head_record;
 use super::optim::{Adam, EpochLoop, Standardizer};
-use super::{head_record, Rng};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::decode::scores::{sigmoid, softmax};
 use crate::eval::classification::{classification_metrics, prf};
@@ -86,7 +86,6 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let k = labels.len();
     let model = Model { k, dim, buckets, multi_label, dense_rate: args.dense_learning_rate / args.learning_rate };
     let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
-    let mut rng = Rng::new(args.seed);
     let log_path = context.staging.join("train-log.jsonl");
     let score_name = if multi_label { "micro_f1" } else { "macro_f1" };
     let fitted = EpochLoop {
@@ -95,20 +94,15 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         patience: args.patience,
         score_name,
         log_path: &log_path,
-        examples_per_epoch: train_set.len(),
+        examples: train_set.len(),
+        batch_size: args.batch_size,
+        seed: args.seed,
     }
     .run(
         vec![0.0; model.len()],
-        |params, learning_rate, bar| {
+        |params, learning_rate, batch| {
             adam.learning_rate = learning_rate;
-            let mut order: Vec<usize> = (0..train_set.len()).collect();
-            rng.shuffle(&mut order);
-            let mut loss = 0.0;
-            for batch in order.chunks(args.batch_size.max(1)) {
-                loss += model.step(params, &mut adam, batch.iter().map(|&i| &train_set[i]));
-                bar.inc(batch.len() as u64);
-            }
-            loss / train_set.len() as f64
+            model.step(params, &mut adam, batch.iter().map(|&i| &train_set[i]))
         },
         |params| model.dev_score(params, &dev_set, &labels),
     )?;

@@ -10,6 +10,8 @@ use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::Rng;
+
 /// Per-dimension mean and standard deviation of the training features. Heads train on
 /// standardised features (the encoder's outputs have dimensions of very different
 /// scale) and fold the standardisation into their weights when saved.
@@ -119,16 +121,19 @@ pub struct EpochRecord {
 /// Runs epochs until `max_epochs` or `patience` epochs without a better development
 /// score; keeps the parameters of the best epoch. After an epoch without improvement
 /// the learning rate is halved (and training goes on from the best parameters), so
-/// that Adam settles into the optimum instead of circling it. `epoch(params,
-/// learning_rate, bar)` trains one epoch and returns the mean training loss;
-/// `score(params)` is the development score.
+/// that Adam settles into the optimum instead of circling it. `step(params,
+/// learning_rate, batch)` trains on the examples of one batch and returns their summed
+/// loss; `score(params)` is the development score.
 pub struct EpochLoop<'a> {
     pub learning_rate: f32,
+    /// Examples per step, drawn in a new order each epoch from `seed`.
+    pub batch_size: usize,
+    pub seed: u64,
     pub max_epochs: usize,
     pub patience: usize,
     pub score_name: &'a str,
     pub log_path: &'a Path,
-    pub examples_per_epoch: usize,
+    pub examples: usize,
 }
 
 pub struct Fitted {
@@ -143,7 +148,7 @@ impl EpochLoop<'_> {
     pub fn run(
         &self,
         mut params: Vec<f32>,
-        mut epoch: impl FnMut(&mut Vec<f32>, f32, &ProgressBar) -> f64,
+        mut step: impl FnMut(&mut Vec<f32>, f32, &[usize]) -> f64,
         score: impl Fn(&[f32]) -> f64,
     ) -> Result<Fitted> {
         let started = Instant::now();
@@ -156,11 +161,19 @@ impl EpochLoop<'_> {
         let mut best: Option<(f64, usize, Vec<f32>)> = None;
         let mut log = Vec::new();
         let mut learning_rate = self.learning_rate;
+        let mut rng = Rng::new(self.seed);
         for e in 1..=self.max_epochs {
             let epoch_started = Instant::now();
-            let bar = epoch_bar(e, self.max_epochs, self.examples_per_epoch);
-            let train_loss = epoch(&mut params, learning_rate, &bar);
+            let bar = epoch_bar(e, self.max_epochs, self.examples);
+            let mut order: Vec<usize> = (0..self.examples).collect();
+            rng.shuffle(&mut order);
+            let mut loss = 0.0;
+            for batch in order.chunks(self.batch_size.max(1)) {
+                loss += step(&mut params, learning_rate, batch);
+                bar.inc(batch.len() as u64);
+            }
             bar.finish_and_clear();
+            let train_loss = loss / self.examples.max(1) as f64;
             let dev_score = score(&params);
             let improved = best.as_ref().is_none_or(|(s, _, _)| dev_score > *s);
             let record = EpochRecord {

@@ -11,8 +11,8 @@ use rayon::prelude::*;
 
 use super::cache::FeatureSet;
 use super::data::{parse_tag, TaggedSentence};
+use super::head_record;
 use super::optim::{Adam, EpochLoop, Standardizer};
-use super::{head_record, Rng};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::eval::entities::{entity_metrics, SpanMode};
 use crate::model::trained::{
@@ -83,7 +83,6 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         constraints: Transitions::iob2_constraints(&tags),
     };
     let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
-    let mut rng = Rng::new(args.seed);
     let log_path = context.staging.join("train-log.jsonl");
     let words_total: usize = train_set.iter().map(|s| s.tags.len()).sum();
     eprintln!(
@@ -97,21 +96,16 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         patience: args.patience,
         score_name: "strict_iob2_f1",
         log_path: &log_path,
-        examples_per_epoch: train_set.len(),
+        examples: train_set.len(),
+        batch_size: args.batch_size,
+        seed: args.seed,
     }
     .run(
         vec![0.0; model.len()],
-        |params, learning_rate, bar| {
+        |params, learning_rate, batch| {
             adam.learning_rate = learning_rate;
-            let mut order: Vec<usize> = (0..train_set.len()).collect();
-            rng.shuffle(&mut order);
-            let mut loss = 0.0;
-            for batch in order.chunks(args.batch_size.max(1)) {
-                let sentences: Vec<&Prepared> = batch.iter().map(|&i| &train_set[i]).collect();
-                loss += model.step(params, &mut adam, &sentences);
-                bar.inc(batch.len() as u64);
-            }
-            loss / train_set.len() as f64
+            let sentences: Vec<&Prepared> = batch.iter().map(|&i| &train_set[i]).collect();
+            model.step(params, &mut adam, &sentences)
         },
         |params| {
             let predicted: Vec<Vec<String>> = dev_set
