@@ -18,8 +18,7 @@ use crate::eval::classification::{classification_metrics, prf};
 use crate::model::trained::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::text::lexical::{document_term_counts, inverse_document_frequency, tf_idf};
 
-/// A label needs this many training examples to be learned at all.
-const MIN_EXAMPLES: usize = 2;
+use super::MIN_EXAMPLES;
 
 /// Refuses labels with fewer than [`MIN_EXAMPLES`] examples.
 pub fn check_label_counts<'a>(path: &Path, labels: impl Iterator<Item = &'a Vec<String>>) -> Result<()> {
@@ -49,12 +48,8 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         bail!("{}: a classifier needs at least two labels, found {labels:?}", args.train.display());
     }
     check_label_counts(&args.train, split.train.iter().map(|e| &e.item.labels))?;
-    let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-    for e in &split.dev {
-        if let Some(unknown) = e.item.labels.iter().find(|l| !index.contains_key(l.as_str())) {
-            bail!("{}:{}: label {unknown:?} does not occur in the training data", super::dev_name(args), e.item.line);
-        }
-    }
+    let index =
+        super::label_index(&labels, split.dev.iter().map(|e| (e.item.line, &e.item.labels[..])), "label", args)?;
 
     let buckets = args.lexical_buckets;
     let dim = split.train[0].features.dim;

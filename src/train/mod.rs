@@ -58,6 +58,27 @@ pub fn head_name(args: &TrainArgs) -> String {
         .unwrap_or_else(|| args.out.file_name().map_or_else(|| "head".into(), |n| n.to_string_lossy().into_owned()))
 }
 
+/// A label (or entity type) needs this many training examples to be learned at all.
+pub const MIN_EXAMPLES: usize = 2;
+
+/// Each label's index; refuses development data with a label the training data lacks.
+/// `dev` gives each example's line and labels; `what` names them in the message.
+pub fn label_index<'a>(
+    labels: &'a [String],
+    dev: impl Iterator<Item = (usize, &'a [String])>,
+    what: &str,
+    args: &TrainArgs,
+) -> Result<std::collections::BTreeMap<&'a str, usize>> {
+    let index: std::collections::BTreeMap<&str, usize> =
+        labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    for (line, example) in dev {
+        if let Some(unknown) = example.iter().find(|l| !index.contains_key(l.as_str())) {
+            anyhow::bail!("{}:{line}: {what} {unknown:?} does not occur in the training data", dev_name(args));
+        }
+    }
+    Ok(index)
+}
+
 /// The development data's name for messages: --dev, or the training file it was held out of.
 pub fn dev_name(args: &TrainArgs) -> String {
     args.dev.as_ref().map_or_else(|| format!("{} (held-out part)", args.train.display()), |p| p.display().to_string())

@@ -51,16 +51,15 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     }
     for kind in &kinds {
         let n = split.train.iter().flat_map(|e| &e.item.tags).filter(|t| **t == format!("B-{kind}")).count();
-        if n < 2 {
-            bail!("{}: entity type {kind:?} begins {n} time(s); at least 2 are needed", args.train.display());
+        if n < super::MIN_EXAMPLES {
+            bail!(
+                "{}: entity type {kind:?} begins {n} time(s); at least {} are needed",
+                args.train.display(),
+                super::MIN_EXAMPLES
+            );
         }
     }
-    let index: BTreeMap<&str, usize> = tags.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
-    for e in &split.dev {
-        if let Some(unknown) = e.item.tags.iter().find(|t| !index.contains_key(t.as_str())) {
-            bail!("{}:{}: tag {unknown:?} does not occur in the training data", super::dev_name(args), e.item.line);
-        }
-    }
+    let index = super::label_index(&tags, split.dev.iter().map(|e| (e.item.line, &e.item.tags[..])), "tag", args)?;
 
     let buckets = args.lexical_buckets;
     let dim = split.train[0].features.dim;
