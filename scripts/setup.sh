@@ -79,6 +79,14 @@ if [ -d "$SHARED_DATASETS" ]; then
       chmod -R u+w "datasets/$name"
     fi
   done
+  # GermEval 2018 has no test file: every fifth line is held out for testing (the split
+  # that scripts/train_default.sh trains on and eval/germeval2018/ was scored on).
+  GERMEVAL=datasets/germeval2018/germeval2018.training.txt
+  if [ -f "$GERMEVAL" ]; then
+    mkdir -p .cache/germeval2018
+    awk 'NR % 5 != 0' "$GERMEVAL" > .cache/germeval2018/train.tsv
+    awk 'NR % 5 == 0' "$GERMEVAL" > .cache/germeval2018/test.tsv
+  fi
   step "datasets ready in datasets/"
 else
   step "no $SHARED_DATASETS here: get the labelled data from its public sources (see datasets/README.md):"

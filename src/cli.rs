@@ -198,6 +198,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub dev: Option<PathBuf>,
 
+    /// After selection on the development data, fit the head again on training and
+    /// development data together, replaying the selected run's epochs (those that
+    /// improved the development score, with their learning rates). Classifiers only.
+    #[arg(long)]
+    pub refit_with_dev: bool,
+
     /// Share of TRAIN held out as development data when no --dev is given.
     #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
     pub dev_share: f64,
@@ -278,16 +284,34 @@ pub struct TrainArgs {
     pub run: RunArgs,
 }
 
+/// `docclass eval` in three forms: run a model on labelled DATA; score a results file
+/// (--predictions, as `classify` writes it) against --gold without a model; or put two
+/// reports side by side (--compare A B).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["data", "predictions", "compare"])))]
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArg,
 
-    /// Labelled data: TSV/CSV/JSONL with text and label columns, or CoNLL.
-    #[arg(value_name = "DATA")]
-    pub data: PathBuf,
+    /// Labelled data to run the model on: TSV/CSV/JSONL with text and label columns, or CoNLL.
+    #[arg(value_name = "DATA", conflicts_with_all = ["predictions", "compare"])]
+    pub data: Option<PathBuf>,
 
-    /// Report directory: metrics.json, report.md, predictions.jsonl.
+    /// Score this results file (JSONL records with `id` and `label`/`labels`/`scores`,
+    /// or `tags`/`entities`) instead of running a model.
+    #[arg(long, value_name = "RESULTS.jsonl", requires = "gold", conflicts_with = "compare")]
+    pub predictions: Option<PathBuf>,
+
+    /// The gold data the --predictions are scored against (formats as for DATA).
+    #[arg(long, value_name = "DATA", requires = "predictions")]
+    pub gold: Option<PathBuf>,
+
+    /// Compare two report directories of the same gold data.
+    #[arg(long, num_args = 2, value_names = ["REPORT_A", "REPORT_B"])]
+    pub compare: Vec<PathBuf>,
+
+    /// Report directory: metrics.json, report.md, report.html, documents.jsonl (and
+    /// predictions.jsonl when a model ran).
     #[arg(long, value_name = "DIR")]
     pub report: PathBuf,
 
@@ -298,6 +322,23 @@ pub struct EvalArgs {
     /// The classification head to score (default: the first).
     #[arg(long, value_name = "NAME")]
     pub head: Option<String>,
+
+    /// Accuracy that the coverage table looks for: the lowest confidence threshold whose
+    /// kept documents reach it.
+    #[arg(long, value_name = "ACCURACY", default_value_t = 0.99)]
+    pub target_accuracy: f64,
+
+    /// Error examples per kind in the report.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub examples: usize,
+
+    /// --compare: bootstrap resamples for the confidence intervals.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub bootstrap: usize,
+
+    /// --compare: seed of the bootstrap resamples.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 
     #[command(flatten)]
     pub format: DataArgs,

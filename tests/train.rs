@@ -132,7 +132,7 @@ fn a_tagger_learns_synthetic_entities_and_classify_and_eval_use_it() {
     let run = docclass(&["eval", "--model", path_str(&t.head), path_str(&t.dev), "--report", path_str(&report)]);
     assert!(run.status.success(), "{}", stderr(&run));
     let metrics = json(&report.join("metrics.json"));
-    assert_eq!(metrics["schema"], "docclass-eval/1");
+    assert_eq!(metrics["schema"], "docclass-eval/2");
     let strict = metrics["entities"]["strict_iob2"]["f1"].as_f64().unwrap();
     assert!((strict - spec["training"]["dev_score"]["value"].as_f64().unwrap()).abs() < 0.02, "{metrics}");
     for kind in ["LOC", "NRM", "ORG"] {

@@ -98,6 +98,80 @@ pub fn entity_metrics(gold: &[Vec<String>], predicted: &[Vec<String>], mode: Spa
     EntityMetrics { mode, precision, recall, f1, support: total.2, predicted: total.1, per_type }
 }
 
+/// How the gold and predicted entities of a data set relate (strict IOB2 spans). Each
+/// gold entity is one of: `exact` (a prediction with its type and boundaries),
+/// `wrong_type` (a prediction of another type over its words), `partial` (a prediction
+/// of its type with other boundaries) or `missed` (no prediction touches it); a
+/// prediction that touches no gold entity is `spurious`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ErrorCounts {
+    pub exact: usize,
+    pub partial: usize,
+    pub wrong_type: usize,
+    pub missed: usize,
+    pub spurious: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Partial,
+    WrongType,
+    Missed,
+    Spurious,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [ErrorKind::Partial, ErrorKind::WrongType, ErrorKind::Missed, ErrorKind::Spurious];
+}
+
+/// One error of a sentence, for the report's examples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntityError {
+    pub kind: ErrorKind,
+    pub sentence: usize,
+    pub gold: Option<Span>,
+    pub predicted: Option<Span>,
+}
+
+fn overlaps(a: &Span, b: &Span) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+/// Classifies every entity of every sentence; returns the counts and the errors in
+/// sentence order.
+pub fn entity_errors(gold: &[Vec<String>], predicted: &[Vec<String>]) -> (ErrorCounts, Vec<EntityError>) {
+    let mut counts = ErrorCounts::default();
+    let mut errors = Vec::new();
+    for (sentence, (g, p)) in gold.iter().zip(predicted).enumerate() {
+        let gold_spans = spans(g, SpanMode::StrictIob2);
+        let predicted_spans = spans(p, SpanMode::StrictIob2);
+        for gs in &gold_spans {
+            if predicted_spans.contains(gs) {
+                counts.exact += 1;
+                continue;
+            }
+            let touching: Vec<&Span> = predicted_spans.iter().filter(|ps| overlaps(gs, ps)).collect();
+            let (kind, prediction) = if let Some(ps) = touching.iter().find(|ps| ps.kind == gs.kind) {
+                counts.partial += 1;
+                (ErrorKind::Partial, Some(*ps))
+            } else if let Some(ps) = touching.first() {
+                counts.wrong_type += 1;
+                (ErrorKind::WrongType, Some(*ps))
+            } else {
+                counts.missed += 1;
+                (ErrorKind::Missed, None)
+            };
+            errors.push(EntityError { kind, sentence, gold: Some(gs.clone()), predicted: prediction.cloned() });
+        }
+        for ps in predicted_spans.iter().filter(|ps| !gold_spans.iter().any(|gs| overlaps(gs, ps))) {
+            counts.spurious += 1;
+            errors.push(EntityError { kind: ErrorKind::Spurious, sentence, gold: None, predicted: Some(ps.clone()) });
+        }
+    }
+    (counts, errors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +197,18 @@ mod tests {
         assert_eq!((m.precision, m.recall, m.support, m.predicted), (0.5, 0.5, 2, 2));
         assert_eq!(m.per_type["LOC"].f1, 1.0);
         assert_eq!(m.per_type["PER"].f1, 0.0);
+    }
+
+    #[test]
+    fn errors_are_sorted_into_their_kinds() {
+        let gold = vec![tags("B-PER I-PER O B-LOC O B-ORG O O"), tags("B-NRM")];
+        let predicted = vec![tags("B-PER O O B-ORG O B-ORG O B-RS"), tags("O")];
+        let (counts, errors) = entity_errors(&gold, &predicted);
+        let expected = ErrorCounts { exact: 1, partial: 1, wrong_type: 1, missed: 1, spurious: 1 };
+        assert_eq!(counts, expected);
+        let kinds: Vec<ErrorKind> = errors.iter().map(|e| e.kind).collect();
+        use ErrorKind::*;
+        assert_eq!(kinds, vec![Partial, WrongType, Spurious, Missed]);
+        assert_eq!(errors[3].sentence, 1);
     }
 }

@@ -187,6 +187,39 @@ pub fn fingerprint(dir: &Path) -> Result<String, ModelError> {
     Ok(format!("{:x}", hash.finalize()))
 }
 
+/// A SHA-256 over everything that determines a model directory's output: the encoder's
+/// fingerprint and, for a pipeline or head directory, `pipeline.json` and each head's
+/// `head.json` (which names the SHA-256 of its weights, checked at load) and weights.
+pub fn model_fingerprint(dir: &Path) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    let pipeline_path = dir.join(PIPELINE_FILE);
+    let head_path = dir.join(trained::HEAD_FILE);
+    let invalid = |path: &Path, message: String| ModelError::Invalid { path: path.to_path_buf(), message };
+    let (mut files, spec) = if pipeline_path.is_file() {
+        let spec: PipelineSpec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
+            .map_err(|e| invalid(&pipeline_path, e.to_string()))?;
+        (vec![pipeline_path], spec)
+    } else if head_path.is_file() {
+        let head: trained::HeadSpec = serde_json::from_str(&read_to_string(&head_path, "the head")?)
+            .map_err(|e| invalid(&head_path, e.to_string()))?;
+        (Vec::new(), PipelineSpec { encoder: head.encoder, heads: vec![".".into()] })
+    } else {
+        return fingerprint(dir);
+    };
+    for head in &spec.heads {
+        let head_dir = dir.join(head);
+        files.push(head_dir.join(trained::HEAD_FILE));
+        files.push(head_dir.join(trained::WEIGHTS_FILE));
+    }
+    let mut hash = Sha256::new();
+    hash.update(fingerprint(&dir.join(&spec.encoder))?.as_bytes());
+    for path in files {
+        let mut file = std::fs::File::open(&path).map_err(|e| invalid(&path, e.to_string()))?;
+        std::io::copy(&mut file, &mut hash).map_err(|e| invalid(&path, e.to_string()))?;
+    }
+    Ok(format!("{:x}", hash.finalize()))
+}
+
 /// Heads named by `architectures` in config.json.
 fn load_hf_heads(vb: &VarBuilder, config: &HfConfig, encoder: &EncoderConfig) -> candle_core::Result<Vec<Head>> {
     let mut heads = Vec::new();

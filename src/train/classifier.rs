@@ -53,47 +53,35 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
 
     let buckets = args.lexical_buckets;
     let dim = split.train[0].features.dim;
-    let standardizer = Standardizer::fit(split.train.iter().map(|e| e.features.mean(e.index)), dim);
     let counts = |examples: &[Example<LabelledDocument>]| -> Vec<Vec<(u32, f32)>> {
         examples
             .par_iter()
             .map(|e| if buckets > 0 { document_term_counts(&e.item.text, buckets) } else { Vec::new() })
             .collect()
     };
-    let train_counts = counts(&split.train);
-    let idf =
-        if buckets > 0 { inverse_document_frequency(train_counts.iter().map(|c| &c[..]), buckets) } else { Vec::new() };
-    let prepare = |examples: &[Example<LabelledDocument>], counts: Vec<Vec<(u32, f32)>>| -> Vec<Prepared> {
-        examples
-            .iter()
-            .zip(counts)
-            .map(|(e, c)| {
-                let mut dense = vec![0.0; dim];
-                standardizer.apply(e.features.mean(e.index), &mut dense);
-                let lexical = if buckets > 0 { tf_idf(&c, &idf) } else { Vec::new() };
-                Prepared { dense, lexical, labels: e.item.labels.iter().map(|l| index[l.as_str()]).collect() }
-            })
-            .collect()
-    };
-    let train_set = prepare(&split.train, train_counts);
-    let dev_set = prepare(&split.dev, counts(&split.dev));
+    let label_indices =
+        |e: &Example<LabelledDocument>| -> Vec<usize> { e.item.labels.iter().map(|l| index[l.as_str()]).collect() };
+    let (train_counts, dev_counts) = (counts(&split.train), counts(&split.dev));
+    let inputs = Inputs::fit(split.train.iter().zip(&train_counts), dim, buckets);
+    let train_set = inputs.prepare(split.train.iter().zip(&train_counts), label_indices);
+    let dev_set = inputs.prepare(split.dev.iter().zip(&dev_counts), label_indices);
 
     let k = labels.len();
     let model = Model { k, dim, buckets, multi_label, dense_rate: args.dense_learning_rate / args.learning_rate };
-    let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
     let log_path = context.staging.join("train-log.jsonl");
     let score_name = if multi_label { "micro_f1" } else { "macro_f1" };
-    let fitted = EpochLoop {
+    let epochs = |examples: usize| EpochLoop {
         learning_rate: args.learning_rate,
         max_epochs: args.epochs,
         patience: args.patience,
         score_name,
         log_path: &log_path,
-        examples: train_set.len(),
+        examples,
         batch_size: args.batch_size,
         seed: args.seed,
-    }
-    .run(
+    };
+    let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
+    let fitted = epochs(train_set.len()).run(
         vec![0.0; model.len()],
         |params, learning_rate, batch| {
             adam.learning_rate = learning_rate;
@@ -101,8 +89,29 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         },
         |params| model.dev_score(params, &dev_set, &labels),
     )?;
+    eprintln!("docclass: best epoch {}, dev {score_name} {:.4}", fitted.best_epoch, fitted.best_score);
 
-    let (dense, bias) = standardizer.fold(model.dense(&fitted.params), model.bias(&fitted.params));
+    let (inputs, params) = if args.refit_with_dev {
+        // Everything the inputs are computed from (standardisation, IDF) is refitted too.
+        let all = || split.train.iter().chain(&split.dev).zip(train_counts.iter().chain(&dev_counts));
+        let inputs = Inputs::fit(all(), dim, buckets);
+        let all_set = inputs.prepare(all(), label_indices);
+        let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
+        let params = epochs(all_set.len()).replay(
+            vec![0.0; model.len()],
+            |params, learning_rate, batch| {
+                adam.learning_rate = learning_rate;
+                model.step(params, &mut adam, batch.iter().map(|&i| &all_set[i]))
+            },
+            &fitted.selected_schedule(),
+        )?;
+        (inputs, params)
+    } else {
+        (inputs, fitted.params.clone())
+    };
+    let Inputs { standardizer, idf } = inputs;
+
+    let (dense, bias) = standardizer.fold(model.dense(&params), model.bias(&params));
     let spec = HeadSpec {
         format: HEAD_FORMAT.into(),
         kind: HeadKind::DocumentClassifier,
@@ -118,11 +127,42 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         weights_sha256: String::new(), // set by save_head
     };
     let f32_tensors: BTreeMap<&str, Vec<f32>> = [("dense", dense), ("bias", bias)].into_iter().collect();
-    let lexical = LexicalTable::prune(model.lexical(&fitted.params), k, args.max_lexical_rows);
+    let lexical = LexicalTable::prune(model.lexical(&params), k, args.max_lexical_rows);
     let f16_tensors: BTreeMap<&str, Vec<f32>> = [("idf", idf)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    save_head(context.staging, &spec, &f32_tensors, &f16_tensors, &lexical)?;
-    eprintln!("docclass: best epoch {}, dev {score_name} {:.4}", fitted.best_epoch, fitted.best_score);
-    Ok(())
+    save_head(context.staging, &spec, &f32_tensors, &f16_tensors, &lexical)
+}
+
+/// What the classifier's inputs are computed with, fitted on its training examples:
+/// the standardisation of the mean encoder features and the IDF of the lexical terms.
+struct Inputs {
+    standardizer: Standardizer,
+    idf: Vec<f32>,
+}
+
+type WithCounts<'e, 'a> = (&'e Example<'a, LabelledDocument>, &'e Vec<(u32, f32)>);
+
+impl Inputs {
+    fn fit<'e, 'a: 'e>(examples: impl Iterator<Item = WithCounts<'e, 'a>> + Clone, dim: usize, buckets: usize) -> Self {
+        let standardizer = Standardizer::fit(examples.clone().map(|(e, _)| e.features.mean(e.index)), dim);
+        let idf =
+            if buckets > 0 { inverse_document_frequency(examples.map(|(_, c)| &c[..]), buckets) } else { Vec::new() };
+        Self { standardizer, idf }
+    }
+
+    fn prepare<'e, 'a: 'e>(
+        &self,
+        examples: impl Iterator<Item = WithCounts<'e, 'a>>,
+        label_indices: impl Fn(&Example<LabelledDocument>) -> Vec<usize>,
+    ) -> Vec<Prepared> {
+        examples
+            .map(|(e, c)| {
+                let mut dense = vec![0.0; self.standardizer.mean.len()];
+                self.standardizer.apply(e.features.mean(e.index), &mut dense);
+                let lexical = if self.idf.is_empty() { Vec::new() } else { tf_idf(c, &self.idf) };
+                Prepared { dense, lexical, labels: label_indices(e) }
+            })
+            .collect()
+    }
 }
 
 /// Parameter layout: dense weights `[k, dim]`, bias `[k]`, lexical `[buckets, k]`.

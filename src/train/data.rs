@@ -55,6 +55,15 @@ pub struct LabelledDocument {
     pub labels: Vec<String>,
     /// 1-based line in the file, for messages.
     pub line: usize,
+    /// The `id` column or field where the data has one (as `classify` reads it).
+    pub id: Option<String>,
+}
+
+impl LabelledDocument {
+    /// The id `classify` gives the document: its `id` column or field, else `PATH:LINE`.
+    pub fn id_in(&self, path: &Path) -> String {
+        self.id.clone().unwrap_or_else(|| format!("{}:{}", path.display(), self.line))
+    }
 }
 
 /// One sentence of a CoNLL file: words and their IOB2 tags.
@@ -94,6 +103,9 @@ fn read_text(path: &Path) -> Result<String> {
 }
 
 /// Documents and labels from TSV, CSV or JSONL (by extension).
+/// The column or JSON field that names a document, as in `classify`.
+const ID_FIELD: &str = "id";
+
 pub fn read_documents(path: &Path, columns: &DocumentColumns) -> Result<Vec<LabelledDocument>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let text = read_text(path)?;
@@ -147,6 +159,7 @@ fn read_delimited(
     };
     let text_index = index(&columns.text, "text")?;
     let label_index = index(&columns.label, "label")?;
+    let id_index = header.iter().position(|h| h == ID_FIELD);
     let mut docs = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
@@ -164,7 +177,8 @@ fn read_delimited(
         let labels = split_labels(&record[label_index], columns.label_separator.as_deref());
         let doc_text = record[text_index].to_string();
         check_document(&doc_text, &labels).map_err(|e| anyhow::anyhow!("{}: {e}", at(line)))?;
-        docs.push(LabelledDocument { text: doc_text, labels, line: line as usize });
+        let id = id_index.and_then(|i| record.get(i)).map(str::trim).filter(|id| !id.is_empty()).map(String::from);
+        docs.push(LabelledDocument { text: doc_text, labels, line: line as usize, id });
     }
     Ok(docs)
 }
@@ -217,7 +231,12 @@ fn read_jsonl(path: &Path, text: &str, columns: &DocumentColumns) -> Result<Vec<
             _ => bail!("{at}: no field {label_field:?} with a label or a list of labels"),
         };
         check_document(&doc_text, &labels).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        docs.push(LabelledDocument { text: doc_text, labels, line: i + 1 });
+        let id = match value.get(ID_FIELD) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        docs.push(LabelledDocument { text: doc_text, labels, line: i + 1, id });
     }
     Ok(docs)
 }

@@ -139,6 +139,7 @@ pub fn head_record(
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "patience": args.patience,
+        "refit_with_dev": args.refit_with_dev,
         "best_epoch": fitted.best_epoch,
         "dev_score": {"name": score_name, "value": fitted.best_score},
         "fit_seconds": (fitted.seconds * 10.0).round() / 10.0,

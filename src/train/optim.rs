@@ -209,6 +209,53 @@ impl EpochLoop<'_> {
     }
 }
 
+impl EpochLoop<'_> {
+    /// Runs one epoch per learning rate in `schedule`, shuffled from the same seed, with
+    /// no development score: the final fit on training and development data together,
+    /// following what selection chose. Appends to the training log.
+    pub fn replay(
+        &self,
+        mut params: Vec<f32>,
+        mut step: impl FnMut(&mut Vec<f32>, f32, &[usize]) -> f64,
+        schedule: &[f32],
+    ) -> Result<Vec<f32>> {
+        let mut log_file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.log_path)
+            .with_context(|| format!("appending to {}", self.log_path.display()))?;
+        writeln!(log_file, "{}", serde_json::json!({"refit_with_dev": schedule.len(), "examples": self.examples}))?;
+        let mut rng = Rng::new(self.seed);
+        for (e, &learning_rate) in schedule.iter().enumerate() {
+            let epoch_started = Instant::now();
+            let bar = epoch_bar(e + 1, schedule.len(), self.examples);
+            let mut order: Vec<usize> = (0..self.examples).collect();
+            rng.shuffle(&mut order);
+            let mut loss = 0.0;
+            for batch in order.chunks(self.batch_size.max(1)) {
+                loss += step(&mut params, learning_rate, batch);
+                bar.inc(batch.len() as u64);
+            }
+            bar.finish_and_clear();
+            let train_loss = loss / self.examples.max(1) as f64;
+            let seconds = epoch_started.elapsed().as_secs_f64();
+            eprintln!("docclass: refit epoch {:>2}: train+dev loss {train_loss:.4} ({seconds:.0} s)", e + 1);
+            let record = serde_json::json!({
+                "refit_epoch": e + 1, "learning_rate": learning_rate, "train_loss": train_loss, "seconds": seconds,
+            });
+            writeln!(log_file, "{record}")?;
+        }
+        Ok(params)
+    }
+}
+
+impl Fitted {
+    /// The learning rates of the epochs that improved the development score, in order:
+    /// the path that led to the selected parameters.
+    pub fn selected_schedule(&self) -> Vec<f32> {
+        self.log.iter().filter(|r| r.best).map(|r| r.learning_rate).collect()
+    }
+}
+
 fn epoch_bar(epoch: usize, epochs: usize, examples: usize) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();

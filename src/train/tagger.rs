@@ -34,6 +34,9 @@ struct Prepared<'a> {
 
 pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()> {
     let args = context.args;
+    if args.refit_with_dev {
+        bail!("--refit-with-dev is for classifiers; a tagger is fitted on the training data only");
+    }
     // Tags: O first, then B-/I- of each type in alphabetical order.
     let kinds: BTreeSet<String> = split
         .train

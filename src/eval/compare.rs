@@ -1,0 +1,389 @@
+//! `docclass eval --compare A B`: two reports of the same gold data side by side, with
+//! per-metric deltas (B − A), McNemar's exact test on the documents one system gets
+//! right and the other wrong, and paired bootstrap intervals of the headline metrics.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::classification::{classification_metrics, multi_label_metrics, prf};
+use super::report::{escape, html_table, inline, md_table, page, strings as owned, Section, DOCUMENTS_FILE};
+use super::stats::{mcnemar, paired_bootstrap, BootstrapInterval, McNemar};
+use crate::cli::EvalArgs;
+
+/// What was scored, with the paths of the metrics each side reports.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Task {
+    Classification,
+    MultiLabel,
+    Entities,
+}
+
+impl Task {
+    fn of(metrics: &Value, path: &Path) -> Result<Self> {
+        Ok(if metrics.get("classification").is_some() {
+            Task::Classification
+        } else if metrics.get("multi_label").is_some() {
+            Task::MultiLabel
+        } else if metrics.get("entities").is_some() {
+            Task::Entities
+        } else {
+            bail!("{}: no classification or entity metrics", path.display())
+        })
+    }
+
+    fn headline(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Task::Classification => &[
+                ("accuracy", "/classification/accuracy"),
+                ("macro-F1", "/classification/macro_f1"),
+                ("macro precision", "/classification/macro_precision"),
+                ("macro recall", "/classification/macro_recall"),
+                ("weighted F1", "/classification/weighted/f1"),
+                ("log loss", "/classification/log_loss"),
+                ("ECE", "/classification/calibration/ece"),
+                ("coverage at target accuracy", "/classification/coverage/target/coverage"),
+            ],
+            Task::MultiLabel => &[
+                ("subset accuracy", "/multi_label/subset_accuracy"),
+                ("micro-F1", "/multi_label/micro/f1"),
+                ("macro-F1", "/multi_label/macro_f1"),
+                ("Hamming loss", "/multi_label/hamming_loss"),
+            ],
+            Task::Entities => &[
+                ("strict IOB2 F1", "/entities/strict_iob2/f1"),
+                ("strict IOB2 precision", "/entities/strict_iob2/precision"),
+                ("strict IOB2 recall", "/entities/strict_iob2/recall"),
+                ("default-mode F1", "/entities/default/f1"),
+                ("exact", "/entities/error_counts/exact"),
+                ("partial", "/entities/error_counts/partial"),
+                ("wrong type", "/entities/error_counts/wrong_type"),
+                ("missed", "/entities/error_counts/missed"),
+                ("spurious", "/entities/error_counts/spurious"),
+            ],
+        }
+    }
+}
+
+struct Side {
+    metrics: Value,
+    documents: Vec<Value>,
+}
+
+fn read_side(dir: &Path) -> Result<Side> {
+    let metrics_path = dir.join("metrics.json");
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(&metrics_path).with_context(|| format!("{}: cannot read", metrics_path.display()))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", metrics_path.display()))?;
+    let documents_path = dir.join(DOCUMENTS_FILE);
+    let text = std::fs::read_to_string(&documents_path).with_context(|| {
+        format!("{}: cannot read (reports of docclass before metrics schema 2 lack it)", documents_path.display())
+    })?;
+    let documents = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: malformed JSON", documents_path.display(), i + 1))
+        })
+        .collect::<Result<Vec<Value>>>()?;
+    Ok(Side { metrics, documents })
+}
+
+pub fn run(a_dir: &Path, b_dir: &Path, args: &EvalArgs) -> Result<()> {
+    let (a, b) = (read_side(a_dir)?, read_side(b_dir)?);
+    let task = Task::of(&a.metrics, a_dir)?;
+    if Task::of(&b.metrics, b_dir)? != task {
+        bail!("{} and {} score different tasks", a_dir.display(), b_dir.display());
+    }
+    if a.metrics["data"]["sha256"] != b.metrics["data"]["sha256"] {
+        eprintln!("docclass: warning: the reports name gold files with different hashes; comparing the documents they share is refused unless ids and gold labels agree");
+    }
+    // The same documents with the same gold answers, in the same order.
+    let ids =
+        |s: &Side| -> Vec<String> { s.documents.iter().map(|d| d["id"].as_str().unwrap_or("").to_string()).collect() };
+    let (a_ids, b_ids) = (ids(&a), ids(&b));
+    if a_ids != b_ids {
+        let (sa, sb): (BTreeSet<&String>, BTreeSet<&String>) = (a_ids.iter().collect(), b_ids.iter().collect());
+        bail!(
+            "the reports do not cover the same documents: {} only in A (e.g. {:?}), {} only in B (e.g. {:?})",
+            sa.difference(&sb).count(),
+            sa.difference(&sb).next(),
+            sb.difference(&sa).count(),
+            sb.difference(&sa).next()
+        );
+    }
+    if let Some(i) = (0..a.documents.len()).find(|&i| a.documents[i]["gold"] != b.documents[i]["gold"]) {
+        bail!(
+            "document {:?} has different gold labels in the two reports: they were scored on different gold data",
+            a_ids[i]
+        );
+    }
+
+    let metrics: Vec<Value> = task
+        .headline()
+        .iter()
+        .map(|(name, pointer)| {
+            let (x, y) = (
+                a.metrics.pointer(pointer).and_then(Value::as_f64),
+                b.metrics.pointer(pointer).and_then(Value::as_f64),
+            );
+            json!({"metric": name, "a": x, "b": y, "delta": x.zip(y).map(|(x, y)| y - x)})
+        })
+        .collect();
+    let (test, intervals) = significance(task, &a.documents, &b.documents, args.bootstrap, args.seed);
+    let comparison = json!({
+        "schema": "docclass-compare/1",
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "docclass_version": env!("CARGO_PKG_VERSION"),
+        "a": {"report": a_dir.display().to_string(), "model": a.metrics["model"], "data": a.metrics["data"]},
+        "b": {"report": b_dir.display().to_string(), "model": b.metrics["model"], "data": b.metrics["data"]},
+        "documents": a.documents.len(),
+        "metrics": metrics,
+        "mcnemar": test,
+        "bootstrap": intervals,
+    });
+    std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
+    let write = |name: &str, content: String| -> Result<()> {
+        let path = args.report.join(name);
+        let partial = args.report.join(format!(".{name}.partial"));
+        std::fs::write(&partial, content).with_context(|| format!("writing {}", partial.display()))?;
+        std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))
+    };
+    write("comparison.json", serde_json::to_string_pretty(&comparison)? + "\n")?;
+    let (markdown, html) = render(&comparison, task);
+    write("report.md", markdown)?;
+    write("report.html", html)?;
+    print!("{}", render_summary(&comparison));
+    Ok(())
+}
+
+/// McNemar on per-document correctness and paired bootstrap intervals of the headline metrics.
+fn significance(
+    task: Task,
+    a: &[Value],
+    b: &[Value],
+    resamples: usize,
+    seed: u64,
+) -> (McNemar, Vec<BootstrapInterval>) {
+    let n = a.len();
+    let sides = [a, b];
+    let right = |docs: &[Value]| -> Vec<bool> { docs.iter().map(|d| same_set(&d["gold"], &d["predicted"])).collect() };
+    let test = mcnemar(&right(a), &right(b));
+    let intervals = match task {
+        Task::Classification | Task::MultiLabel => {
+            let labels: Vec<String> = a
+                .iter()
+                .chain(b)
+                .flat_map(|d| strings(&d["gold"]).into_iter().chain(strings(&d["predicted"])))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let index = |v: &Value| -> Vec<usize> {
+                strings(v).iter().map(|l| labels.binary_search(l).expect("collected")).collect()
+            };
+            let coded: Vec<Vec<(Vec<usize>, Vec<usize>)>> = sides
+                .iter()
+                .map(|docs| docs.iter().map(|d| (index(&d["gold"]), index(&d["predicted"]))).collect())
+                .collect();
+            let pick = |system: usize, docs: &[usize]| -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+                docs.iter().map(|&i| coded[system][i].clone()).unzip()
+            };
+            if task == Task::Classification {
+                let first = |v: Vec<Vec<usize>>| -> Vec<usize> { v.into_iter().map(|x| x[0]).collect() };
+                let accuracy = |system: usize, docs: &[usize]| {
+                    docs.iter().filter(|&&i| coded[system][i].0 == coded[system][i].1).count() as f64
+                        / docs.len().max(1) as f64
+                };
+                let macro_f1 = |system: usize, docs: &[usize]| {
+                    let (gold, predicted) = pick(system, docs);
+                    classification_metrics(&labels, &first(gold), &first(predicted)).macro_f1
+                };
+                vec![
+                    paired_bootstrap("accuracy", n, resamples, seed, accuracy),
+                    paired_bootstrap("macro-F1", n, resamples, seed, macro_f1),
+                ]
+            } else {
+                let micro_f1 = |system: usize, docs: &[usize]| {
+                    let (gold, predicted) = pick(system, docs);
+                    multi_label_metrics(&labels, &gold, &predicted).micro.f1
+                };
+                vec![paired_bootstrap("micro-F1", n, resamples, seed, micro_f1)]
+            }
+        }
+        Task::Entities => {
+            // Per sentence: (true positives, predicted, gold) entities.
+            let counts: Vec<Vec<(usize, usize, usize)>> = sides
+                .iter()
+                .map(|docs| {
+                    docs.iter()
+                        .map(|d| {
+                            let (gold, predicted) = (spans(&d["gold"]), spans(&d["predicted"]));
+                            (predicted.iter().filter(|p| gold.contains(p)).count(), predicted.len(), gold.len())
+                        })
+                        .collect()
+                })
+                .collect();
+            let f1 = |system: usize, docs: &[usize]| {
+                let (tp, p, g) = docs.iter().fold((0, 0, 0), |acc, &i| {
+                    let c = counts[system][i];
+                    (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
+                });
+                prf(tp, p, g).2
+            };
+            vec![paired_bootstrap("strict IOB2 F1", n, resamples, seed, f1)]
+        }
+    };
+    (test, intervals)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().map(|x| x.as_str().unwrap_or("").to_string()).collect()
+}
+
+fn spans(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().map(Value::to_string).collect()
+}
+
+/// Gold and predicted sets (labels or spans) are equal.
+fn same_set(gold: &Value, predicted: &Value) -> bool {
+    let set = |v: &Value| -> BTreeSet<String> { v.as_array().into_iter().flatten().map(Value::to_string).collect() };
+    set(gold) == set(predicted)
+}
+
+/// A p-value to four significant digits.
+fn p_value(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.4}")
+    } else {
+        format!("{p:.3e}")
+    }
+}
+
+fn fmt(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |x| format!("{x:.4}"))
+}
+
+fn signed(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |x| format!("{x:+.4}"))
+}
+
+fn tables(c: &Value, task: Task) -> Vec<Section> {
+    let unit =
+        if task == Task::Entities { "sentences whose entities are all right" } else { "documents classified right" };
+    let m = &c["mcnemar"];
+    let verdict = |p: f64| {
+        if p < 0.05 {
+            "a real difference at the 5% level"
+        } else {
+            "no significant difference at the 5% level"
+        }
+    };
+    let p = m["p_value"].as_f64().unwrap_or(1.0);
+    vec![
+        Section {
+            title: "Metrics".into(),
+            intro: format!("{} documents; delta is B − A.", c["documents"]),
+            header: owned(&["metric", "A", "B", "delta"]),
+            rows: c["metrics"].as_array().into_iter().flatten().map(|r| vec![r["metric"].as_str().unwrap_or("").into(), fmt(&r["a"]), fmt(&r["b"]), signed(&r["delta"])]).collect(),
+        },
+        Section {
+            title: "McNemar's test".into(),
+            intro: format!("Exact two-sided binomial test on the {unit} by one system only: p = {}, {}.", p_value(p), verdict(p)),
+            header: owned(&["only A right", "only B right", "p-value"]),
+            rows: vec![vec![m["only_a_right"].to_string(), m["only_b_right"].to_string(), p_value(p)]],
+        },
+        Section {
+            title: "Paired bootstrap".into(),
+            intro: format!("95% percentile intervals of B − A over {} resamples of the documents (seed {}); significant where the interval excludes 0.",
+                c["bootstrap"][0]["resamples"], c["bootstrap"][0]["seed"]),
+            header: owned(&["metric", "A", "B", "delta", "95% interval", "significant"]),
+            rows: c["bootstrap"].as_array().into_iter().flatten().map(|r| vec![
+                r["metric"].as_str().unwrap_or("").into(), fmt(&r["a"]), fmt(&r["b"]), signed(&r["delta"]),
+                format!("[{}, {}]", signed(&r["low"]), signed(&r["high"])),
+                if r["significant"].as_bool() == Some(true) { "yes".into() } else { "no".into() },
+            ]).collect(),
+        },
+    ]
+}
+
+fn render(c: &Value, task: Task) -> (String, String) {
+    let side = |s: &Value| {
+        format!(
+            "{} (model {}, sha256 {})",
+            s["report"].as_str().unwrap_or(""),
+            s["model"]["name"],
+            s["model"]["sha256"]
+        )
+    };
+    let title = "Comparison of two evaluations";
+    let mut md = format!(
+        "# {title}\n\n- A: {}\n- B: {}\n- data: {}\n- command: `{}`\n",
+        side(&c["a"]),
+        side(&c["b"]),
+        c["a"]["data"]["path"],
+        c["command"].as_str().unwrap_or("")
+    );
+    let mut html = format!("<h1>{title}</h1><dl><dt>A</dt><dd>{}</dd><dt>B</dt><dd>{}</dd><dt>data</dt><dd>{}</dd><dt>command</dt><dd>{}</dd></dl>\n",
+        escape(&side(&c["a"])), escape(&side(&c["b"])), escape(&c["a"]["data"]["path"].to_string()), escape(c["command"].as_str().unwrap_or("")));
+    let deltas: Vec<(String, f64)> = c["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["metric"].as_str()?.to_string(), r["delta"].as_f64()?)))
+        .filter(|(name, _)| {
+            task != Task::Entities || name.contains("F1") || name.contains("precision") || name.contains("recall")
+        })
+        .collect();
+    html += &format!("<figure><figcaption>Delta B − A</figcaption>{}</figure>\n", delta_chart(&deltas));
+    for s in tables(c, task) {
+        md += &format!("\n## {}\n\n{}\n\n{}", s.title, s.intro, md_table(&s.header, &s.rows));
+        html += &format!("<h2>{}</h2><p>{}</p>{}", escape(&s.title), inline(&s.intro), html_table(&s.header, &s.rows));
+    }
+    (md, page(title, &html))
+}
+
+/// Bars left (worse) or right (better) of zero.
+fn delta_chart(deltas: &[(String, f64)]) -> String {
+    let max = deltas.iter().map(|d| d.1.abs()).fold(1e-9, f64::max);
+    let (label_width, half, row) = (170.0, 140.0, 20.0);
+    let zero = label_width + half;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" role=\"img\">",
+        zero + half + 70.0,
+        row * deltas.len() as f64 + 10.0
+    );
+    for (i, (name, d)) in deltas.iter().enumerate() {
+        let y = 5.0 + row * i as f64;
+        let w = d.abs() / max * half;
+        let x = if *d < 0.0 { zero - w } else { zero };
+        out += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><rect x=\"{x:.1}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{d:+.4}</text>",
+            label_width - 6.0, y + 13.0, escape(name), y + 2.0, row - 5.0, if *d < 0.0 { "#c53030" } else { "#2b6cb0" }, zero + half + 4.0, y + 13.0);
+    }
+    out += &format!(
+        "<line x1=\"{zero}\" y1=\"0\" x2=\"{zero}\" y2=\"{}\" stroke=\"#555\"/>",
+        row * deltas.len() as f64 + 10.0
+    );
+    out + "</svg>"
+}
+
+fn render_summary(c: &Value) -> String {
+    let mut out = String::new();
+    for r in c["bootstrap"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{}: A {} B {} delta {} 95% [{}, {}]{}\n",
+            r["metric"].as_str().unwrap_or(""),
+            fmt(&r["a"]),
+            fmt(&r["b"]),
+            signed(&r["delta"]),
+            signed(&r["low"]),
+            signed(&r["high"]),
+            if r["significant"].as_bool() == Some(true) { " (significant)" } else { "" }
+        );
+    }
+    out += &format!("McNemar p = {}\n", p_value(c["mcnemar"]["p_value"].as_f64().unwrap_or(1.0)));
+    out
+}

@@ -1,0 +1,186 @@
+//! Aligned cases → every metric of the report, the error examples, and one line per
+//! document (gold and prediction) that `eval --compare` reads.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::alignment::{Cases, ClassificationCase, TaggingCase};
+use super::classification::{
+    calibration, classification_metrics, coverage, log_loss, multi_label_metrics, Calibration, ClassificationMetrics,
+    Coverage, MultiLabelMetrics,
+};
+use super::entities::{entity_errors, entity_metrics, spans, EntityMetrics, ErrorCounts, ErrorKind, Span, SpanMode};
+
+pub struct ScoringOptions {
+    pub target_accuracy: f64,
+    /// Error examples per kind.
+    pub examples: usize,
+}
+
+pub struct Scored {
+    /// The task's section of metrics.json (`classification`, `multi_label` or `entities`).
+    pub metrics: Value,
+    /// One JSON line per document for `--compare`.
+    pub documents: Vec<Value>,
+}
+
+pub fn score(cases: &Cases, options: &ScoringOptions) -> Scored {
+    match cases {
+        Cases::Classification { cases, multi_label: false } => score_single_label(cases, options),
+        Cases::Classification { cases, multi_label: true } => score_multi_label(cases),
+        Cases::Tagging { cases } => score_tagging(cases, options),
+    }
+}
+
+#[derive(Serialize)]
+struct SingleLabelReport {
+    #[serde(flatten)]
+    metrics: ClassificationMetrics,
+    /// None where a record lacks any label's probability (e.g. `classify --top-k`).
+    log_loss: Option<f64>,
+    calibration: Option<Calibration>,
+    coverage: Option<Coverage>,
+    /// The most confident mistakes.
+    errors: Vec<Value>,
+}
+
+fn score_single_label(cases: &[ClassificationCase], options: &ScoringOptions) -> Scored {
+    // Label order: sorted, as scikit-learn orders them.
+    let labels: Vec<String> = cases
+        .iter()
+        .flat_map(|c| c.gold.iter().chain(&c.predicted).cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index = |l: &String| labels.binary_search(l).expect("collected above");
+    let gold: Vec<usize> = cases.iter().map(|c| index(&c.gold[0])).collect();
+    let predicted: Vec<usize> = cases.iter().map(|c| index(&c.predicted[0])).collect();
+    let metrics = classification_metrics(&labels, &gold, &predicted);
+    let correct: Vec<bool> = gold.iter().zip(&predicted).map(|(g, p)| g == p).collect();
+
+    // Log loss needs the gold label's probability in every record; a label missing from
+    // a complete list of scores has probability 0.
+    let scored = labels_scored(cases);
+    let gold_probabilities: Option<Vec<f64>> = cases
+        .iter()
+        .map(|c| {
+            let p = c.probabilities.as_ref().filter(|p| p.len() >= scored)?;
+            Some(p.get(&c.gold[0]).copied().unwrap_or(0.0))
+        })
+        .collect();
+    let log_loss = gold_probabilities.map(|p| log_loss(&p));
+    let confidence: Option<Vec<f64>> = cases.iter().map(|c| c.confidence).collect();
+    let (calibration, coverage) = match &confidence {
+        Some(conf) => (Some(calibration(conf, &correct)), Some(coverage(conf, &correct, options.target_accuracy))),
+        None => (None, None),
+    };
+    let mut mistakes: Vec<usize> = (0..cases.len()).filter(|&i| !correct[i]).collect();
+    let confidence_of = |i: usize| confidence.as_ref().map_or(0.0, |c| c[i]);
+    mistakes.sort_by(|&a, &b| confidence_of(b).total_cmp(&confidence_of(a)));
+    let errors = mistakes
+        .iter()
+        .take(options.examples)
+        .map(|&i| {
+            let c = &cases[i];
+            json!({"id": c.id, "gold": c.gold[0], "predicted": c.predicted[0],
+                   "confidence": c.confidence, "context": snippet(&c.text, 240)})
+        })
+        .collect();
+    let documents = cases
+        .iter()
+        .map(|c| json!({"id": c.id, "gold": c.gold, "predicted": c.predicted, "confidence": c.confidence}))
+        .collect();
+    let report = SingleLabelReport { metrics, log_loss, calibration, coverage, errors };
+    Scored { metrics: json!({ "classification": report }), documents }
+}
+
+/// How many labels the predictions score in all: a record with fewer (`--top-k`) does
+/// not give every probability.
+fn labels_scored(cases: &[ClassificationCase]) -> usize {
+    cases.iter().flat_map(|c| c.probabilities.iter().flat_map(|p| p.keys())).collect::<BTreeSet<_>>().len()
+}
+
+fn score_multi_label(cases: &[ClassificationCase]) -> Scored {
+    let labels: Vec<String> = cases
+        .iter()
+        .flat_map(|c| c.gold.iter().chain(&c.predicted).cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let indices =
+        |ls: &[String]| -> Vec<usize> { ls.iter().map(|l| labels.binary_search(l).expect("collected")).collect() };
+    let gold: Vec<Vec<usize>> = cases.iter().map(|c| indices(&c.gold)).collect();
+    let predicted: Vec<Vec<usize>> = cases.iter().map(|c| indices(&c.predicted)).collect();
+    let metrics: MultiLabelMetrics = multi_label_metrics(&labels, &gold, &predicted);
+    let documents = cases.iter().map(|c| json!({"id": c.id, "gold": c.gold, "predicted": c.predicted})).collect();
+    Scored { metrics: json!({ "multi_label": metrics }), documents }
+}
+
+#[derive(Serialize)]
+struct EntityReport {
+    default: EntityMetrics,
+    strict_iob2: EntityMetrics,
+    /// Gold entities by how the predictions met them, and spurious predictions (strict IOB2).
+    error_counts: ErrorCounts,
+    errors: Vec<Value>,
+}
+
+fn score_tagging(cases: &[TaggingCase], options: &ScoringOptions) -> Scored {
+    let gold: Vec<Vec<String>> = cases.iter().map(|c| c.gold.clone()).collect();
+    let predicted: Vec<Vec<String>> = cases.iter().map(|c| c.predicted.clone()).collect();
+    let (error_counts, errors) = entity_errors(&gold, &predicted);
+    let mut examples = Vec::new();
+    for kind in ErrorKind::ALL {
+        for e in errors.iter().filter(|e| e.kind == kind).take(options.examples) {
+            let case = &cases[e.sentence];
+            let describe = |s: &Option<Span>| {
+                s.as_ref().map(|s| json!({"type": s.kind, "text": case.words[s.start..s.end].join(" "), "words": [s.start, s.end]}))
+            };
+            let marked = e.gold.as_ref().or(e.predicted.as_ref()).expect("an error has a span");
+            examples.push(json!({"kind": kind, "id": case.id, "gold": describe(&e.gold),
+                                 "predicted": describe(&e.predicted), "context": context(&case.words, marked, 8)}));
+        }
+    }
+    let span_list = |tags: &[String]| -> Vec<Value> {
+        spans(tags, SpanMode::StrictIob2).into_iter().map(|s| json!([s.kind, s.start, s.end])).collect()
+    };
+    let documents = cases
+        .iter()
+        .map(|c| json!({"id": c.id, "gold": span_list(&c.gold), "predicted": span_list(&c.predicted)}))
+        .collect();
+    let report = EntityReport {
+        default: entity_metrics(&gold, &predicted, SpanMode::Default),
+        strict_iob2: entity_metrics(&gold, &predicted, SpanMode::StrictIob2),
+        error_counts,
+        errors: examples,
+    };
+    Scored { metrics: json!({ "entities": report }), documents }
+}
+
+/// The first `chars` characters of a text on one line.
+fn snippet(text: &str, chars: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
+}
+
+/// Up to `around` words either side of the span, the span in ⟦ ⟧.
+fn context(words: &[String], span: &Span, around: usize) -> String {
+    let from = span.start.saturating_sub(around);
+    let to = (span.end + around).min(words.len());
+    let mut out = Vec::new();
+    if from > 0 {
+        out.push("…".to_string());
+    }
+    out.extend(words[from..span.start].iter().cloned());
+    out.push(format!("⟦{}⟧", words[span.start..span.end].join(" ")));
+    out.extend(words[span.end..to].iter().cloned());
+    if to < words.len() {
+        out.push("…".to_string());
+    }
+    out.join(" ")
+}
