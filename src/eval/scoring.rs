@@ -47,13 +47,7 @@ struct SingleLabelReport {
 }
 
 fn score_single_label(cases: &[ClassificationCase], options: &ScoringOptions) -> Scored {
-    // Label order: sorted, as scikit-learn orders them.
-    let labels: Vec<String> = cases
-        .iter()
-        .flat_map(|c| c.gold.iter().chain(&c.predicted).cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let labels = sorted_labels(cases);
     let index = |l: &String| labels.binary_search(l).expect("collected above");
     let gold: Vec<usize> = cases.iter().map(|c| index(&c.gold[0])).collect();
     let predicted: Vec<usize> = cases.iter().map(|c| index(&c.predicted[0])).collect();
@@ -96,6 +90,11 @@ fn score_single_label(cases: &[ClassificationCase], options: &ScoringOptions) ->
     Scored { metrics: json!({ "classification": report }), documents }
 }
 
+/// Every gold and predicted label, sorted, as scikit-learn orders them.
+fn sorted_labels(cases: &[ClassificationCase]) -> Vec<String> {
+    cases.iter().flat_map(|c| c.gold.iter().chain(&c.predicted).cloned()).collect::<BTreeSet<_>>().into_iter().collect()
+}
+
 /// How many labels the predictions score in all: a record with fewer (`--top-k`) does
 /// not give every probability.
 fn labels_scored(cases: &[ClassificationCase]) -> usize {
@@ -103,12 +102,7 @@ fn labels_scored(cases: &[ClassificationCase]) -> usize {
 }
 
 fn score_multi_label(cases: &[ClassificationCase]) -> Scored {
-    let labels: Vec<String> = cases
-        .iter()
-        .flat_map(|c| c.gold.iter().chain(&c.predicted).cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let labels = sorted_labels(cases);
     let indices =
         |ls: &[String]| -> Vec<usize> { ls.iter().map(|l| labels.binary_search(l).expect("collected")).collect() };
     let gold: Vec<Vec<usize>> = cases.iter().map(|c| indices(&c.gold)).collect();

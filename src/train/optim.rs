@@ -164,16 +164,7 @@ impl EpochLoop<'_> {
         let mut rng = Rng::new(self.seed);
         for e in 1..=self.max_epochs {
             let epoch_started = Instant::now();
-            let bar = epoch_bar(e, self.max_epochs, self.examples);
-            let mut order: Vec<usize> = (0..self.examples).collect();
-            rng.shuffle(&mut order);
-            let mut loss = 0.0;
-            for batch in order.chunks(self.batch_size.max(1)) {
-                loss += step(&mut params, learning_rate, batch);
-                bar.inc(batch.len() as u64);
-            }
-            bar.finish_and_clear();
-            let train_loss = loss / self.examples.max(1) as f64;
+            let train_loss = self.epoch((e, self.max_epochs), &mut rng, &mut params, &mut step, learning_rate);
             let dev_score = score(&params);
             let improved = best.as_ref().is_none_or(|(s, _, _)| dev_score > *s);
             let record = EpochRecord {
@@ -227,16 +218,7 @@ impl EpochLoop<'_> {
         let mut rng = Rng::new(self.seed);
         for (e, &learning_rate) in schedule.iter().enumerate() {
             let epoch_started = Instant::now();
-            let bar = epoch_bar(e + 1, schedule.len(), self.examples);
-            let mut order: Vec<usize> = (0..self.examples).collect();
-            rng.shuffle(&mut order);
-            let mut loss = 0.0;
-            for batch in order.chunks(self.batch_size.max(1)) {
-                loss += step(&mut params, learning_rate, batch);
-                bar.inc(batch.len() as u64);
-            }
-            bar.finish_and_clear();
-            let train_loss = loss / self.examples.max(1) as f64;
+            let train_loss = self.epoch((e + 1, schedule.len()), &mut rng, &mut params, &mut step, learning_rate);
             let seconds = epoch_started.elapsed().as_secs_f64();
             eprintln!("docclass: refit epoch {:>2}: train+dev loss {train_loss:.4} ({seconds:.0} s)", e + 1);
             let record = serde_json::json!({
@@ -245,6 +227,30 @@ impl EpochLoop<'_> {
             writeln!(log_file, "{record}")?;
         }
         Ok(params)
+    }
+}
+
+impl EpochLoop<'_> {
+    /// One pass over the examples in a new order from `rng`; returns the mean loss.
+    /// `(epoch, epochs)` label the progress bar.
+    fn epoch(
+        &self,
+        (epoch, epochs): (usize, usize),
+        rng: &mut Rng,
+        params: &mut Vec<f32>,
+        step: &mut impl FnMut(&mut Vec<f32>, f32, &[usize]) -> f64,
+        learning_rate: f32,
+    ) -> f64 {
+        let bar = epoch_bar(epoch, epochs, self.examples);
+        let mut order: Vec<usize> = (0..self.examples).collect();
+        rng.shuffle(&mut order);
+        let mut loss = 0.0;
+        for batch in order.chunks(self.batch_size.max(1)) {
+            loss += step(params, learning_rate, batch);
+            bar.inc(batch.len() as u64);
+        }
+        bar.finish_and_clear();
+        loss / self.examples.max(1) as f64
     }
 }
 
