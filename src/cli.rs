@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Classify documents and extract entities; one record per document, in input order.
     Classify(ClassifyArgs),
+    /// Join the outputs of `classify --shard K/N` into the output of a single run.
+    Merge(MergeArgs),
     /// Fit a head on encoder features from labelled data and write it as a pipeline
     /// directory that classify loads.
     Train(TrainArgs),
@@ -66,6 +68,10 @@ pub struct RunArgs {
     /// model's own, 512 for e5).
     #[arg(long, value_name = "N")]
     pub max_len: Option<usize>,
+
+    /// Messages on stderr as text, or as one JSON object per line for log collectors.
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -73,8 +79,9 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     pub model: ModelArg,
 
-    /// Files or folders. Folders are walked recursively in sorted order. .txt/.md: one
-    /// document per file; .jsonl: one JSON object per line; .csv/.tsv: one row per
+    /// Files or folders. Folders are walked recursively in sorted order. .txt/.md,
+    /// .html, .pdf, .docx, .odt, .rtf: one document per file; .eml: the mail and each
+    /// readable attachment; .jsonl: one JSON object per line; .csv/.tsv: one row per
     /// document under a header row.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
@@ -147,6 +154,36 @@ pub struct ClassifyArgs {
     /// No progress bar and no summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Incremental intake: this file remembers the documents done (id, SHA-256 of the
+    /// text, model); documents unchanged since are skipped. Created when missing.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// Classify only shard K of N (K from 0 to N−1), chosen by a hash of each document's
+    /// id; `docclass merge` joins the shards' outputs into the output of a single run.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::intake::shard::Shard>,
+
+    /// Discard the work an interrupted run of another command left beside --out.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+/// `docclass merge`: shard outputs in, the output of a single run out.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// JSONL outputs of `classify --shard K/N`, one per shard, in any order.
+    #[arg(required = true, value_name = "PART")]
+    pub parts: Vec<PathBuf>,
+
+    /// The merged output (JSONL).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What a head learns.

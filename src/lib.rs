@@ -8,6 +8,8 @@ pub mod decode;
 pub mod eval;
 pub mod infer;
 pub mod ingest;
+pub mod intake;
+pub mod logging;
 pub mod model;
 pub mod output;
 pub mod text;

@@ -12,8 +12,10 @@ fn main() -> ExitCode {
     match docclass::commands::run(cli) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
-            eprintln!("docclass: error: {error:#}");
-            docclass::commands::Outcome::Fatal.exit_code()
+            docclass::logging::error(&format!("{error:#}"));
+            let locked = error.downcast_ref::<docclass::intake::Locked>().is_some();
+            let outcome = if locked { docclass::commands::Outcome::Locked } else { docclass::commands::Outcome::Fatal };
+            outcome.exit_code()
         }
     }
 }

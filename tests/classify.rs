@@ -108,6 +108,7 @@ fn bad_inputs_get_error_records_and_the_run_goes_on() {
     )
     .unwrap();
     fs::write(inputs.join("g_scan.pdf"), b"%PDF-1.4").unwrap();
+    fs::write(inputs.join("h_photo.png"), b"\x89PNG\r\n").unwrap();
     let out = dir.path().join("out.jsonl");
     let run = classify(&fixture("bert-seqcls"), &inputs, &out, &["--quiet"]);
     assert_eq!(
@@ -134,6 +135,7 @@ fn bad_inputs_get_error_records_and_the_run_goes_on() {
         ("f_table.csv:3", true),
         ("r3", false),
         ("g_scan.pdf", true),
+        ("h_photo.png", true),
     ];
     let expected: Vec<(String, bool)> = expected.iter().map(|(id, e)| (id.to_string(), *e)).collect();
     assert_eq!(summary, expected);
@@ -144,7 +146,8 @@ fn bad_inputs_get_error_records_and_the_run_goes_on() {
     assert!(by_id("e_rows.jsonl:2")["error"].as_str().unwrap().contains("malformed JSON"));
     assert_eq!(by_id("e_rows.jsonl:2")["source"]["line"], 2);
     assert!(by_id("f_table.csv:3")["error"].as_str().unwrap().contains("4 fields"));
-    assert!(by_id("g_scan.pdf")["error"].as_str().unwrap().contains("unsupported"));
+    assert!(by_id("g_scan.pdf")["error"].as_str().unwrap().contains("not a readable PDF"));
+    assert!(by_id("h_photo.png")["error"].as_str().unwrap().contains("unsupported"));
     for r in records.iter().filter(|r| r.get("error").is_none()) {
         let scores: f32 = r["scores"].as_array().unwrap().iter().map(|s| s["score"].as_f64().unwrap() as f32).sum();
         assert!((scores - 1.0).abs() < 1e-4, "softmax scores sum to 1: {r}");

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{configure_threads, peak_memory_bytes, Outcome};
+use super::{configure_run, peak_memory_bytes, Outcome};
 use crate::cli::BenchArgs;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::model::ModelBundle;
 
 pub fn run(args: BenchArgs) -> Result<Outcome> {
-    let threads = configure_threads(&args.run)?;
+    let threads = configure_run(&args.run)?;
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("{}: cannot read corpus", args.corpus.display()))?;
     let mut docs: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

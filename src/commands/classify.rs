@@ -1,35 +1,65 @@
 //! `docclass classify`: documents in, one record per document out, in input order.
 //! Documents stream through in chunks, so memory does not grow with the archive.
+//!
+//! For unattended runs: a lock beside the output (and the state) refuses a second run;
+//! after every chunk the output is synced and a checkpoint written, so that a killed run
+//! started again with the same command resumes and ends with the output an
+//! uninterrupted run gives; `--state` skips documents done before; `--shard K/N` keeps
+//! one shard of the documents.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use sha2::{Digest, Sha256};
 
-use super::{configure_threads, model_dir, Outcome};
+use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::ingest::{collect_inputs, DocumentReader, FieldNames};
+use crate::ingest::{collect_inputs, DocumentReader, FieldNames, Item};
+use crate::intake::checkpoint::{read_journal, Checkpoint, Counts, Journal, RunFiles};
+use crate::intake::state::{text_sha256, Entry, State};
+use crate::intake::{sidecar, RunLock};
+use crate::logging;
+use crate::model::bundle::model_fingerprint;
 use crate::model::ModelBundle;
 use crate::output::{open_writer, refuse_existing, OutputFormat};
 use crate::text::WindowOptions;
 
 pub fn run(args: ClassifyArgs) -> Result<Outcome> {
-    let threads = configure_threads(&args.run)?;
+    let threads = configure_run(&args.run)?;
     let started = Instant::now();
     let format = args.format.unwrap_or_else(|| OutputFormat::from_path(&args.out));
+    let to_stdout = args.out == Path::new("-");
+    // Held until the run ends; the OS releases them when the process dies.
+    let _locks = lock(&args, to_stdout)?;
+    let files = RunFiles::new(&args.out);
+
     // Refuse an existing output and missing inputs before the slow model load.
-    refuse_existing(&args.out, args.force)?;
-    let files = collect_inputs(&args.inputs)?;
+    let resumable = !to_stdout && files.checkpoint.exists();
+    if !resumable {
+        refuse_existing(&args.out, args.force)?;
+    }
+    let inputs = collect_inputs(&args.inputs)?;
     // Zero-shot labels without --model go on the bare encoder, as the only head.
-    let dir = match (&args.zero_shot, args.model.model) {
+    let dir = match (&args.zero_shot, &args.model.model) {
         (Some(_), None) if std::env::var_os("DOCCLASS_MODEL").is_none() => {
             super::resolve_default(super::DEFAULT_ENCODER)
         }
-        (_, model) => model_dir(model),
+        (_, model) => model_dir(model.clone()),
     };
     let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let mut model_id = model_fingerprint(&dir)?;
+    if let Some(labels) = &args.zero_shot {
+        let bytes = std::fs::read(labels).with_context(|| format!("{}: cannot read", labels.display()))?;
+        model_id = format!(
+            "{:x}",
+            Sha256::digest(format!("{model_id} zero-shot {:x} {}", Sha256::digest(&bytes), args.temperature))
+        );
+    }
     let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let options = PipelineOptions {
         windows: WindowOptions {
@@ -50,50 +80,254 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
             dir.display()
         );
     }
+    let mut state = args.state.as_deref().map(State::load).transpose()?;
 
-    if files.is_empty() && !args.quiet {
-        eprintln!("docclass: warning: no files found in the given inputs");
+    let run_key = run_key(&model_id, &inputs);
+    let resumed = if to_stdout { None } else { files.interrupted(&run_key, args.restart)? };
+    if let Some(checkpoint) = resumed.as_ref().filter(|c| c.finished) {
+        logging::info(
+            "recovered",
+            "the interrupted run had written all its output; completing its last steps",
+            json!({}),
+        );
+        complete(&files, state.as_mut())?;
+        return Ok(summarize(&checkpoint.counts, started, threads, args.quiet));
+    }
+    if let Some(c) = &resumed {
+        logging::info(
+            "resumed",
+            &format!(
+                "resuming an interrupted run after {} input documents ({} already classified)",
+                c.next_index, c.counts.classified
+            ),
+            json!({"next_index": c.next_index, "classified": c.counts.classified}),
+        );
+    } else if !to_stdout {
+        refuse_existing(&args.out, args.force)?;
+    }
+
+    if inputs.is_empty() {
+        logging::warning("no_inputs", "no files found in the given inputs", json!({}));
     }
     let total_bytes: u64 =
-        files.iter().filter_map(|f| f.as_ref().ok()).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+        inputs.iter().filter_map(|f| f.as_ref().ok()).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, args.quiet);
     let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
-    let mut reader = DocumentReader::new(files, fields, args.max_document_bytes).peekable();
-    let mut writer = open_writer(&args.out, format, args.force)?;
+    let mut reader = DocumentReader::new(inputs, fields, args.max_document_bytes);
+    let resume_at = resumed.as_ref().map_or(0, |c| c.output_bytes);
+    let mut writer = open_writer(&args.out, format, args.force || resumed.is_some(), resume_at)?;
+    let mut journal = match (&state, to_stdout) {
+        (Some(_), false) => Some(Journal::open(&files.journal, resumed.as_ref().map_or(0, |c| c.journal_bytes))?),
+        _ => None,
+    };
+    // With stdout there is no checkpoint: the state entries wait for the end in memory.
+    let mut done_in_memory: Vec<Entry> = Vec::new();
+    let skip_until = resumed.as_ref().map_or(0, |c| c.next_index);
+    let mut counts = resumed.map(|c| c.counts).unwrap_or_default();
+    let mut index = 0u64;
 
-    let (mut documents, mut failed, mut tokens) = (0usize, 0usize, 0usize);
-    while reader.peek().is_some() {
-        let chunk: Vec<_> = reader.by_ref().take(args.chunk_documents.max(1)).collect();
-        let chunk_bytes: u64 = chunk.iter().map(|item| item.as_ref().map_or(0, |d| d.text.len() as u64)).sum();
-        let (records, stats) = pipeline.process(chunk, &options)?;
-        for record in &records {
-            writer.write(record)?;
+    loop {
+        // The next chunk: documents of this shard that the state does not have yet.
+        let mut chunk: Vec<Item> = Vec::new();
+        let mut positions: Vec<(u64, Option<String>)> = Vec::new();
+        let mut exhausted = false;
+        let mut chunk_bytes = 0u64;
+        while chunk.len() < args.chunk_documents.max(1) {
+            let Some(item) = reader.next() else {
+                exhausted = true;
+                break;
+            };
+            let position = index;
+            index += 1;
+            if position < skip_until {
+                continue;
+            }
+            counts.read += 1;
+            let id = match &item {
+                Ok(d) => &d.id,
+                Err(f) => &f.id,
+            };
+            if args.shard.is_some_and(|shard| !shard.contains(id)) {
+                counts.skipped_other_shards += 1;
+                continue;
+            }
+            let sha = item.as_ref().ok().map(|d| text_sha256(&d.text));
+            if let (Some(state), Some(sha)) = (&state, &sha) {
+                if state.is_done(id, sha, &model_id) {
+                    counts.skipped_unchanged += 1;
+                    continue;
+                }
+            }
+            chunk_bytes += item.as_ref().map_or(0, |d| d.text.len() as u64);
+            chunk.push(item);
+            positions.push((position, sha));
         }
-        documents += stats.documents;
-        failed += stats.failed;
-        tokens += stats.tokens;
+        if !chunk.is_empty() {
+            let (mut records, stats) = pipeline.process(chunk, &options)?;
+            for (record, (position, sha)) in records.iter_mut().zip(positions) {
+                record.index = Some(position);
+                writer.write(record)?;
+                match (&record.error, sha) {
+                    (Some(error), _) => {
+                        counts.failed += 1;
+                        *counts.failed_by_reason.entry(failure_reason(error)).or_default() += 1;
+                    }
+                    (None, sha) => {
+                        counts.classified += 1;
+                        if let (Some(_), Some(sha256)) = (&state, sha) {
+                            let entry = Entry { id: record.id.clone(), sha256, model: model_id.clone() };
+                            match &mut journal {
+                                Some(journal) => journal.add(&entry)?,
+                                None => done_in_memory.push(entry),
+                            }
+                        }
+                    }
+                }
+            }
+            counts.tokens += stats.tokens as u64;
+        }
+        // Durable in this order: records and journal, then the checkpoint that covers them.
+        let finished = exhausted;
+        if !to_stdout {
+            let output_bytes = writer.sync()?;
+            let journal_bytes = journal.as_mut().map(Journal::sync).transpose()?.unwrap_or(0);
+            let checkpoint = Checkpoint {
+                run: run_key.clone(),
+                next_index: index,
+                output_bytes,
+                journal_bytes,
+                counts: counts.clone(),
+                finished,
+            };
+            files.save(&checkpoint)?;
+        }
         progress.inc(chunk_bytes);
-        let rate = documents as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        progress.set_message(format!("{documents} documents, {rate:.1} documents/s"));
+        let rate = counts.classified as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress.set_message(format!("{} documents, {rate:.1} documents/s", counts.classified));
+        if finished {
+            break;
+        }
     }
     writer.finish()?;
     progress.finish_and_clear();
-
-    let seconds = started.elapsed().as_secs_f64();
-    if !args.quiet {
-        eprintln!(
-            "docclass: {documents} documents ({failed} failed), {tokens} tokens in {seconds:.1} s: {:.1} documents/s, {:.0} tokens/s, {threads} threads",
-            documents as f64 / seconds,
-            tokens as f64 / seconds,
-        );
+    if to_stdout {
+        if let Some(state) = &mut state {
+            state.record(done_in_memory)?;
+        }
+    } else {
+        complete(&files, state.as_mut())?;
     }
-    Ok(if failed > 0 { Outcome::SomeFailed } else { Outcome::Complete })
+    Ok(summarize(&counts, started, threads, args.quiet))
+}
+
+/// The last steps of a run whose output is complete, each safe to repeat: the output
+/// renamed into place, the journal merged into the state, the run's files removed.
+fn complete(files: &RunFiles, state: Option<&mut State>) -> Result<()> {
+    if files.partial.exists() {
+        std::fs::rename(&files.partial, &files.target)
+            .with_context(|| format!("renaming {} to {}", files.partial.display(), files.target.display()))?;
+        crate::intake::sync_parent(&files.target);
+    }
+    if let Some(state) = state {
+        state.record(read_journal(&files.journal)?)?;
+    }
+    files.discard();
+    Ok(())
+}
+
+/// Locks beside the output file and the state file.
+fn lock(args: &ClassifyArgs, to_stdout: bool) -> Result<Vec<RunLock>> {
+    let mut locks = Vec::new();
+    if !to_stdout {
+        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
+        }
+        locks.push(RunLock::acquire(&sidecar(&args.out, "lock"))?);
+    }
+    if let Some(state) = &args.state {
+        locks.push(RunLock::acquire(&sidecar(state, "lock"))?);
+    }
+    Ok(locks)
+}
+
+/// What identifies a run, so that only the same command resumes it: the command line
+/// (without --restart), the model's fingerprint, and every input file with its size and
+/// modification time.
+fn run_key(model_id: &str, inputs: &[Result<std::path::PathBuf, crate::ingest::Failed>]) -> String {
+    let mut hash = Sha256::new();
+    for arg in std::env::args().skip(1).filter(|a| a != "--restart") {
+        hash.update(arg.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(model_id.as_bytes());
+    for input in inputs {
+        match input {
+            Ok(path) => {
+                let meta = path.metadata().ok();
+                let modified = meta
+                    .as_ref()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                hash.update(format!("{}\0{:?}\0{:?}\0", path.display(), meta.map(|m| m.len()), modified).as_bytes());
+            }
+            Err(failed) => hash.update(format!("{}\0{}\0", failed.id, failed.error).as_bytes()),
+        }
+    }
+    format!("{:x}", hash.finalize())
+}
+
+/// A failure's reason without its details, for the summary: the message up to its
+/// first `:` or ` (`, numbers replaced by N.
+pub fn failure_reason(error: &str) -> String {
+    let end = [error.find(": "), error.find(" (")].into_iter().flatten().min().unwrap_or(error.len());
+    let mut reason = String::new();
+    for c in error[..end].chars() {
+        if c.is_ascii_digit() {
+            if !reason.ends_with('N') {
+                reason.push('N');
+            }
+        } else {
+            reason.push(c);
+        }
+    }
+    reason
+}
+
+/// Logs the end-of-run summary and turns the counts into the exit status.
+fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> Outcome {
+    let seconds = started.elapsed().as_secs_f64();
+    if !quiet || logging::is_json() {
+        let reasons: Vec<String> = counts.failed_by_reason.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+        let message = format!(
+            "{} documents read: {} classified, {} failed{}, {} unchanged since the state (skipped), {} in other shards; {} tokens in {seconds:.1} s: {:.1} documents/s, {:.0} tokens/s, {threads} threads",
+            counts.read,
+            counts.classified,
+            counts.failed,
+            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
+            counts.skipped_unchanged,
+            counts.skipped_other_shards,
+            counts.tokens,
+            counts.classified as f64 / seconds.max(1e-9),
+            counts.tokens as f64 / seconds.max(1e-9),
+        );
+        let mut fields = serde_json::to_value(counts).expect("counts serialise");
+        if let Some(f) = fields.as_object_mut() {
+            f.insert("seconds".into(), json!((seconds * 10.0).round() / 10.0));
+            f.insert("threads".into(), json!(threads));
+        }
+        logging::info("summary", &message, fields);
+    }
+    if counts.failed > 0 {
+        Outcome::SomeFailed
+    } else {
+        Outcome::Complete
+    }
 }
 
 /// Progress by input bytes (so that the ETA holds for files of any size), with the
 /// document count and rate as message; hidden when stderr is not a terminal.
 fn progress_bar(total_bytes: u64, quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
+    if quiet || logging::is_json() || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total_bytes);
@@ -102,4 +336,20 @@ fn progress_bar(total_bytes: u64, quiet: bool) -> ProgressBar {
             .expect("valid template"),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_reason;
+
+    #[test]
+    fn reasons_drop_details() {
+        assert_eq!(failure_reason("cannot open: Permission denied (os error 13)"), "cannot open");
+        assert_eq!(
+            failure_reason("document larger than 16777216 bytes (raise --max-document-bytes)"),
+            "document larger than N bytes"
+        );
+        assert_eq!(failure_reason("empty document (no text)"), "empty document");
+        assert_eq!(failure_reason("row has 3 fields, the header has 2"), "row has N fields, the header has N");
+    }
 }

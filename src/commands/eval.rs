@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::{configure_threads, model_dir, Outcome};
+use super::{configure_run, model_dir, Outcome};
 use crate::cli::{EvalArgs, TrainTask};
 use crate::eval::alignment::{align, parse_predictions, Gold};
 use crate::eval::report;
@@ -27,7 +27,7 @@ pub const METRICS_SCHEMA: &str = "docclass-eval/2";
 const CHUNK: usize = 256;
 
 pub fn run(args: EvalArgs) -> Result<Outcome> {
-    let threads = configure_threads(&args.run)?;
+    let threads = configure_run(&args.run)?;
     if args.report.is_dir() && std::fs::read_dir(&args.report)?.next().is_some() && !args.force {
         bail!("{} exists and is not empty; give --force to replace the report in it", args.report.display());
     }
@@ -136,7 +136,13 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
                     .zip(chunk_ids)
                     .map(|(d, id)| {
                         let source = Source { path: path.display().to_string(), line: Some(d.line as u64) };
-                        Ok(Document { id: id.clone(), source, text: d.text.clone(), encoding: "UTF-8" })
+                        Ok(Document {
+                            id: id.clone(),
+                            source,
+                            text: d.text.clone(),
+                            encoding: "UTF-8",
+                            extractor: "gold",
+                        })
                     })
                     .collect();
                 let (records, stats) = pipeline.process(items, &options)?;

@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod eval;
+mod merge;
 mod model;
 pub mod train;
 
@@ -22,6 +23,8 @@ pub enum Outcome {
     SomeFailed,
     /// Nothing more could be done: exit 1. (clap exits with 2 on a bad command line.)
     Fatal,
+    /// Another run holds the lock on the output or state: exit 4 (try again later).
+    Locked,
 }
 
 impl Outcome {
@@ -30,6 +33,7 @@ impl Outcome {
             Outcome::Complete => 0,
             Outcome::SomeFailed => 3,
             Outcome::Fatal => 1,
+            Outcome::Locked => 4,
         })
     }
 }
@@ -37,6 +41,7 @@ impl Outcome {
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Classify(args) => classify::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
@@ -73,9 +78,10 @@ pub fn model_dir(arg: Option<PathBuf>) -> PathBuf {
     resolve_default(DEFAULT_MODEL)
 }
 
-/// Sets the worker threads of rayon (tokenization, assembly) and of candle's matrix
-/// products (which read RAYON_NUM_THREADS), once, before any work starts.
-pub fn configure_threads(run: &RunArgs) -> Result<usize> {
+/// Sets the log format, and the worker threads of rayon (tokenization, assembly) and of
+/// candle's matrix products (which read RAYON_NUM_THREADS), once, before any work starts.
+pub fn configure_run(run: &RunArgs) -> Result<usize> {
+    crate::logging::set_format(run.log_format);
     let threads = run.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     // Safe at this point: no other thread has started yet.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());

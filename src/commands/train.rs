@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{configure_threads, Outcome};
+use super::{configure_run, Outcome};
 use std::collections::BTreeMap;
 
 use crate::cli::{DataArgs, TrainArgs, TrainTask};
@@ -17,7 +17,7 @@ use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColum
 use crate::train::Rng;
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
-    let threads = configure_threads(&args.run)?;
+    let threads = configure_run(&args.run)?;
     let started = Instant::now();
     let task = args.data.task_of(&args.train);
     if !args.features_only {

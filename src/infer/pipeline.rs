@@ -511,6 +511,8 @@ impl Pipeline {
             entities: entity_lists.into_iter().next(),
             windows: Some(p.windows.len()),
             encoding: Some(doc.encoding),
+            extractor: Some(doc.extractor),
+            index: None,
             model: self.model_name.clone(),
             error: None,
         }

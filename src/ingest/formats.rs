@@ -1,13 +1,16 @@
-//! Readers per format. `.txt`/`.md`: one document per file. `.jsonl`/`.ndjson`: one JSON
-//! object per line. `.csv`/`.tsv`: one row per document under a header row (TSV without
-//! quoting, as pre-tokenised corpora are written). Any other extension gives an error
-//! record, so that no file of an archive is silently passed over.
+//! Readers per format. `.jsonl`/`.ndjson`: one JSON object per line. `.csv`/`.tsv`: one
+//! row per document under a header row (TSV without quoting, as pre-tokenised corpora
+//! are written). `.txt`/`.md`, `.html`, `.pdf`, `.docx`, `.odt`, `.rtf`: one document per
+//! file (see [`super::extract`]). `.eml`: the mail, and each attachment in one of these
+//! formats as a document `MAIL#N:NAME`. Any other extension gives an error record, so
+//! that no file of an archive is silently passed over.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::decode::decode_text;
+use super::extract::{email, extract, Extracted, Kind};
 use super::{Document, Failed, Item, Source};
 
 /// Which JSON fields / CSV columns hold the text and the id.
@@ -23,24 +26,25 @@ impl Default for FieldNames {
     }
 }
 
+/// Files with one document per line or row, read as a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Text,
+enum RowFormat {
     Jsonl,
     Csv,
     Tsv,
 }
 
-fn format_of(path: &Path) -> Option<Format> {
+fn row_format_of(path: &Path) -> Option<RowFormat> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     match ext.as_str() {
-        "txt" | "md" | "text" => Some(Format::Text),
-        "jsonl" | "ndjson" => Some(Format::Jsonl),
-        "csv" => Some(Format::Csv),
-        "tsv" | "tab" => Some(Format::Tsv),
+        "jsonl" | "ndjson" => Some(RowFormat::Jsonl),
+        "csv" => Some(RowFormat::Csv),
+        "tsv" | "tab" => Some(RowFormat::Tsv),
         _ => None,
     }
 }
+
+const SUPPORTED: &str = ".txt, .md, .html, .pdf, .docx, .odt, .rtf, .eml, .jsonl, .csv, .tsv";
 
 /// All documents of all input files, read lazily in input order.
 pub struct DocumentReader {
@@ -61,16 +65,21 @@ impl DocumentReader {
             let source = Source { path: display.clone(), line: None };
             Box::new(std::iter::once(Err(Failed { id: display.clone(), source, error })))
         };
-        let Some(format) = format_of(&path) else {
-            return fail("unsupported file type (docclass reads .txt, .md, .jsonl, .csv, .tsv)".into());
-        };
+        let row_format = row_format_of(&path);
+        let kind = Kind::of(&display);
+        if row_format.is_none() && kind.is_none() {
+            return fail(format!("unsupported file type (docclass reads {SUPPORTED})"));
+        }
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) => return fail(format!("cannot open: {e}")),
         };
+        let Some(format) = row_format else {
+            let kind = kind.expect("checked above");
+            return Box::new(read_file(file, display, kind, self.max_document_bytes).into_iter());
+        };
         match format {
-            Format::Text => Box::new(std::iter::once(read_text_file(file, display, self.max_document_bytes))),
-            Format::Jsonl => Box::new(JsonlReader {
+            RowFormat::Jsonl => Box::new(JsonlReader {
                 lines: BufReader::new(file),
                 path: display,
                 line: 0,
@@ -78,10 +87,12 @@ impl DocumentReader {
                 max_line_bytes: self.max_document_bytes,
                 stopped: false,
             }),
-            Format::Csv | Format::Tsv => match CsvReader::new(file, &display, format == Format::Tsv, &self.fields) {
-                Ok(reader) => Box::new(reader),
-                Err(e) => fail(e),
-            },
+            RowFormat::Csv | RowFormat::Tsv => {
+                match CsvReader::new(file, &display, format == RowFormat::Tsv, &self.fields) {
+                    Ok(reader) => Box::new(reader),
+                    Err(e) => fail(e),
+                }
+            }
         }
     }
 }
@@ -105,21 +116,37 @@ impl Iterator for DocumentReader {
     }
 }
 
-fn read_text_file(file: File, path: String, max_bytes: u64) -> Item {
+/// The document(s) of a file that holds one (or, for e-mail, one and its attachments).
+fn read_file(file: File, path: String, kind: Kind, max_bytes: u64) -> Vec<Item> {
     let source = Source { path: path.clone(), line: None };
-    let fail = |error: String| Failed { id: path.clone(), source: source.clone(), error };
+    let fail = |id: String, error: String| Err(Failed { id, source: source.clone(), error });
     let mut bytes = Vec::new();
     // Read one byte past the limit to tell "exactly at the limit" from "over it".
     if let Err(e) = file.take(max_bytes + 1).read_to_end(&mut bytes) {
-        return Err(fail(format!("cannot read: {e}")));
+        return vec![fail(path, format!("cannot read: {e}"))];
     }
     if bytes.len() as u64 > max_bytes {
-        return Err(fail(format!("document larger than {max_bytes} bytes (raise --max-document-bytes)")));
+        return vec![fail(path, format!("document larger than {max_bytes} bytes (raise --max-document-bytes)"))];
     }
-    match decode_text(&bytes) {
-        Ok((text, encoding)) => Ok(Document { id: path.clone(), source: source.clone(), text, encoding }),
-        Err(e) => Err(fail(e.to_string())),
+    let document = |id: String, e: Extracted| {
+        Ok(Document { id, source: source.clone(), text: e.text, encoding: e.encoding, extractor: e.extractor })
+    };
+    let mut items =
+        vec![extract(kind, &bytes, max_bytes).map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))];
+    if kind == Kind::Eml {
+        // Attachments in a format docclass reads are documents of their own; others
+        // (images, archives) are not text and are passed over.
+        let attachments = email(&bytes).map(|(_, a)| a).unwrap_or_default();
+        for (n, attachment) in attachments.into_iter().enumerate() {
+            let Some(kind) = Kind::of(&attachment.name).filter(|k| *k != Kind::Eml) else { continue };
+            let id = format!("{path}#{}:{}", n + 1, attachment.name);
+            items.push(
+                extract(kind, &attachment.bytes, max_bytes)
+                    .map_or_else(|e| fail(id.clone(), e), |e| document(id.clone(), e)),
+            );
+        }
     }
+    items
 }
 
 struct JsonlReader {
@@ -177,7 +204,7 @@ impl JsonlReader {
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => source.to_string(),
         };
-        Ok(Document { id, source, text: doc_text, encoding })
+        Ok(Document { id, source, text: doc_text, encoding, extractor: "jsonl" })
     }
 }
 
@@ -217,6 +244,7 @@ struct CsvReader {
     columns: usize,
     text_column: usize,
     id_column: Option<usize>,
+    extractor: &'static str,
     /// Set after an I/O error, which would otherwise repeat on every call.
     stopped: bool,
 }
@@ -240,7 +268,16 @@ impl CsvReader {
             .position(|n| *n == fields.text)
             .ok_or_else(|| format!("no column {:?} in the header row {:?} (set --text-field)", fields.text, names))?;
         let id_column = names.iter().position(|n| *n == fields.id);
-        Ok(Self { records, path: path.to_string(), columns: names.len(), text_column, id_column, stopped: false })
+        let extractor = if tab_separated { "tsv" } else { "csv" };
+        Ok(Self {
+            records,
+            path: path.to_string(),
+            columns: names.len(),
+            text_column,
+            id_column,
+            extractor,
+            stopped: false,
+        })
     }
 }
 
@@ -275,7 +312,7 @@ impl Iterator for CsvReader {
                     Some(c) => String::from_utf8_lossy(&record[c]).into_owned(),
                     None => default_id.clone(),
                 };
-                Some(Ok(Document { id, source, text, encoding }))
+                Some(Ok(Document { id, source, text, encoding, extractor: self.extractor }))
             }
         }
     }

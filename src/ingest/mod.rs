@@ -3,6 +3,7 @@
 //! the file (and line or row) and the reason; reading goes on.
 
 pub mod decode;
+pub mod extract;
 pub mod formats;
 pub mod walk;
 
@@ -36,6 +37,9 @@ pub struct Document {
     pub text: String,
     /// The encoding the bytes were decoded from, such as `UTF-8` or `windows-1252`.
     pub encoding: &'static str,
+    /// Which reader or extractor gave the text: `text`, `jsonl`, `csv`, `tsv`, `pdf`,
+    /// `docx`, `odt`, `html`, `rtf`, `eml`.
+    pub extractor: &'static str,
 }
 
 /// A document that could not be read.

@@ -35,6 +35,13 @@ pub struct Record {
     pub windows: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<&'static str>,
+    /// Which reader or extractor gave the text (`pdf`, `docx`, `eml`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extractor: Option<&'static str>,
+    /// The document's position in the run's input order (the same in every shard), by
+    /// which `docclass merge` puts shard outputs back in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
     pub model: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -50,6 +57,8 @@ impl Record {
             entities: None,
             windows: None,
             encoding: None,
+            extractor: None,
+            index: None,
             model: model.to_string(),
             error: Some(error),
         }

@@ -1,6 +1,7 @@
-//! Writers. Output goes to a temporary file beside the target that is renamed over it
+//! Writers. Output goes to `.NAME.partial` beside the target, which is renamed over it
 //! only when the run completes, so an existing file is never left half-replaced; `-`
-//! writes to stdout.
+//! writes to stdout. A killed run's partial file is taken up again from the length its
+//! checkpoint recorded (see [`crate::intake::checkpoint`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -36,6 +37,8 @@ pub fn refuse_existing(target: &Path, force: bool) -> Result<()> {
 
 pub trait RecordWriter {
     fn write(&mut self, record: &Record) -> Result<()>;
+    /// Flushes and syncs what is written; returns the partial file's length (0 for stdout).
+    fn sync(&mut self) -> Result<u64>;
     /// Flushes and puts the output in place.
     fn finish(self: Box<Self>) -> Result<()>;
 }
@@ -47,18 +50,38 @@ enum Sink {
 }
 
 impl Sink {
-    fn open(target: &Path, force: bool) -> Result<Self> {
+    /// `resume_at`: keep the first bytes of an interrupted run's partial file.
+    fn open(target: &Path, force: bool, resume_at: u64) -> Result<Self> {
         if target == Path::new("-") {
             return Ok(Sink::Stdout(BufWriter::new(std::io::stdout())));
         }
         refuse_existing(target, force)?;
-        let name = target.file_name().with_context(|| format!("{}: not a file name", target.display()))?;
-        let partial = target.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+        target.file_name().with_context(|| format!("{}: not a file name", target.display()))?;
+        let partial = crate::intake::sidecar(target, "partial");
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
         }
-        let file = File::create(&partial).with_context(|| format!("{}: cannot create", partial.display()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&partial)
+            .with_context(|| format!("{}: cannot create", partial.display()))?;
+        file.set_len(resume_at).with_context(|| format!("{}: cannot cut back", partial.display()))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         Ok(Sink::File { out: BufWriter::new(file), partial, target: target.to_path_buf() })
+    }
+
+    fn sync(&mut self) -> Result<u64> {
+        match self {
+            Sink::Stdout(out) => out.flush().context("writing to stdout").map(|()| 0),
+            Sink::File { out, partial, .. } => {
+                out.flush().with_context(|| format!("{}: write failed", partial.display()))?;
+                let file = out.get_ref();
+                file.sync_data().with_context(|| format!("{}: sync failed", partial.display()))?;
+                Ok(file.metadata()?.len())
+            }
+        }
     }
 
     fn writer(&mut self) -> &mut dyn Write {
@@ -78,7 +101,9 @@ impl Sink {
                     .with_context(|| format!("{}: write failed", partial.display()))?;
                 file.sync_all().with_context(|| format!("{}: sync failed", partial.display()))?;
                 std::fs::rename(&partial, &target)
-                    .with_context(|| format!("renaming {} to {}", partial.display(), target.display()))
+                    .with_context(|| format!("renaming {} to {}", partial.display(), target.display()))?;
+                crate::intake::sync_parent(&target);
+                Ok(())
             }
         }
     }
@@ -101,6 +126,10 @@ impl RecordWriter for JsonlWriter {
         let out = self.sink.writer();
         serde_json::to_writer(&mut *out, record).with_context(|| format!("writing {description}"))?;
         out.write_all(b"\n").with_context(|| format!("writing {description}"))
+    }
+
+    fn sync(&mut self) -> Result<u64> {
+        self.sink.sync()
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
@@ -142,6 +171,10 @@ impl RecordWriter for CsvWriter {
         self.sink.writer().write_all(&bytes).with_context(|| format!("writing {description}"))
     }
 
+    fn sync(&mut self) -> Result<u64> {
+        self.sink.sync()
+    }
+
     fn finish(self: Box<Self>) -> Result<()> {
         self.sink.finish()
     }
@@ -151,10 +184,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("records serialise to JSON")
 }
 
-pub fn open_writer(target: &Path, format: OutputFormat, force: bool) -> Result<Box<dyn RecordWriter>> {
-    let sink = Sink::open(target, force)?;
+/// A writer for `target`; `resume_at` > 0 goes on after that many bytes of an
+/// interrupted run's partial file.
+pub fn open_writer(target: &Path, format: OutputFormat, force: bool, resume_at: u64) -> Result<Box<dyn RecordWriter>> {
+    let sink = Sink::open(target, force, resume_at)?;
     Ok(match format {
         OutputFormat::Jsonl => Box::new(JsonlWriter { sink }),
-        OutputFormat::Csv => Box::new(CsvWriter { sink, header_written: false }),
+        OutputFormat::Csv => Box::new(CsvWriter { sink, header_written: resume_at > 0 }),
     })
 }
