@@ -26,6 +26,9 @@ pub fn decode_text(bytes: &[u8]) -> Result<(String, &'static str), DecodeError> 
     if let Ok(text) = std::str::from_utf8(bytes) {
         return check_text(text.to_owned(), UTF_8.name());
     }
+    if let Some(text) = mixed_utf8_and_legacy(bytes) {
+        return check_text(text, "UTF-8+windows-1252");
+    }
     let mut detector = chardetng::EncodingDetector::new();
     detector.feed(bytes, true);
     let encoding = detector.guess(Some(b"de"), false);
@@ -33,6 +36,22 @@ pub fn decode_text(bytes: &[u8]) -> Result<(String, &'static str), DecodeError> 
     debug_assert!(encoding != UTF_16LE && encoding != UTF_16BE);
     let (text, _) = encoding.decode_without_bom_handling(bytes);
     check_text(text.into_owned(), encoding.name())
+}
+
+/// Text pasted together from UTF-8 and legacy sources: where the bytes hold valid
+/// multi-byte UTF-8 sequences, those stay, and the bytes that are not UTF-8 are read as
+/// Windows-1252. None when there is no multi-byte UTF-8 at all (then it is legacy text).
+fn mixed_utf8_and_legacy(bytes: &[u8]) -> Option<String> {
+    let chunks: Vec<std::str::Utf8Chunk> = bytes.utf8_chunks().collect();
+    if !chunks.iter().any(|c| c.valid().chars().any(|ch| !ch.is_ascii())) {
+        return None;
+    }
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in chunks {
+        text.push_str(chunk.valid());
+        text.push_str(&encoding_rs::WINDOWS_1252.decode_without_bom_handling(chunk.invalid()).0);
+    }
+    Some(text)
 }
 
 fn check_text(text: String, encoding: &'static str) -> Result<(String, &'static str), DecodeError> {
@@ -50,6 +69,13 @@ fn check_text(text: String, encoding: &'static str) -> Result<(String, &'static 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixed_utf8_and_latin1_keeps_both() {
+        let mut bytes = "Grüße aus Köln, ".as_bytes().to_vec();
+        bytes.extend_from_slice(b"Stra\xdfe");
+        assert_eq!(decode_text(&bytes).unwrap(), ("Grüße aus Köln, Straße".into(), "UTF-8+windows-1252"));
+    }
 
     #[test]
     fn utf8_with_and_without_bom() {

@@ -62,3 +62,4 @@ pub fn classify(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Outpu
     args.extend_from_slice(extra);
     docclass(&args)
 }
+pub mod corpus;
