@@ -151,6 +151,11 @@ pub struct ClassifyArgs {
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub chunk_documents: usize,
 
+    /// A chunk also ends at this much text, so that long documents do not make a chunk
+    /// (and the memory it needs) large.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub chunk_bytes: u64,
+
     /// No progress bar and no summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,

@@ -197,7 +197,10 @@ fn stdout_and_csv_outputs() {
     assert!(classify(&fixture("xlm-roberta-seqcls"), &input, &csv_out, &["--quiet"]).status.success());
     let csv = fs::read_to_string(&csv_out).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next().unwrap(), "id,path,line,label,score,scores,entities,windows,encoding,model,error");
+    assert_eq!(
+        lines.next().unwrap(),
+        "id,path,line,label,score,scores,entities,windows,encoding,extractor,index,model,error"
+    );
     assert!(lines.next().unwrap().contains(",xlm-roberta-seqcls,"));
 }
 

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::ingest::{collect_inputs, DocumentReader, FieldNames, Item};
+use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Item};
 use crate::intake::checkpoint::{read_journal, Checkpoint, Counts, Journal, RunFiles};
 use crate::intake::state::{text_sha256, Entry, State};
 use crate::intake::{sidecar, RunLock};
@@ -43,7 +43,8 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     if !resumable {
         refuse_existing(&args.out, args.force)?;
     }
-    let inputs = collect_inputs(&args.inputs)?;
+    // A first walk identifies the inputs (for the checkpoint) and sizes the progress bar.
+    let (inputs_key, input_files, total_bytes) = survey_inputs(&args.inputs)?;
     // Zero-shot labels without --model go on the bare encoder, as the only head.
     let dir = match (&args.zero_shot, &args.model.model) {
         (Some(_), None) if std::env::var_os("DOCCLASS_MODEL").is_none() => {
@@ -82,7 +83,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     }
     let mut state = args.state.as_deref().map(State::load).transpose()?;
 
-    let run_key = run_key(&model_id, &inputs);
+    let run_key = run_key(&model_id, &inputs_key);
     let resumed = if to_stdout { None } else { files.interrupted(&run_key, args.restart)? };
     if let Some(checkpoint) = resumed.as_ref().filter(|c| c.finished) {
         logging::info(
@@ -106,14 +107,12 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         refuse_existing(&args.out, args.force)?;
     }
 
-    if inputs.is_empty() {
+    if input_files == 0 {
         logging::warning("no_inputs", "no files found in the given inputs", json!({}));
     }
-    let total_bytes: u64 =
-        inputs.iter().filter_map(|f| f.as_ref().ok()).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, args.quiet);
     let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
-    let mut reader = DocumentReader::new(inputs, fields, args.max_document_bytes);
+    let mut reader = DocumentReader::new(walk_inputs(&args.inputs)?, fields, args.max_document_bytes);
     let resume_at = resumed.as_ref().map_or(0, |c| c.output_bytes);
     let mut writer = open_writer(&args.out, format, args.force || resumed.is_some(), resume_at)?;
     let mut journal = match (&state, to_stdout) {
@@ -132,7 +131,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         let mut positions: Vec<(u64, Option<String>)> = Vec::new();
         let mut exhausted = false;
         let mut chunk_bytes = 0u64;
-        while chunk.len() < args.chunk_documents.max(1) {
+        while chunk.len() < args.chunk_documents.max(1) && chunk_bytes < args.chunk_bytes.max(1) {
             let Some(item) = reader.next() else {
                 exhausted = true;
                 break;
@@ -250,17 +249,13 @@ fn lock(args: &ClassifyArgs, to_stdout: bool) -> Result<Vec<RunLock>> {
     Ok(locks)
 }
 
-/// What identifies a run, so that only the same command resumes it: the command line
-/// (without --restart), the model's fingerprint, and every input file with its size and
-/// modification time.
-fn run_key(model_id: &str, inputs: &[Result<std::path::PathBuf, crate::ingest::Failed>]) -> String {
-    let mut hash = Sha256::new();
-    for arg in std::env::args().skip(1).filter(|a| a != "--restart") {
-        hash.update(arg.as_bytes());
-        hash.update([0]);
-    }
-    hash.update(model_id.as_bytes());
-    for input in inputs {
+/// One walk over the inputs: a SHA-256 of every file's path, size and modification
+/// time (so that a run resumes only on unchanged inputs), the number of files and their
+/// total size.
+fn survey_inputs(inputs: &[std::path::PathBuf]) -> Result<(String, u64, u64)> {
+    let (mut hash, mut files, mut bytes) = (Sha256::new(), 0u64, 0u64);
+    for input in walk_inputs(inputs)? {
+        files += 1;
         match input {
             Ok(path) => {
                 let meta = path.metadata().ok();
@@ -268,11 +263,25 @@ fn run_key(model_id: &str, inputs: &[Result<std::path::PathBuf, crate::ingest::F
                     .as_ref()
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                bytes += meta.as_ref().map_or(0, |m| m.len());
                 hash.update(format!("{}\0{:?}\0{:?}\0", path.display(), meta.map(|m| m.len()), modified).as_bytes());
             }
             Err(failed) => hash.update(format!("{}\0{}\0", failed.id, failed.error).as_bytes()),
         }
     }
+    Ok((format!("{:x}", hash.finalize()), files, bytes))
+}
+
+/// What identifies a run, so that only the same command resumes it: the command line
+/// (without --restart), the model's fingerprint, and the inputs (see [`survey_inputs`]).
+fn run_key(model_id: &str, inputs_key: &str) -> String {
+    let mut hash = Sha256::new();
+    for arg in std::env::args().skip(1).filter(|a| a != "--restart") {
+        hash.update(arg.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(model_id.as_bytes());
+    hash.update(inputs_key.as_bytes());
     format!("{:x}", hash.finalize())
 }
 

@@ -48,15 +48,15 @@ const SUPPORTED: &str = ".txt, .md, .html, .pdf, .docx, .odt, .rtf, .eml, .jsonl
 
 /// All documents of all input files, read lazily in input order.
 pub struct DocumentReader {
-    files: std::vec::IntoIter<Result<PathBuf, Failed>>,
+    files: super::InputFiles,
     current: Option<Box<dyn Iterator<Item = Item> + Send>>,
     fields: FieldNames,
     max_document_bytes: u64,
 }
 
 impl DocumentReader {
-    pub fn new(files: Vec<Result<PathBuf, Failed>>, fields: FieldNames, max_document_bytes: u64) -> Self {
-        Self { files: files.into_iter(), current: None, fields, max_document_bytes }
+    pub fn new(files: super::InputFiles, fields: FieldNames, max_document_bytes: u64) -> Self {
+        Self { files, current: None, fields, max_document_bytes }
     }
 
     fn open(&self, path: PathBuf) -> Box<dyn Iterator<Item = Item> + Send> {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 pub use decode::{decode_text, DecodeError};
 pub use formats::{DocumentReader, FieldNames};
-pub use walk::collect_inputs;
+pub use walk::{walk_inputs, InputFiles};
 
 /// Where a document came from: a file, and the line (JSONL) or line of the row (CSV/TSV).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -143,8 +143,21 @@ struct CsvWriter {
     header_written: bool,
 }
 
-const CSV_HEADER: [&str; 11] =
-    ["id", "path", "line", "label", "score", "scores", "entities", "windows", "encoding", "model", "error"];
+const CSV_HEADER: [&str; 13] = [
+    "id",
+    "path",
+    "line",
+    "label",
+    "score",
+    "scores",
+    "entities",
+    "windows",
+    "encoding",
+    "extractor",
+    "index",
+    "model",
+    "error",
+];
 
 impl RecordWriter for CsvWriter {
     fn write(&mut self, r: &Record) -> Result<()> {
@@ -164,6 +177,8 @@ impl RecordWriter for CsvWriter {
             r.entities.as_ref().map(to_json).unwrap_or_default(),
             r.windows.map(|w| w.to_string()).unwrap_or_default(),
             r.encoding.unwrap_or_default().to_string(),
+            r.extractor.unwrap_or_default().to_string(),
+            r.index.map(|i| i.to_string()).unwrap_or_default(),
             r.model.clone(),
             r.error.clone().unwrap_or_default(),
         ])?;
