@@ -45,42 +45,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     }
     // A first walk identifies the inputs (for the checkpoint) and sizes the progress bar.
     let (inputs_key, input_files, total_bytes) = survey_inputs(&args.inputs)?;
-    // Zero-shot labels without --model go on the bare encoder, as the only head.
-    let dir = match (&args.zero_shot, &args.model.model) {
-        (Some(_), None) if std::env::var_os("DOCCLASS_MODEL").is_none() => {
-            super::resolve_default(super::DEFAULT_ENCODER)
-        }
-        (_, model) => model_dir(model.clone()),
-    };
-    let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
-    let mut model_id = model_fingerprint(&dir)?;
-    if let Some(labels) = &args.zero_shot {
-        let bytes = std::fs::read(labels).with_context(|| format!("{}: cannot read", labels.display()))?;
-        model_id = format!(
-            "{:x}",
-            Sha256::digest(format!("{model_id} zero-shot {:x} {}", Sha256::digest(&bytes), args.temperature))
-        );
-    }
-    let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = PipelineOptions {
-        windows: WindowOptions {
-            stride: pipeline.text.stride(args.stride)?,
-            max_windows: args.max_windows.max(1),
-            truncate: args.truncate,
-        },
-        batch_tokens: args.run.batch_tokens.max(1),
-        aggregation: args.aggregation,
-        top_k: args.top_k,
-    };
-    if let Some(labels) = &args.zero_shot {
-        pipeline.add_zero_shot(labels, args.temperature, &options)?;
-    }
-    if pipeline.heads.is_empty() {
-        bail!(
-            "model {} has no task heads: give --zero-shot LABELS.tsv, or a fine-tuned checkpoint (*ForSequenceClassification / *ForTokenClassification)",
-            dir.display()
-        );
-    }
+    let (pipeline, options, model_id) = load_pipeline(&args)?;
     let mut state = args.state.as_deref().map(State::load).transpose()?;
 
     let run_key = run_key(&model_id, &inputs_key);
@@ -217,6 +182,48 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         complete(&files, state.as_mut())?;
     }
     Ok(summarize(&counts, started, threads, args.quiet))
+}
+
+/// The model (with zero-shot labels, if any), the options of the run, and the model's
+/// identity for checkpoints and state: its fingerprint, with the labels' and temperature.
+fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, String)> {
+    // Zero-shot labels without --model go on the bare encoder, as the only head.
+    let dir = match (&args.zero_shot, &args.model.model) {
+        (Some(_), None) if std::env::var_os("DOCCLASS_MODEL").is_none() => {
+            super::resolve_default(super::DEFAULT_ENCODER)
+        }
+        (_, model) => model_dir(model.clone()),
+    };
+    let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let mut model_id = model_fingerprint(&dir)?;
+    if let Some(labels) = &args.zero_shot {
+        let bytes = std::fs::read(labels).with_context(|| format!("{}: cannot read", labels.display()))?;
+        model_id = format!(
+            "{:x}",
+            Sha256::digest(format!("{model_id} zero-shot {:x} {}", Sha256::digest(&bytes), args.temperature))
+        );
+    }
+    let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
+    let options = PipelineOptions {
+        windows: WindowOptions {
+            stride: pipeline.text.stride(args.stride)?,
+            max_windows: args.max_windows.max(1),
+            truncate: args.truncate,
+        },
+        batch_tokens: args.run.batch_tokens.max(1),
+        aggregation: args.aggregation,
+        top_k: args.top_k,
+    };
+    if let Some(labels) = &args.zero_shot {
+        pipeline.add_zero_shot(labels, args.temperature, &options)?;
+    }
+    if pipeline.heads.is_empty() {
+        bail!(
+            "model {} has no task heads: give --zero-shot LABELS.tsv, or a fine-tuned checkpoint (*ForSequenceClassification / *ForTokenClassification)",
+            dir.display()
+        );
+    }
+    Ok((pipeline, options, model_id))
 }
 
 /// The last steps of a run whose output is complete, each safe to repeat: the output

@@ -130,19 +130,19 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
                 None if heads.is_empty() => bail!("the model has no classification head"),
                 _ => {}
             }
+            // The gold file's reader, as `classify` would name it.
+            let extractor = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+                Some("csv") => "csv",
+                Some("jsonl" | "ndjson") => "jsonl",
+                _ => "tsv",
+            };
             for (chunk, chunk_ids) in documents.chunks(CHUNK).zip(ids.chunks(CHUNK)) {
                 let items = chunk
                     .iter()
                     .zip(chunk_ids)
                     .map(|(d, id)| {
                         let source = Source { path: path.display().to_string(), line: Some(d.line as u64) };
-                        Ok(Document {
-                            id: id.clone(),
-                            source,
-                            text: d.text.clone(),
-                            encoding: "UTF-8",
-                            extractor: "gold",
-                        })
+                        Ok(Document { id: id.clone(), source, text: d.text.clone(), encoding: "UTF-8", extractor })
                     })
                     .collect();
                 let (records, stats) = pipeline.process(items, &options)?;

@@ -87,10 +87,27 @@ fn non_empty(e: Extracted) -> Result<Extracted, String> {
     Ok(e)
 }
 
-/// A third-party parser that panics on hostile input must not end the run.
+thread_local! {
+    /// Set while a third-party parser runs under [`guarded`].
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A third-party parser that panics on hostile input must not end the run: the panic
+/// becomes the document's error (and prints nothing; other panics print as before).
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(format!("the {what} parser failed on this file (malformed {what})")))
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.get() {
+                previous(info);
+            }
+        }));
+    });
+    GUARDED.set(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.set(false);
+    result.unwrap_or_else(|_| Err(format!("the {what} parser failed on this file (malformed {what})")))
 }
 
 fn pdf_text(bytes: &[u8]) -> Result<String, String> {
@@ -430,6 +447,14 @@ pub fn email(bytes: &[u8]) -> Result<(String, Vec<Attachment>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pdf_that_makes_the_parser_panic_is_an_error() {
+        // Found by the `extract` fuzz target: pdf-extract panics on a missing dictionary key.
+        let pdf = include_bytes!("../../tests/fixtures/fuzz/pdf-missing-key.pdf");
+        let error = extract(Kind::Pdf, pdf, 1 << 20).unwrap_err();
+        assert!(error.contains("the PDF parser failed"), "{error}");
+    }
 
     #[test]
     fn html_keeps_visible_text_only() {
