@@ -43,7 +43,7 @@ pub fn decode_text(bytes: &[u8]) -> Result<(String, &'static str), DecodeError> 
 /// Windows-1252. None when there is no multi-byte UTF-8 at all (then it is legacy text).
 fn mixed_utf8_and_legacy(bytes: &[u8]) -> Option<String> {
     let chunks: Vec<std::str::Utf8Chunk> = bytes.utf8_chunks().collect();
-    if !chunks.iter().any(|c| c.valid().chars().any(|ch| !ch.is_ascii())) {
+    if chunks.iter().all(|c| c.valid().is_ascii()) {
         return None;
     }
     let mut text = String::with_capacity(bytes.len());

@@ -110,10 +110,28 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, St
     result.unwrap_or_else(|_| Err(format!("the {what} parser failed on this file (malformed {what})")))
 }
 
+/// Deeper page trees than this are taken for malformed (real ones have a few levels).
+const MAX_PAGE_TREE_DEPTH: usize = 64;
+
 fn pdf_text(bytes: &[u8]) -> Result<String, String> {
     let document =
         lopdf::Document::load_mem(bytes).map_err(|e| format!("not a readable PDF (truncated or corrupt?): {e}"))?;
-    let pages = document.get_pages().len();
+    let pages = document.get_pages();
+    // pdf-extract follows /Parent up the page tree without end when it has a cycle.
+    for &page in pages.values() {
+        let mut seen = vec![page];
+        let mut node = page;
+        while let Ok(parent) =
+            document.get_dictionary(node).and_then(|d| d.get(b"Parent")).and_then(|p| p.as_reference())
+        {
+            if seen.contains(&parent) || seen.len() > MAX_PAGE_TREE_DEPTH {
+                return Err("malformed PDF: its page tree loops back on itself".into());
+            }
+            seen.push(parent);
+            node = parent;
+        }
+    }
+    let pages = pages.len();
     let text = pdf_extract::extract_text_from_mem(bytes).map_err(|e| {
         if document.is_encrypted() {
             "encrypted PDF: it needs a password to be read".to_string()
@@ -454,6 +472,14 @@ mod tests {
         let pdf = include_bytes!("../../tests/fixtures/fuzz/pdf-missing-key.pdf");
         let error = extract(Kind::Pdf, pdf, 1 << 20).unwrap_err();
         assert!(error.contains("the PDF parser failed"), "{error}");
+    }
+
+    #[test]
+    fn a_pdf_whose_page_is_its_own_parent_is_an_error_not_a_hang() {
+        // Found by the `extract` fuzz target: pdf-extract looped for ever on it.
+        let pdf = include_bytes!("../../tests/fixtures/fuzz/pdf-parent-cycle.pdf");
+        let error = extract(Kind::Pdf, pdf, 1 << 20).unwrap_err();
+        assert!(error.contains("page tree loops"), "{error}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -107,16 +107,7 @@ pub struct Journal {
 impl Journal {
     /// Opens the journal, cut back to `bytes` (0: a new one).
     pub fn open(path: &Path, bytes: u64) -> Result<Self> {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("{}: cannot open", path.display()))?;
-        file.set_len(bytes)?;
-        file.seek(SeekFrom::End(0))?;
-        Ok(Self { out: BufWriter::new(file) })
+        Ok(Self { out: BufWriter::new(super::open_cut_back(path, bytes)?) })
     }
 
     pub fn add(&mut self, entry: &Entry) -> Result<()> {
@@ -141,6 +132,6 @@ pub fn read_journal(path: &Path) -> Result<Vec<Entry>> {
     let file = File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
     BufReader::new(file)
         .lines()
-        .map(|line| Ok(serde_json::from_str(&line?).with_context(|| format!("{}: damaged journal", path.display()))?))
+        .map(|line| serde_json::from_str(&line?).with_context(|| format!("{}: damaged journal", path.display())))
         .collect()
 }

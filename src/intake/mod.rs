@@ -31,6 +31,20 @@ pub fn write_durably(path: &Path, content: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Opens `path` for appending after its first `keep` bytes (created when missing): an
+/// interrupted run's file cut back to what its checkpoint covers.
+pub fn open_cut_back(path: &Path, keep: u64) -> Result<File> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?;
+    file.set_len(keep).with_context(|| format!("{}: cannot cut back", path.display()))?;
+    file.seek(std::io::SeekFrom::End(0))?;
+    Ok(file)
+}
+
 /// Makes a rename in the folder durable (power loss); best effort where unsupported.
 pub fn sync_parent(path: &Path) {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -61,14 +61,7 @@ impl Sink {
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&partial)
-            .with_context(|| format!("{}: cannot create", partial.display()))?;
-        file.set_len(resume_at).with_context(|| format!("{}: cannot cut back", partial.display()))?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+        let file = crate::intake::open_cut_back(&partial, resume_at)?;
         Ok(Sink::File { out: BufWriter::new(file), partial, target: target.to_path_buf() })
     }
 
