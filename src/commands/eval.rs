@@ -54,7 +54,7 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     let predictions = parse_predictions(&predictions_path, &predictions_text)?;
     let aligned = align(&gold, &predictions, &predictions_path, args.head.as_deref())?;
     for warning in &aligned.warnings {
-        eprintln!("docclass: warning: {warning}");
+        crate::logging::warning("alignment", warning, json!({}));
     }
     let scored =
         score(&aligned.cases, &ScoringOptions { target_accuracy: args.target_accuracy, examples: args.examples });
@@ -85,7 +85,11 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     });
     metrics.as_object_mut().expect("an object").extend(scored.metrics.as_object().expect("an object").clone());
     write_report(&args.report, &metrics, &scored.documents)?;
-    eprintln!("docclass: {documents} documents in {seconds:.1} s; report in {}", args.report.display());
+    crate::logging::info(
+        "evaluated",
+        &format!("{documents} documents in {seconds:.1} s; report in {}", args.report.display()),
+        json!({"documents": documents, "seconds": seconds, "report": args.report.display().to_string()}),
+    );
     print!("{}", report::summary(&metrics));
     Ok(Outcome::Complete)
 }

@@ -51,11 +51,7 @@ pub struct Prediction {
     pub record: serde_json::Map<String, Value>,
 }
 
-pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    parse_predictions(path, &text)
-}
-
+/// The records of a predictions file's text (`path` names it in messages).
 pub fn parse_predictions(path: &Path, text: &str) -> Result<Vec<Prediction>> {
     let mut predictions = Vec::new();
     for (i, line) in text.lines().enumerate() {
