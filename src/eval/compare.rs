@@ -34,34 +34,36 @@ impl Task {
         })
     }
 
-    fn headline(self) -> &'static [(&'static str, &'static str)] {
+    /// The metrics put side by side: name, JSON pointer into metrics.json, and whether
+    /// higher is better.
+    fn headline(self) -> &'static [(&'static str, &'static str, bool)] {
         match self {
             Task::Classification => &[
-                ("accuracy", "/classification/accuracy"),
-                ("macro-F1", "/classification/macro_f1"),
-                ("macro precision", "/classification/macro_precision"),
-                ("macro recall", "/classification/macro_recall"),
-                ("weighted F1", "/classification/weighted/f1"),
-                ("log loss", "/classification/log_loss"),
-                ("ECE", "/classification/calibration/ece"),
-                ("coverage at target accuracy", "/classification/coverage/target/coverage"),
+                ("accuracy", "/classification/accuracy", true),
+                ("macro-F1", "/classification/macro_f1", true),
+                ("macro precision", "/classification/macro_precision", true),
+                ("macro recall", "/classification/macro_recall", true),
+                ("weighted F1", "/classification/weighted/f1", true),
+                ("log loss", "/classification/log_loss", false),
+                ("ECE", "/classification/calibration/ece", false),
+                ("coverage at target accuracy", "/classification/coverage/target/coverage", true),
             ],
             Task::MultiLabel => &[
-                ("subset accuracy", "/multi_label/subset_accuracy"),
-                ("micro-F1", "/multi_label/micro/f1"),
-                ("macro-F1", "/multi_label/macro_f1"),
-                ("Hamming loss", "/multi_label/hamming_loss"),
+                ("subset accuracy", "/multi_label/subset_accuracy", true),
+                ("micro-F1", "/multi_label/micro/f1", true),
+                ("macro-F1", "/multi_label/macro_f1", true),
+                ("Hamming loss", "/multi_label/hamming_loss", false),
             ],
             Task::Entities => &[
-                ("strict IOB2 F1", "/entities/strict_iob2/f1"),
-                ("strict IOB2 precision", "/entities/strict_iob2/precision"),
-                ("strict IOB2 recall", "/entities/strict_iob2/recall"),
-                ("default-mode F1", "/entities/default/f1"),
-                ("exact", "/entities/error_counts/exact"),
-                ("partial", "/entities/error_counts/partial"),
-                ("wrong type", "/entities/error_counts/wrong_type"),
-                ("missed", "/entities/error_counts/missed"),
-                ("spurious", "/entities/error_counts/spurious"),
+                ("strict IOB2 F1", "/entities/strict_iob2/f1", true),
+                ("strict IOB2 precision", "/entities/strict_iob2/precision", true),
+                ("strict IOB2 recall", "/entities/strict_iob2/recall", true),
+                ("default-mode F1", "/entities/default/f1", true),
+                ("exact", "/entities/error_counts/exact", true),
+                ("partial", "/entities/error_counts/partial", false),
+                ("wrong type", "/entities/error_counts/wrong_type", false),
+                ("missed", "/entities/error_counts/missed", false),
+                ("spurious", "/entities/error_counts/spurious", false),
             ],
         }
     }
@@ -130,12 +132,14 @@ pub fn run(a_dir: &Path, b_dir: &Path, args: &EvalArgs) -> Result<()> {
     let metrics: Vec<Value> = task
         .headline()
         .iter()
-        .map(|(name, pointer)| {
+        .map(|&(name, pointer, higher_is_better)| {
             let (x, y) = (
                 a.metrics.pointer(pointer).and_then(Value::as_f64),
                 b.metrics.pointer(pointer).and_then(Value::as_f64),
             );
-            json!({"metric": name, "a": x, "b": y, "delta": x.zip(y).map(|(x, y)| y - x)})
+            let delta = x.zip(y).map(|(x, y)| y - x);
+            let better = delta.filter(|d| *d != 0.0).map(|d| if (d > 0.0) == higher_is_better { "B" } else { "A" });
+            json!({"metric": name, "a": x, "b": y, "delta": delta, "better": better})
         })
         .collect();
     let (test, intervals) = significance(task, &a.documents, &b.documents, args.bootstrap, args.seed);
@@ -291,8 +295,8 @@ fn tables(c: &Value, task: Task) -> Vec<Section> {
         Section {
             title: "Metrics".into(),
             intro: format!("{} documents; delta is B − A.", c["documents"]),
-            header: owned(&["metric", "A", "B", "delta"]),
-            rows: c["metrics"].as_array().into_iter().flatten().map(|r| vec![r["metric"].as_str().unwrap_or("").into(), fmt(&r["a"]), fmt(&r["b"]), signed(&r["delta"])]).collect(),
+            header: owned(&["metric", "A", "B", "delta", "better"]),
+            rows: c["metrics"].as_array().into_iter().flatten().map(|r| vec![r["metric"].as_str().unwrap_or("").into(), fmt(&r["a"]), fmt(&r["b"]), signed(&r["delta"]), r["better"].as_str().unwrap_or("–").into()]).collect(),
         },
         Section {
             title: "McNemar's test".into(),
@@ -315,34 +319,33 @@ fn tables(c: &Value, task: Task) -> Vec<Section> {
 }
 
 fn render(c: &Value, task: Task) -> (String, String) {
+    let text = |v: &Value| v.as_str().map_or_else(|| "–".to_string(), str::to_string);
     let side = |s: &Value| {
-        format!(
-            "{} (model {}, sha256 {})",
-            s["report"].as_str().unwrap_or(""),
-            s["model"]["name"],
-            s["model"]["sha256"]
-        )
+        format!("{} (model {}, sha256 {})", text(&s["report"]), text(&s["model"]["name"]), text(&s["model"]["sha256"]))
     };
     let title = "Comparison of two evaluations";
     let mut md = format!(
         "# {title}\n\n- A: {}\n- B: {}\n- data: {}\n- command: `{}`\n",
         side(&c["a"]),
         side(&c["b"]),
-        c["a"]["data"]["path"],
+        text(&c["a"]["data"]["path"]),
         c["command"].as_str().unwrap_or("")
     );
     let mut html = format!("<h1>{title}</h1><dl><dt>A</dt><dd>{}</dd><dt>B</dt><dd>{}</dd><dt>data</dt><dd>{}</dd><dt>command</dt><dd>{}</dd></dl>\n",
-        escape(&side(&c["a"])), escape(&side(&c["b"])), escape(&c["a"]["data"]["path"].to_string()), escape(c["command"].as_str().unwrap_or("")));
-    let deltas: Vec<(String, f64)> = c["metrics"]
+        escape(&side(&c["a"])), escape(&side(&c["b"])), escape(&text(&c["a"]["data"]["path"])), escape(c["command"].as_str().unwrap_or("")));
+    let deltas: Vec<(String, f64, Option<&str>)> = c["metrics"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|r| Some((r["metric"].as_str()?.to_string(), r["delta"].as_f64()?)))
-        .filter(|(name, _)| {
+        .filter_map(|r| Some((r["metric"].as_str()?.to_string(), r["delta"].as_f64()?, r["better"].as_str())))
+        .filter(|(name, _, _)| {
             task != Task::Entities || name.contains("F1") || name.contains("precision") || name.contains("recall")
         })
         .collect();
-    html += &format!("<figure><figcaption>Delta B − A</figcaption>{}</figure>\n", delta_chart(&deltas));
+    html += &format!(
+        "<figure><figcaption>Delta B − A (blue: B better, red: A better)</figcaption>{}</figure>\n",
+        delta_chart(&deltas)
+    );
     for s in tables(c, task) {
         md += &format!("\n## {}\n\n{}\n\n{}", s.title, s.intro, md_table(&s.header, &s.rows));
         html += &format!("<h2>{}</h2><p>{}</p>{}", escape(&s.title), inline(&s.intro), html_table(&s.header, &s.rows));
@@ -350,8 +353,8 @@ fn render(c: &Value, task: Task) -> (String, String) {
     (md, page(title, &html))
 }
 
-/// Bars left (worse) or right (better) of zero.
-fn delta_chart(deltas: &[(String, f64)]) -> String {
+/// Bars left (B lower) or right (B higher) of zero, coloured by which system is better.
+fn delta_chart(deltas: &[(String, f64, Option<&str>)]) -> String {
     let max = deltas.iter().map(|d| d.1.abs()).fold(1e-9, f64::max);
     let (label_width, half, row) = (170.0, 140.0, 20.0);
     let zero = label_width + half;
@@ -360,12 +363,17 @@ fn delta_chart(deltas: &[(String, f64)]) -> String {
         zero + half + 70.0,
         row * deltas.len() as f64 + 10.0
     );
-    for (i, (name, d)) in deltas.iter().enumerate() {
+    for (i, (name, d, better)) in deltas.iter().enumerate() {
+        let color = match better {
+            Some("B") => "#2b6cb0",
+            Some(_) => "#c53030",
+            None => "#888",
+        };
         let y = 5.0 + row * i as f64;
         let w = d.abs() / max * half;
         let x = if *d < 0.0 { zero - w } else { zero };
         out += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><rect x=\"{x:.1}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{d:+.4}</text>",
-            label_width - 6.0, y + 13.0, escape(name), y + 2.0, row - 5.0, if *d < 0.0 { "#c53030" } else { "#2b6cb0" }, zero + half + 4.0, y + 13.0);
+            label_width - 6.0, y + 13.0, escape(name), y + 2.0, row - 5.0, color, zero + half + 4.0, y + 13.0);
     }
     out += &format!(
         "<line x1=\"{zero}\" y1=\"0\" x2=\"{zero}\" y2=\"{}\" stroke=\"#555\"/>",

@@ -77,7 +77,8 @@ pub fn extract(kind: Kind, bytes: &[u8], max_text_bytes: u64) -> Result<Extracte
     result.map_err(|e| e.to_string())
 }
 
-fn non_empty(e: Extracted) -> Result<Extracted, String> {
+/// Refuses extracted text that is blank or holds NUL bytes.
+pub fn non_empty(e: Extracted) -> Result<Extracted, String> {
     if e.text.trim().is_empty() {
         return Err(format!("empty document: the {} has no text", e.extractor.to_uppercase()));
     }

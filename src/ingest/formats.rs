@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::decode::decode_text;
-use super::extract::{email, extract, Extracted, Kind};
+use super::extract::{email, extract, non_empty, Extracted, Kind};
 use super::{Document, Failed, Item, Source};
 
 /// Which JSON fields / CSV columns hold the text and the id.
@@ -131,20 +131,26 @@ fn read_file(file: File, path: String, kind: Kind, max_bytes: u64) -> Vec<Item> 
     let document = |id: String, e: Extracted| {
         Ok(Document { id, source: source.clone(), text: e.text, encoding: e.encoding, extractor: e.extractor })
     };
-    let mut items =
-        vec![extract(kind, &bytes, max_bytes).map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))];
-    if kind == Kind::Eml {
-        // Attachments in a format docclass reads are documents of their own; others
-        // (images, archives) are not text and are passed over.
-        let attachments = email(&bytes).map(|(_, a)| a).unwrap_or_default();
-        for (n, attachment) in attachments.into_iter().enumerate() {
-            let Some(kind) = Kind::of(&attachment.name).filter(|k| *k != Kind::Eml) else { continue };
-            let id = format!("{path}#{}:{}", n + 1, attachment.name);
-            items.push(
-                extract(kind, &attachment.bytes, max_bytes)
-                    .map_or_else(|e| fail(id.clone(), e), |e| document(id.clone(), e)),
-            );
-        }
+    if kind != Kind::Eml {
+        return vec![
+            extract(kind, &bytes, max_bytes).map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))
+        ];
+    }
+    // The mail is one document; each attachment in a format docclass reads is one more,
+    // named MAIL#N:NAME. Other attachments (images, archives) are not text: passed over.
+    let (mail, attachments) = match email(&bytes) {
+        Ok(parts) => parts,
+        Err(e) => return vec![fail(path, e)],
+    };
+    let mut items = vec![non_empty(Extracted { text: mail, encoding: "UTF-8", extractor: "eml" })
+        .map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))];
+    for (n, attachment) in attachments.into_iter().enumerate() {
+        let Some(kind) = Kind::of(&attachment.name).filter(|k| *k != Kind::Eml) else { continue };
+        let id = format!("{path}#{}:{}", n + 1, attachment.name);
+        items.push(
+            extract(kind, &attachment.bytes, max_bytes)
+                .map_or_else(|e| fail(id.clone(), e), |e| document(id.clone(), e)),
+        );
     }
     items
 }
