@@ -171,7 +171,7 @@ pub fn align(gold: &Gold, predictions: &[Prediction], predictions_path: &Path, h
             }
             let multi_label = cases.iter().any(|c| c.gold.len() != 1 || c.predicted.len() != 1)
                 || predictions.iter().any(|p| classification_object(p, head).is_some_and(|o| o.contains_key("labels")));
-            label_warnings(&cases, &mut warnings);
+            label_warnings(&cases, multi_label, &mut warnings);
             Cases::Classification { cases, multi_label }
         }
         Gold::Sentences { sentences, .. } => {
@@ -288,7 +288,7 @@ fn tags_of(p: &Prediction, sentence: &TaggedSentence, warnings: &mut Vec<String>
     Ok(tags)
 }
 
-fn label_warnings(cases: &[ClassificationCase], warnings: &mut Vec<String>) {
+fn label_warnings(cases: &[ClassificationCase], multi_label: bool, warnings: &mut Vec<String>) {
     let gold: BTreeSet<&str> = cases.iter().flat_map(|c| c.gold.iter().map(String::as_str)).collect();
     let unknown: BTreeMap<&str, usize> = cases
         .iter()
@@ -301,8 +301,9 @@ fn label_warnings(cases: &[ClassificationCase], warnings: &mut Vec<String>) {
     if !unknown.is_empty() {
         warnings.push(format!("predicted labels that no gold document has (counted as errors): {unknown:?}"));
     }
+    // Only single-label scores have calibration and coverage.
     let unscored = cases.iter().filter(|c| c.confidence.is_none() || c.probabilities.is_none()).count();
-    if unscored > 0 {
+    if unscored > 0 && !multi_label {
         warnings.push(format!(
             "{unscored} predictions lack a \"score\" or \"scores\": log loss, calibration and coverage need them for every document and are left out"
         ));
