@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod decode;
 pub mod eval;
+pub mod hashing;
 pub mod infer;
 pub mod ingest;
 pub mod intake;

@@ -115,7 +115,8 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
                 counts.skipped_other_shards += 1;
                 continue;
             }
-            let sha = item.as_ref().ok().map(|d| text_sha256(&d.text));
+            // Hashing the text is only needed where a state records it.
+            let sha = item.as_ref().ok().filter(|_| state.is_some()).map(|d| text_sha256(&d.text));
             if let (Some(state), Some(sha)) = (&state, &sha) {
                 if state.is_done(id, sha, &model_id) {
                     counts.skipped_unchanged += 1;

@@ -16,8 +16,10 @@ use crate::cli::{EvalArgs, TrainTask};
 use crate::eval::alignment::{align, parse_predictions, Gold};
 use crate::eval::report;
 use crate::eval::scoring::{score, ScoringOptions};
+use crate::hashing::{file_sha256, sha256_hex};
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::{Document, Source};
+use crate::intake::write_durably;
 use crate::model::bundle::model_fingerprint;
 use crate::model::ModelBundle;
 use crate::train::data::{read_conll, read_documents, TaggedSentence};
@@ -47,7 +49,7 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
             let (text, run) = run_model(&args, &gold)?;
             std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
             let path = args.report.join("predictions.jsonl");
-            write_atomically(&path, &text)?;
+            write_durably(&path, text.as_bytes())?;
             (path, text, Some(run))
         }
     };
@@ -179,34 +181,14 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
 /// metrics.json, documents.jsonl, report.md and report.html, each written whole or not at all.
 pub fn write_report(dir: &Path, metrics: &Value, documents: &[Value]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomically(&dir.join("metrics.json"), &(serde_json::to_string_pretty(metrics)? + "\n"))?;
+    write_durably(&dir.join("metrics.json"), (serde_json::to_string_pretty(metrics)? + "\n").as_bytes())?;
     if !documents.is_empty() {
         let lines: Vec<String> = documents.iter().map(Value::to_string).collect();
-        write_atomically(&dir.join(report::DOCUMENTS_FILE), &(lines.join("\n") + "\n"))?;
+        write_durably(&dir.join(report::DOCUMENTS_FILE), (lines.join("\n") + "\n").as_bytes())?;
     }
-    write_atomically(&dir.join("report.md"), &report::markdown(metrics))?;
-    write_atomically(&dir.join("report.html"), &report::html(metrics))?;
+    write_durably(&dir.join("report.md"), report::markdown(metrics).as_bytes())?;
+    write_durably(&dir.join("report.html"), report::html(metrics).as_bytes())?;
     Ok(())
-}
-
-fn write_atomically(path: &Path, content: &str) -> Result<()> {
-    let partial = path.with_file_name(format!(".{}.partial", path.file_name().unwrap_or_default().to_string_lossy()));
-    std::fs::write(&partial, content).with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-pub fn file_sha256(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut hash = Sha256::new();
-    std::io::copy(&mut file, &mut hash)?;
-    Ok(format!("{:x}", hash.finalize()))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The CPU's model name, where /proc/cpuinfo tells it.

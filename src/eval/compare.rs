@@ -155,12 +155,7 @@ pub fn run(a_dir: &Path, b_dir: &Path, args: &EvalArgs) -> Result<()> {
         "bootstrap": intervals,
     });
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
-    let write = |name: &str, content: String| -> Result<()> {
-        let path = args.report.join(name);
-        let partial = args.report.join(format!(".{name}.partial"));
-        std::fs::write(&partial, content).with_context(|| format!("writing {}", partial.display()))?;
-        std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))
-    };
+    let write = |name: &str, content: String| crate::intake::write_durably(&args.report.join(name), content.as_bytes());
     write("comparison.json", serde_json::to_string_pretty(&comparison)? + "\n")?;
     let (markdown, html) = render(&comparison, task);
     write("report.md", markdown)?;

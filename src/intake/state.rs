@@ -24,7 +24,7 @@ pub struct State {
 }
 
 pub fn text_sha256(text: &str) -> String {
-    format!("{:x}", Sha256::digest(text.as_bytes()))
+    crate::hashing::sha256_hex(text.as_bytes())
 }
 
 impl State {

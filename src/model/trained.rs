@@ -18,6 +18,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::scores::{sigmoid, softmax};
+use crate::hashing::sha256_hex;
 use crate::text::lexical::{document_term_counts, tf_idf, word_features};
 
 pub const HEAD_FILE: &str = "head.json";
@@ -451,11 +452,6 @@ pub fn save_head(
     let spec = HeadSpec { weights_sha256: sha256_hex(&bytes), ..spec.clone() };
     std::fs::write(dir.join(HEAD_FILE), serde_json::to_string_pretty(&spec)? + "\n")?;
     Ok(())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The encoder directory a head names, resolved against the head directory.

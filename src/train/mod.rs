@@ -44,11 +44,11 @@ impl Rng {
 
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
+use anyhow::Result;
 
 use crate::cli::TrainArgs;
 use crate::commands::train::TrainContext;
+use crate::hashing::file_sha256;
 use optim::Fitted;
 
 /// The head's name: --name, else the output directory's name.
@@ -100,13 +100,6 @@ pub fn relative_encoder_path(head_dir: &Path, encoder_dir: &Path) -> String {
         path.push(c.as_os_str());
     }
     path.to_string_lossy().into_owned()
-}
-
-fn file_sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut hash = Sha256::new();
-    std::io::copy(&mut file, &mut hash)?;
-    Ok(format!("{:x}", hash.finalize()))
 }
 
 /// What `head.json` records about the training run, so that it can be reproduced.
