@@ -6,9 +6,5 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-VENV=.cache/reference-venv
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet "scikit-learn==1.9.1" "seqeval==1.2.2" "numpy==2.4.6"
-fi
+source scripts/reference_venv.sh
 "$VENV/bin/python" scripts/reference_metrics.py

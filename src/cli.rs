@@ -246,6 +246,20 @@ pub struct TrainArgs {
     #[arg(long)]
     pub refit_with_dev: bool,
 
+    /// Leave a classifier's probabilities as training left them. By default its logits
+    /// are divided by a temperature fitted on the development data (lowest log loss),
+    /// which changes how confident the scores are, never which label wins.
+    #[arg(long)]
+    pub no_temperature: bool,
+
+    /// After selection, estimate how the selected training run generalises: K folds
+    /// over training and development data together, each label's documents cut into K
+    /// contiguous blocks in file order (so that a fold holds out whole stretches of a
+    /// source, as a positional test split does); the selected epochs are replayed on
+    /// the other folds. Reported per fold and as a mean; classifiers only.
+    #[arg(long, value_name = "K")]
+    pub cross_validate: Option<usize>,
+
     /// Share of TRAIN held out as development data when no --dev is given.
     #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
     pub dev_share: f64,

@@ -208,11 +208,19 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
         "4096",
         "--epochs",
         "5",
+        "--cross-validate",
+        "4",
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let spec = json(&head.join("head.json"));
     assert_eq!(spec["labels"], serde_json::json!(["arbeit", "steuer"]));
     assert_eq!(spec["training"]["dev_examples"], 8, "10% of 80 held out");
+    let cv = &spec["training"]["cross_validation"];
+    let fold_scores: Vec<f64> = cv["fold_scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(fold_scores.len(), 4, "{cv}");
+    assert!((cv["mean"].as_f64().unwrap() - fold_scores.iter().sum::<f64>() / 4.0).abs() < 1e-12);
+    assert!(fold_scores.iter().all(|&s| s >= 0.9), "the vocabulary separates the labels in every fold: {cv}");
+    assert!(spec["training"]["temperature"].as_f64().unwrap() > 0.0);
     let report = dir.path().join("report");
     let run = docclass(&["eval", "--model", path_str(&head), path_str(&test), "--report", path_str(&report)]);
     assert!(run.status.success(), "{}", stderr(&run));
@@ -222,6 +230,25 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
     assert_eq!(c["per_class"].as_array().unwrap().len(), 2);
     assert_eq!(c["per_class"][0]["support"], 10);
     assert_eq!(read_records(&report.join("predictions.jsonl")).len(), 20);
+
+    // The first run encoded every layer of the 2-layer fixture; one of them is cut from that.
+    let one_layer = dir.path().join("one-layer");
+    let run = train(&[
+        path_str(&train_path),
+        "--encoder",
+        path_str(&fixture("bert-base")),
+        "--out",
+        path_str(&one_layer),
+        "--cache",
+        path_str(&dir.path().join("cache")),
+        "--layers",
+        "2",
+        "--epochs",
+        "1",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stderr(&run).matches("encoder features from the cache").count(), 1, "{}", stderr(&run));
+    assert_eq!(json(&one_layer.join("head.json"))["layers"], serde_json::json!([2]));
 
     // A failed retraining (a dev label the training data lacks) leaves the head as it was.
     let bad_dev = dir.path().join("dev.tsv");

@@ -45,7 +45,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         .unwrap_or_else(|| PathBuf::from(".cache/features"));
     let encode = |label: &str, texts: &[String], spans: &[Vec<(usize, usize)>]| -> Result<FeatureSet> {
         let request = FeatureRequest { label, texts, word_spans: spans };
-        features(&pipeline, &encoder_fingerprint, &layers, &options, &cache_dir, &request)
+        features(&pipeline, &encoder_fingerprint, &layers, encoder_layers, &options, &cache_dir, &request)
     };
     // The head is written into a hidden sibling folder and renamed into place when
     // complete: a run that fails or is killed leaves the previous head as it was.

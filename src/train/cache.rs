@@ -44,6 +44,24 @@ impl FeatureSet {
         &self.means[text * self.dim..(text + 1) * self.dim]
     }
 
+    /// The columns of `layers` (1-based) from features of all `encoder_layers` layers,
+    /// which hold each layer's `dim / encoder_layers` values in layer order.
+    fn select_layers(&self, encoder_layers: usize, layers: &[usize]) -> FeatureSet {
+        let width = self.dim / encoder_layers;
+        let select = |rows: &[f16]| -> Vec<f16> {
+            rows.chunks_exact(self.dim)
+                .flat_map(|row| layers.iter().flat_map(move |&l| &row[(l - 1) * width..l * width]))
+                .copied()
+                .collect()
+        };
+        FeatureSet {
+            dim: width * layers.len(),
+            means: select(&self.means),
+            word_offsets: self.word_offsets.clone(),
+            words: select(&self.words),
+        }
+    }
+
     /// Rows of the words of `text`, flattened `words × dim`.
     pub fn words(&self, text: usize) -> &[f16] {
         let (a, b) = (self.word_offsets[text] as usize, self.word_offsets[text + 1] as usize);
@@ -59,23 +77,43 @@ pub struct FeatureRequest<'a> {
     pub word_spans: &'a [Vec<(usize, usize)>],
 }
 
-/// The cached features of `request`, computing and storing them on a miss.
+/// The cached features of `request`, computing and storing them on a miss. Features
+/// of every one of the encoder's `encoder_layers` layers, once cached, serve any choice
+/// of layers, so that trying other layers does not mean encoding again.
 pub fn features(
     pipeline: &Pipeline,
     encoder_fingerprint: &str,
     layers: &[usize],
+    encoder_layers: usize,
     options: &PipelineOptions,
     cache_dir: &Path,
     request: &FeatureRequest,
 ) -> Result<FeatureSet> {
-    let path = cache_dir.join(format!("{}.feat", cache_key(pipeline, encoder_fingerprint, layers, request)));
-    if path.exists() {
+    let path_of = |layers: &[usize]| {
+        cache_dir.join(format!("{}.feat", cache_key(pipeline, encoder_fingerprint, layers, request)))
+    };
+    let cached = |layers: &[usize]| -> Result<Option<FeatureSet>> {
+        let path = path_of(layers);
+        if !path.exists() {
+            return Ok(None);
+        }
         let set = read(&path).with_context(|| format!("reading cached features {}", path.display()))?;
-        if set.texts() == request.texts.len() {
-            eprintln!("docclass: {}: encoder features from the cache ({})", request.label, path.display());
-            return Ok(set);
+        if set.texts() != request.texts.len() {
+            return Ok(None);
+        }
+        eprintln!("docclass: {}: encoder features from the cache ({})", request.label, path.display());
+        Ok(Some(set))
+    };
+    if let Some(set) = cached(layers)? {
+        return Ok(set);
+    }
+    let every_layer: Vec<usize> = (1..=encoder_layers).collect();
+    if layers != every_layer {
+        if let Some(set) = cached(&every_layer)? {
+            return Ok(set.select_layers(encoder_layers, layers));
         }
     }
+    let path = path_of(layers);
     let set = compute(pipeline, layers, options, request)?;
     std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
     write(&path, &set).with_context(|| format!("writing cached features {}", path.display()))?;
@@ -202,4 +240,25 @@ fn read(path: &Path) -> Result<FeatureSet> {
 fn partial_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.partial"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chosen_layers_are_cut_from_features_of_every_layer() {
+        // 3 layers of width 2; one text mean and two word rows.
+        let value = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        let all = FeatureSet {
+            dim: 6,
+            means: value(&[1., 2., 3., 4., 5., 6.]),
+            word_offsets: vec![0, 2],
+            words: value(&[11., 12., 13., 14., 15., 16., 21., 22., 23., 24., 25., 26.]),
+        };
+        let chosen = all.select_layers(3, &[1, 3]);
+        assert_eq!(chosen.dim, 4);
+        assert_eq!(chosen.mean(0), &value(&[1., 2., 5., 6.])[..]);
+        assert_eq!(chosen.words(0), &value(&[11., 12., 15., 16., 21., 22., 25., 26.])[..]);
+    }
 }

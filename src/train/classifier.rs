@@ -32,6 +32,9 @@ pub fn check_label_counts<'a>(path: &Path, labels: impl Iterator<Item = &'a Vec<
     Ok(())
 }
 
+/// The temperatures searched (logits divided by at most 10 or at least 0.1).
+const TEMPERATURE_RANGE: (f32, f32) = (0.1, 10.0);
+
 struct Prepared {
     dense: Vec<f32>,
     lexical: Vec<(u32, f32)>,
@@ -90,26 +93,71 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         |params| model.dev_score(params, &dev_set, &labels),
     )?;
     eprintln!("docclass: best epoch {}, dev {score_name} {:.4}", fitted.best_epoch, fitted.best_score);
+    let temperature = if args.no_temperature { 1.0 } else { model.fit_temperature(&fitted.params, &dev_set) };
+    if !args.no_temperature {
+        eprintln!("docclass: temperature {temperature:.3} (fitted on dev: lowest log loss)");
+        if !(TEMPERATURE_RANGE.0 * 1.01..=TEMPERATURE_RANGE.1 / 1.01).contains(&temperature) {
+            eprintln!(
+                "docclass: warning: the temperature is at the end of its range {TEMPERATURE_RANGE:?}: the dev data \
+                 may be too small or too easy to calibrate on (--no-temperature leaves the scores as trained)"
+            );
+        }
+    }
 
-    let (inputs, params) = if args.refit_with_dev {
-        // Everything the inputs are computed from (standardisation, IDF) is refitted too.
-        let all = || split.train.iter().chain(&split.dev).zip(train_counts.iter().chain(&dev_counts));
-        let inputs = Inputs::fit(all(), dim, buckets);
-        let all_set = inputs.prepare(all(), label_indices);
+    // Training and development examples in file order, for the refit and the folds.
+    let all: Vec<WithCounts> =
+        split.train.iter().chain(&split.dev).zip(train_counts.iter().chain(&dev_counts)).collect();
+    let schedule = fitted.selected_schedule();
+    // Fits standardisation, IDF and weights on `examples`, replaying the selected epochs.
+    let replay = |examples: &[WithCounts], what: &str| -> Result<(Inputs, Vec<f32>)> {
+        let inputs = Inputs::fit(examples.iter().copied(), dim, buckets);
+        let set = inputs.prepare(examples.iter().copied(), label_indices);
         let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
-        let params = epochs(all_set.len()).replay(
+        let params = epochs(set.len()).replay(
             vec![0.0; model.len()],
             |params, learning_rate, batch| {
                 adam.learning_rate = learning_rate;
-                model.step(params, &mut adam, batch.iter().map(|&i| &all_set[i]))
+                model.step(params, &mut adam, batch.iter().map(|&i| &set[i]))
             },
-            &fitted.selected_schedule(),
+            &schedule,
+            what,
         )?;
-        (inputs, params)
+        Ok((inputs, params))
+    };
+
+    let cross_validation = match args.cross_validate {
+        Some(k) if k < 2 || k > all.len() => bail!("--cross-validate: K must be between 2 and {}", all.len()),
+        Some(k) => {
+            let mut scores = Vec::with_capacity(k);
+            let first_labels: Vec<usize> = all.iter().map(|(e, _)| label_indices(e)[0]).collect();
+            for (f, held_out) in blocked_folds(&first_labels, k).iter().enumerate() {
+                let what = format!("fold {}/{k}", f + 1);
+                let fit: Vec<WithCounts> =
+                    (0..all.len()).filter(|i| held_out.binary_search(i).is_err()).map(|i| all[i]).collect();
+                let (inputs, params) = replay(&fit, &what)?;
+                let held_set = inputs.prepare(held_out.iter().map(|&i| all[i]), label_indices);
+                let score = model.dev_score(&params, &held_set, &labels);
+                eprintln!("docclass: {what}: held-out {score_name} {score:.4} ({} documents)", held_set.len());
+                scores.push(score);
+            }
+            let mean = scores.iter().sum::<f64>() / k as f64;
+            eprintln!("docclass: {k}-fold blocked cross-validation: mean {score_name} {mean:.4}");
+            Some(serde_json::json!({"folds": k, "score": score_name, "fold_scores": scores, "mean": mean}))
+        }
+        None => None,
+    };
+
+    let (inputs, mut params) = if args.refit_with_dev {
+        // Everything the inputs are computed from (standardisation, IDF) is refitted too.
+        replay(&all, "refit")?
     } else {
         (inputs, fitted.params.clone())
     };
     let Inputs { standardizer, idf } = inputs;
+    // Every part of the logits is linear in the weights, so the temperature is folded
+    // into them and inference needs nothing new. With --refit-with-dev the refitted head
+    // gets the selected run's temperature (dev is in its training data).
+    params.iter_mut().for_each(|w| *w /= temperature);
 
     let (dense, bias) = standardizer.fold(model.dense(&params), model.bias(&params));
     let spec = HeadSpec {
@@ -123,7 +171,15 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
         lexical_buckets: buckets,
         abbreviations: Vec::new(),
-        training: head_record(context, &split.dev_source, split.train.len(), split.dev.len(), &fitted, score_name)?,
+        training: {
+            let mut record =
+                head_record(context, &split.dev_source, split.train.len(), split.dev.len(), &fitted, score_name)?;
+            record["temperature"] = serde_json::json!(temperature);
+            if let Some(cv) = cross_validation {
+                record["cross_validation"] = cv;
+            }
+            record
+        },
         weights_sha256: String::new(), // set by save_head
     };
     let f32_tensors: BTreeMap<&str, Vec<f32>> = [("dense", dense), ("bias", bias)].into_iter().collect();
@@ -165,6 +221,25 @@ impl Inputs {
     }
 }
 
+/// `k` folds of examples whose (first) labels are `labels` (indices, ascending): each
+/// label's examples, in order, cut into `k` contiguous blocks, block `f` of every label
+/// going to fold `f`.
+fn blocked_folds(labels: &[usize], k: usize) -> Vec<Vec<usize>> {
+    let mut by_label: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &label) in labels.iter().enumerate() {
+        by_label.entry(label).or_default().push(i);
+    }
+    let mut folds = vec![Vec::new(); k];
+    for positions in by_label.values() {
+        let n = positions.len();
+        for (f, fold) in folds.iter_mut().enumerate() {
+            fold.extend(&positions[f * n / k..(f + 1) * n / k]);
+        }
+    }
+    folds.iter_mut().for_each(|fold| fold.sort_unstable());
+    folds
+}
+
 /// Parameter layout: dense weights `[k, dim]`, bias `[k]`, lexical `[buckets, k]`.
 struct Model {
     k: usize,
@@ -193,6 +268,18 @@ impl Model {
     }
 
     fn probabilities(&self, p: &[f32], x: &Prepared) -> Vec<f32> {
+        self.activate(&self.logits(p, x))
+    }
+
+    fn activate(&self, logits: &[f32]) -> Vec<f32> {
+        if self.multi_label {
+            sigmoid(logits)
+        } else {
+            softmax(logits)
+        }
+    }
+
+    fn logits(&self, p: &[f32], x: &Prepared) -> Vec<f32> {
         let lexical_at = self.k * self.dim + self.k;
         let mut logits: Vec<f32> = self
             .dense(p)
@@ -204,11 +291,53 @@ impl Model {
             let row = &p[lexical_at + bucket as usize * self.k..lexical_at + (bucket as usize + 1) * self.k];
             logits.iter_mut().zip(row).for_each(|(l, w)| *l += value * w);
         }
+        logits
+    }
+
+    /// The negative log-likelihood of an example's labels under `probs`.
+    fn example_loss(&self, probs: &[f32], x: &Prepared) -> f64 {
         if self.multi_label {
-            sigmoid(&logits)
+            probs
+                .iter()
+                .enumerate()
+                .map(|(l, &p)| -f64::from(if x.labels.contains(&l) { p } else { 1.0 - p }).max(1e-12).ln())
+                .sum()
         } else {
-            softmax(&logits)
+            -f64::from(probs[x.labels[0]]).max(1e-12).ln()
         }
+    }
+
+    /// The temperature T (logits divided by it) with the lowest log loss on `dev`:
+    /// golden-section search over ln T within [`TEMPERATURE_RANGE`], where the loss is
+    /// unimodal. Dev data the head separates perfectly would drive T to 0; the range
+    /// bounds how far the scores are sharpened.
+    fn fit_temperature(&self, params: &[f32], dev: &[Prepared]) -> f32 {
+        let logits: Vec<Vec<f32>> = dev.par_iter().map(|x| self.logits(params, x)).collect();
+        let loss_at = |log_t: f64| {
+            let t = log_t.exp() as f32;
+            let total: f64 = logits
+                .iter()
+                .zip(dev)
+                .map(|(l, x)| self.example_loss(&self.activate(&l.iter().map(|v| v / t).collect::<Vec<_>>()), x))
+                .sum();
+            total / dev.len().max(1) as f64
+        };
+        let ratio = (5f64.sqrt() - 1.0) / 2.0;
+        let (mut a, mut b) = (f64::from(TEMPERATURE_RANGE.0).ln(), f64::from(TEMPERATURE_RANGE.1).ln());
+        let (mut c, mut d) = (b - ratio * (b - a), a + ratio * (b - a));
+        let (mut loss_c, mut loss_d) = (loss_at(c), loss_at(d));
+        while b - a > 1e-4 {
+            if loss_c < loss_d {
+                (b, d, loss_d) = (d, c, loss_c);
+                c = b - ratio * (b - a);
+                loss_c = loss_at(c);
+            } else {
+                (a, c, loss_c) = (c, d, loss_d);
+                d = a + ratio * (b - a);
+                loss_d = loss_at(d);
+            }
+        }
+        ((a + b) / 2.0).exp() as f32
     }
 
     /// One Adam step on a batch; returns the summed loss.
@@ -225,15 +354,7 @@ impl Model {
             for &l in &x.labels {
                 target[l] = 1.0;
             }
-            loss += if self.multi_label {
-                probs
-                    .iter()
-                    .zip(&target)
-                    .map(|(&p, &t)| -f64::from(if t > 0.0 { p } else { 1.0 - p }).max(1e-12).ln())
-                    .sum::<f64>()
-            } else {
-                -f64::from(probs[x.labels[0]]).max(1e-12).ln()
-            };
+            loss += self.example_loss(&probs, x);
             let g: Vec<f32> = probs.iter().zip(&target).map(|(p, t)| (p - t) * scale).collect();
             for (y, &gy) in g.iter().enumerate() {
                 for (d, &xd) in dense_grad[y * dim..(y + 1) * dim].iter_mut().zip(&x.dense) {
@@ -273,5 +394,38 @@ impl Model {
             let predicted: Vec<usize> = probs.iter().map(|p| crate::decode::scores::argmax(p)).collect();
             classification_metrics(labels, &gold, &predicted).macro_f1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_contiguous_blocks_of_each_label() {
+        // Label 0 at positions 0-5, label 1 at 6-9: each cut into 2 blocks.
+        let labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1];
+        assert_eq!(blocked_folds(&labels, 2), vec![vec![0, 1, 2, 6, 7], vec![3, 4, 5, 8, 9]]);
+        // Interleaved labels keep their own order.
+        assert_eq!(blocked_folds(&[0, 1, 0, 1, 0, 1], 3), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+    }
+
+    #[test]
+    fn temperature_matches_the_closed_form() {
+        // Two labels, one feature x = ±1, logits (5x, -5x): P(label 0 | x = 1) = σ(10 / T).
+        // Four in five examples agree with the sign, so the best T has σ(10 / T) = 0.8,
+        // T = 10 / ln 4.
+        let model = Model { k: 2, dim: 1, buckets: 0, multi_label: false, dense_rate: 1.0 };
+        let params = vec![5.0, -5.0, 0.0, 0.0];
+        let example = |x: f32, label: usize| Prepared { dense: vec![x], lexical: Vec::new(), labels: vec![label] };
+        let dev: Vec<Prepared> = (0..10)
+            .map(|i| {
+                let x = if i % 2 == 0 { 1.0 } else { -1.0 };
+                let agrees = i < 8;
+                example(x, usize::from((x > 0.0) != agrees))
+            })
+            .collect();
+        let t = model.fit_temperature(&params, &dev);
+        assert!((t - 10.0 / 4f32.ln()).abs() < 1e-2, "{t}");
     }
 }

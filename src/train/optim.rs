@@ -202,27 +202,29 @@ impl EpochLoop<'_> {
 
 impl EpochLoop<'_> {
     /// Runs one epoch per learning rate in `schedule`, shuffled from the same seed, with
-    /// no development score: the final fit on training and development data together,
-    /// following what selection chose. Appends to the training log.
+    /// no development score, following what selection chose: the final fit on training
+    /// and development data together, or a cross-validation fold. `what` names it in
+    /// messages and in the training log, which it appends to.
     pub fn replay(
         &self,
         mut params: Vec<f32>,
         mut step: impl FnMut(&mut Vec<f32>, f32, &[usize]) -> f64,
         schedule: &[f32],
+        what: &str,
     ) -> Result<Vec<f32>> {
         let mut log_file = std::fs::OpenOptions::new()
             .append(true)
             .open(self.log_path)
             .with_context(|| format!("appending to {}", self.log_path.display()))?;
-        writeln!(log_file, "{}", serde_json::json!({"refit_with_dev": schedule.len(), "examples": self.examples}))?;
+        writeln!(log_file, "{}", serde_json::json!({"replay": what, "epochs": schedule.len(), "examples": self.examples}))?;
         let mut rng = Rng::new(self.seed);
         for (e, &learning_rate) in schedule.iter().enumerate() {
             let epoch_started = Instant::now();
             let train_loss = self.epoch((e + 1, schedule.len()), &mut rng, &mut params, &mut step, learning_rate);
             let seconds = epoch_started.elapsed().as_secs_f64();
-            eprintln!("docclass: refit epoch {:>2}: train+dev loss {train_loss:.4} ({seconds:.0} s)", e + 1);
+            eprintln!("docclass: {what} epoch {:>2}: loss {train_loss:.4} ({seconds:.0} s)", e + 1);
             let record = serde_json::json!({
-                "refit_epoch": e + 1, "learning_rate": learning_rate, "train_loss": train_loss, "seconds": seconds,
+                "replay": what, "epoch": e + 1, "learning_rate": learning_rate, "train_loss": train_loss, "seconds": seconds,
             });
             writeln!(log_file, "{record}")?;
         }
