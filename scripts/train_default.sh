@@ -20,7 +20,7 @@ timed "$DOCCLASS" train datasets/ler/ler_train_rebuilt.conll --dev datasets/ler/
   --tag-map labels/ler-coarse.tsv --out models/legal-entities --force --seed "$SEED" \
   --epochs 12 --patience 3
 timed "$DOCCLASS" train datasets/ler_court_cls/train.tsv --dev datasets/ler_court_cls/dev.tsv \
-  --out models/area-of-law --force --seed "$SEED" --dense-learning-rate 3e-6 --epochs 30 --patience 5 \
+  --out models/area-of-law --force --seed "$SEED" --dense-learning-rate 3e-6 --learning-rate 0.03 --epochs 30 --patience 5 \
   --refit-with-dev --cross-validate 5
 
 timed "$DOCCLASS" eval --model models/legal-entities datasets/ler/ler_test.conll --tag-map labels/ler-coarse.tsv \

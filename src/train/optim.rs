@@ -216,7 +216,11 @@ impl EpochLoop<'_> {
             .append(true)
             .open(self.log_path)
             .with_context(|| format!("appending to {}", self.log_path.display()))?;
-        writeln!(log_file, "{}", serde_json::json!({"replay": what, "epochs": schedule.len(), "examples": self.examples}))?;
+        writeln!(
+            log_file,
+            "{}",
+            serde_json::json!({"replay": what, "epochs": schedule.len(), "examples": self.examples})
+        )?;
         let mut rng = Rng::new(self.seed);
         for (e, &learning_rate) in schedule.iter().enumerate() {
             let epoch_started = Instant::now();

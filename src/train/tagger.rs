@@ -37,8 +37,8 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     if args.refit_with_dev {
         bail!("--refit-with-dev is for classifiers; a tagger is fitted on the training data only");
     }
-    if args.cross_validate.is_some() {
-        bail!("--cross-validate is for classifiers");
+    if args.cross_validate.is_some() || args.no_temperature {
+        bail!("--cross-validate and --no-temperature are for classifiers");
     }
     // Tags: O first, then B-/I- of each type in alphabetical order.
     let kinds: BTreeSet<String> = split
