@@ -7,7 +7,9 @@ scripts/baselines_area_of_law.sh in the reference venv):
   test split does (a random split would put neighbouring passages on both sides);
 - test: fitted on train + dev, scored on test.tsv (as the committed head is).
 
-Writes eval/area-of-law/baselines/{results.json,README.md}.
+Writes eval/area-of-law/baselines/{results.json,README.md} and each system's test
+predictions as docclass records (predictions/<system>.jsonl), so that `docclass eval
+--predictions` scores them and `eval --compare` tests them against the docclass head.
 """
 
 import csv
@@ -43,19 +45,26 @@ SYSTEMS = {
     "word 1-2-grams, LR C=10": (WORDS, lambda: LogisticRegression(C=10, max_iter=3000)),
     "word 1-2-grams, LR C=30": (WORDS, lambda: LogisticRegression(C=30, max_iter=3000)),
     "word 1-2-grams, LR C=100": (WORDS, lambda: LogisticRegression(C=100, max_iter=3000)),
-    "word 1-2-grams, LinearSVC C=1": (WORDS, lambda: LinearSVC(C=1)),
+    "word 1-2-grams, LinearSVC C=1": (WORDS, lambda: LinearSVC(C=1, random_state=0)),
     "char_wb 2-5-grams, LR C=100": (CHARS, lambda: LogisticRegression(C=100, max_iter=3000)),
-    "char_wb 2-5-grams, LinearSVC C=0.3": (CHARS, lambda: LinearSVC(C=0.3)),
-    "char_wb 2-5-grams, LinearSVC C=1": (CHARS, lambda: LinearSVC(C=1)),
+    "char_wb 2-5-grams, LinearSVC C=0.3": (CHARS, lambda: LinearSVC(C=0.3, random_state=0)),
+    "char_wb 2-5-grams, LinearSVC C=1": (CHARS, lambda: LinearSVC(C=1, random_state=0)),
 }
 
 
-def fit_score(system, train_texts, train_labels, test_texts, test_labels):
+def fit_predict(system, train_texts, train_labels, test_texts):
     vectorizer_args, model = system
     vectorizer = TfidfVectorizer(**vectorizer_args)
     x = vectorizer.fit_transform(train_texts)
-    predicted = model().fit(x, train_labels).predict(vectorizer.transform(test_texts))
-    return f1_score(test_labels, predicted, average="macro")
+    return model().fit(x, train_labels).predict(vectorizer.transform(test_texts))
+
+
+def fit_score(system, train_texts, train_labels, test_texts, test_labels):
+    return f1_score(test_labels, fit_predict(system, train_texts, train_labels, test_texts), average="macro")
+
+
+def slug(name):
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
 def blocked_folds(labels):
@@ -86,7 +95,13 @@ def main():
             fit = [i for i in range(len(all_texts)) if i not in held]
             cv.append(fit_score(system, [all_texts[i] for i in fit], [all_labels[i] for i in fit],
                                 [all_texts[i] for i in folds[k]], [all_labels[i] for i in folds[k]]))
-        test = fit_score(system, all_texts, all_labels, test_texts, test_labels)
+        predicted = fit_predict(system, all_texts, all_labels, test_texts)
+        test = f1_score(test_labels, predicted, average="macro")
+        (OUT / "predictions").mkdir(parents=True, exist_ok=True)
+        with open(OUT / "predictions" / f"{slug(name)}.jsonl", "w", encoding="utf-8") as f:
+            # Line 1 of test.tsv is the header: the first passage is line 2, as docclass numbers it.
+            for line, label in enumerate(predicted, start=2):
+                f.write(json.dumps({"id": f"datasets/ler_court_cls/test.tsv:{line}", "label": label}) + "\n")
         row = {"system": name, "dev_macro_f1": dev, "cv_macro_f1": float(np.mean(cv)), "cv_folds": cv,
                "test_macro_f1": test, "seconds": round(time.time() - started, 1)}
         print(json.dumps(row), flush=True)
