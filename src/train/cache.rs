@@ -92,28 +92,27 @@ pub fn features(
     let path_of = |layers: &[usize]| {
         cache_dir.join(format!("{}.feat", cache_key(pipeline, encoder_fingerprint, layers, request)))
     };
-    let cached = |layers: &[usize]| -> Result<Option<FeatureSet>> {
-        let path = path_of(layers);
+    let cached = |path: &Path| -> Result<Option<FeatureSet>> {
         if !path.exists() {
             return Ok(None);
         }
-        let set = read(&path).with_context(|| format!("reading cached features {}", path.display()))?;
+        let set = read(path).with_context(|| format!("reading cached features {}", path.display()))?;
         if set.texts() != request.texts.len() {
             return Ok(None);
         }
         eprintln!("docclass: {}: encoder features from the cache ({})", request.label, path.display());
         Ok(Some(set))
     };
-    if let Some(set) = cached(layers)? {
+    let path = path_of(layers);
+    if let Some(set) = cached(&path)? {
         return Ok(set);
     }
     let every_layer: Vec<usize> = (1..=encoder_layers).collect();
     if layers != every_layer {
-        if let Some(set) = cached(&every_layer)? {
+        if let Some(set) = cached(&path_of(&every_layer))? {
             return Ok(set.select_layers(encoder_layers, layers));
         }
     }
-    let path = path_of(layers);
     let set = compute(pipeline, layers, options, request)?;
     std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
     write(&path, &set).with_context(|| format!("writing cached features {}", path.display()))?;

@@ -85,18 +85,16 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         batch_size: args.batch_size,
         seed: args.seed,
     };
-    let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
     let fitted = epochs(train_set.len()).run(
         vec![0.0; model.len()],
-        |params, learning_rate, batch| {
-            adam.learning_rate = learning_rate;
-            model.step(params, &mut adam, batch.iter().map(|&i| &train_set[i]))
-        },
+        model.adam_steps(&train_set, args.learning_rate, args.l2),
         |params| model.dev_score(params, &dev_set, &labels),
     )?;
     eprintln!("docclass: best epoch {}, dev {score_name} {:.4}", fitted.best_epoch, fitted.best_score);
-    let temperature = if args.no_temperature { 1.0 } else { model.fit_temperature(&fitted.params, &dev_set) };
-    if !args.no_temperature {
+    let temperature = if args.no_temperature {
+        1.0
+    } else {
+        let temperature = model.fit_temperature(&fitted.params, &dev_set);
         eprintln!("docclass: temperature {temperature:.3} (fitted on dev: lowest log loss)");
         if !(TEMPERATURE_RANGE.0 * 1.01..=TEMPERATURE_RANGE.1 / 1.01).contains(&temperature) {
             eprintln!(
@@ -104,7 +102,8 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
                  may be too small or too easy to calibrate on (--no-temperature leaves the scores as trained)"
             );
         }
-    }
+        temperature
+    };
 
     // Training and development examples in file order, for the refit and the folds.
     let all: Vec<WithCounts> =
@@ -114,13 +113,9 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
     let replay = |examples: &[WithCounts], what: &str| -> Result<(Inputs, Vec<f32>)> {
         let inputs = Inputs::fit(examples.iter().copied(), dim, buckets);
         let set = inputs.prepare(examples.iter().copied(), label_indices);
-        let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
         let params = epochs(set.len()).replay(
             vec![0.0; model.len()],
-            |params, learning_rate, batch| {
-                adam.learning_rate = learning_rate;
-                model.step(params, &mut adam, batch.iter().map(|&i| &set[i]))
-            },
+            model.adam_steps(&set, args.learning_rate, args.l2),
             &schedule,
             what,
         )?;
@@ -343,6 +338,21 @@ impl Model {
             }
         }
         ((a + b) / 2.0).exp() as f32
+    }
+
+    /// The training step for an epoch loop over `set`: one Adam step per batch of
+    /// indices, at the loop's learning rate, returning the batch's summed loss.
+    fn adam_steps<'a>(
+        &'a self,
+        set: &'a [Prepared],
+        learning_rate: f32,
+        l2: f32,
+    ) -> impl FnMut(&mut Vec<f32>, f32, &[usize]) -> f64 + 'a {
+        let mut adam = Adam::new(self.len(), learning_rate, l2);
+        move |params, learning_rate, batch| {
+            adam.learning_rate = learning_rate;
+            self.step(params, &mut adam, batch.iter().map(|&i| &set[i]))
+        }
     }
 
     /// One Adam step on a batch; returns the summed loss.
