@@ -2,8 +2,10 @@
 //! JSON object per line (`time` in seconds since 1970, `level`, `event`, `message`, and
 //! the event's fields) for log collectors of schedulers.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -49,4 +51,15 @@ pub fn warning(event: &str, message: &str, fields: Value) {
 
 pub fn error(message: &str) {
     emit("error", "error", message, Value::Null);
+}
+
+/// A progress bar of `len` steps drawn with `template`, or a hidden one where it would
+/// only garble the output: stderr not a terminal, JSON logs, or `hidden` asked for.
+pub fn progress_bar(len: u64, template: &str, hidden: bool) -> ProgressBar {
+    if hidden || is_json() || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar
 }

@@ -232,6 +232,7 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
     assert_eq!(read_records(&report.join("predictions.jsonl")).len(), 20);
 
     // The first run encoded every layer of the 2-layer fixture; one of them is cut from that.
+    // With JSON logs, every message (the epochs included) is one JSON object per line.
     let one_layer = dir.path().join("one-layer");
     let run = train(&[
         path_str(&train_path),
@@ -245,9 +246,18 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
         "2",
         "--epochs",
         "1",
+        "--log-format",
+        "json",
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert_eq!(stderr(&run).matches("encoder features from the cache").count(), 1, "{}", stderr(&run));
+    let events: Vec<Value> = stderr(&run).lines().map(|l| serde_json::from_str(l).expect("a JSON log line")).collect();
+    let named = |event: &str| events.iter().filter(|e| e["event"] == event).collect::<Vec<_>>();
+    assert_eq!(named("features_cached").len(), 1, "{events:?}");
+    assert!(named("features_cached")[0]["message"].as_str().unwrap().contains("encoder features from the cache"));
+    assert_eq!(named("epoch").len(), 1, "{events:?}");
+    assert!(named("epoch")[0]["dev_score"].as_f64().is_some(), "{events:?}");
+    assert_eq!(named("selected")[0]["best_epoch"], 1, "{events:?}");
+    assert_eq!(named("wrote").len(), 1, "{events:?}");
     assert_eq!(json(&one_layer.join("head.json"))["layers"], serde_json::json!([2]));
 
     // A failed retraining (a dev label the training data lacks) leaves the head as it was.

@@ -7,12 +7,11 @@
 //! uninterrupted run gives; `--state` skips documents done before; `--shard K/N` keeps
 //! one shard of the documents.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -342,17 +341,9 @@ fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> 
 }
 
 /// Progress by input bytes (so that the ETA holds for files of any size), with the
-/// document count and rate as message; hidden when stderr is not a terminal.
+/// document count and rate as message.
 fn progress_bar(total_bytes: u64, quiet: bool) -> ProgressBar {
-    if quiet || logging::is_json() || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total_bytes);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} · {elapsed} elapsed, ETA {eta}")
-            .expect("valid template"),
-    );
-    bar
+    logging::progress_bar(total_bytes, "{bar:30} {percent:>3}% {msg} · {elapsed} elapsed, ETA {eta}", quiet)
 }
 
 #[cfg(test)]

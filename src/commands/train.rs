@@ -1,15 +1,17 @@
 //! `docclass train`: labelled data → encoder features (cached) → a fitted head directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use serde_json::json;
 
 use super::{configure_run, Outcome};
-use std::collections::BTreeMap;
 
 use crate::cli::{DataArgs, TrainArgs, TrainTask};
 use crate::infer::{Pipeline, PipelineOptions};
+use crate::logging;
 use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
@@ -79,7 +81,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     if !finished {
         return Ok(Outcome::Complete);
     }
-    eprintln!("docclass: trained in {:.0} s with {threads} threads", started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    logging::info("trained", &format!("trained in {seconds:.0} s with {threads} threads"), json!({"seconds": seconds, "threads": threads}));
     Ok(Outcome::Complete)
 }
 
@@ -166,7 +169,7 @@ fn publish(staging: &Path, out: &Path, fitted: Result<()>) -> Result<()> {
         std::fs::rename(&file, &target).with_context(|| format!("moving the head to {}", target.display()))?;
     }
     std::fs::remove_dir(staging).ok();
-    eprintln!("docclass: wrote {}", out.display());
+    logging::info("wrote", &format!("wrote {}", out.display()), json!({"out": out.display().to_string()}));
     Ok(())
 }
 

@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use half::f16;
-use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::infer::{Pipeline, PipelineOptions};
+use crate::logging;
 
 const MAGIC: &[u8; 8] = b"DCFEAT01";
 /// Texts encoded together; bounds the f32 features held before conversion to f16.
@@ -100,7 +101,11 @@ pub fn features(
         if set.texts() != request.texts.len() {
             return Ok(None);
         }
-        eprintln!("docclass: {}: encoder features from the cache ({})", request.label, path.display());
+        logging::info(
+            "features_cached",
+            &format!("{}: encoder features from the cache ({})", request.label, path.display()),
+            json!({"data": request.label, "path": path.display().to_string()}),
+        );
         Ok(Some(set))
     };
     let path = path_of(layers);
@@ -144,10 +149,10 @@ fn compute(
     request: &FeatureRequest,
 ) -> Result<FeatureSet> {
     let started = Instant::now();
-    let bar = ProgressBar::new(request.texts.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("encoding {prefix}: {bar:30} {pos}/{len} texts · {elapsed} elapsed, ETA {eta}")
-            .expect("valid template"),
+    let bar = logging::progress_bar(
+        request.texts.len() as u64,
+        "encoding {prefix}: {bar:30} {pos}/{len} texts · {elapsed} elapsed, ETA {eta}",
+        false,
     );
     bar.set_prefix(request.label.to_string());
     let mut set = FeatureSet { dim: 0, means: Vec::new(), word_offsets: vec![0], words: Vec::new() };
@@ -168,11 +173,11 @@ fn compute(
         bar.inc(texts.len() as u64);
     }
     bar.finish_and_clear();
-    eprintln!(
-        "docclass: {}: encoded {} texts in {:.0} s",
-        request.label,
-        request.texts.len(),
-        started.elapsed().as_secs_f64()
+    let seconds = started.elapsed().as_secs_f64();
+    logging::info(
+        "features_encoded",
+        &format!("{}: encoded {} texts in {seconds:.0} s", request.label, request.texts.len()),
+        json!({"data": request.label, "texts": request.texts.len(), "seconds": seconds}),
     );
     Ok(set)
 }

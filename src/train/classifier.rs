@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
+use serde_json::json;
 
 use super::data::LabelledDocument;
 use super::head_record;
@@ -17,6 +18,7 @@ use super::optim::{Adam, EpochLoop, Standardizer};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::decode::scores::{sigmoid, softmax};
 use crate::eval::classification::{classification_metrics, prf};
+use crate::logging;
 use crate::model::trained::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::text::lexical::{document_term_counts, inverse_document_frequency, tf_idf};
 
@@ -90,16 +92,28 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         model.adam_steps(&train_set, args.learning_rate, args.l2),
         |params| model.dev_score(params, &dev_set, &labels),
     )?;
-    eprintln!("docclass: best epoch {}, dev {score_name} {:.4}", fitted.best_epoch, fitted.best_score);
+    logging::info(
+        "selected",
+        &format!("best epoch {}, dev {score_name} {:.4}", fitted.best_epoch, fitted.best_score),
+        json!({"best_epoch": fitted.best_epoch, "dev_score": fitted.best_score, "score": score_name}),
+    );
     let temperature = if args.no_temperature {
         1.0
     } else {
         let temperature = model.fit_temperature(&fitted.params, &dev_set);
-        eprintln!("docclass: temperature {temperature:.3} (fitted on dev: lowest log loss)");
+        logging::info(
+            "temperature",
+            &format!("temperature {temperature:.3} (fitted on dev: lowest log loss)"),
+            json!({"temperature": temperature}),
+        );
         if !(TEMPERATURE_RANGE.0 * 1.01..=TEMPERATURE_RANGE.1 / 1.01).contains(&temperature) {
-            eprintln!(
-                "docclass: warning: the temperature is at the end of its range {TEMPERATURE_RANGE:?}: the dev data \
-                 may be too small or too easy to calibrate on (--no-temperature leaves the scores as trained)"
+            logging::warning(
+                "temperature_at_limit",
+                &format!(
+                    "the temperature is at the end of its range {TEMPERATURE_RANGE:?}: the dev data may be too small \
+                     or too easy to calibrate on (--no-temperature leaves the scores as trained)"
+                ),
+                json!({"temperature": temperature}),
             );
         }
         temperature
@@ -137,12 +151,17 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
                 let (inputs, params) = replay(&fit, &what)?;
                 let held_set = inputs.prepare(held_out.iter().map(|&i| all[i]), label_indices);
                 let score = model.dev_score(&params, &held_set, &labels);
-                eprintln!("docclass: {what}: held-out {score_name} {score:.4} ({} documents)", held_set.len());
+                logging::info(
+                    "fold",
+                    &format!("{what}: held-out {score_name} {score:.4} ({} documents)", held_set.len()),
+                    json!({"fold": f + 1, "folds": k, "score": score, "documents": held_set.len()}),
+                );
                 scores.push(score);
             }
             let mean = scores.iter().sum::<f64>() / k as f64;
-            eprintln!("docclass: {k}-fold blocked cross-validation: mean {score_name} {mean:.4}");
-            Some(serde_json::json!({"folds": k, "score": score_name, "fold_scores": scores, "mean": mean}))
+            let summary = json!({"folds": k, "score": score_name, "fold_scores": scores, "mean": mean});
+            logging::info("cross_validation", &format!("{k}-fold blocked cross-validation: mean {score_name} {mean:.4}"), summary.clone());
+            Some(summary)
         }
         None => None,
     };
@@ -174,7 +193,7 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
         training: {
             let mut record =
                 head_record(context, &split.dev_source, split.train.len(), split.dev.len(), &fitted, score_name)?;
-            record["temperature"] = serde_json::json!(temperature);
+            record["temperature"] = json!(temperature);
             if let Some(cv) = cross_validation {
                 record["cross_validation"] = cv;
             }

@@ -1,16 +1,18 @@
 //! What both heads' fitting shares: feature standardisation, Adam, and the epoch loop
 //! with early stopping on the development score, a progress bar and a training log.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use half::f16;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
+use serde_json::json;
 
 use super::Rng;
+use crate::logging;
 
 /// Per-dimension mean and standard deviation of the training features. Heads train on
 /// standardised features (the encoder's outputs have dimensions of very different
@@ -157,7 +159,7 @@ impl EpochLoop<'_> {
         }
         let mut log_file =
             std::fs::File::create(self.log_path).with_context(|| format!("creating {}", self.log_path.display()))?;
-        writeln!(log_file, "{}", serde_json::json!({"dev_score": self.score_name}))?;
+        writeln!(log_file, "{}", json!({"dev_score": self.score_name}))?;
         let mut best: Option<(f64, usize, Vec<f32>)> = None;
         let mut log = Vec::new();
         let mut learning_rate = self.learning_rate;
@@ -181,17 +183,25 @@ impl EpochLoop<'_> {
                 learning_rate /= 2.0;
                 params.clone_from(&best.as_ref().expect("an earlier epoch was best").2);
             }
-            eprintln!(
-                "docclass: epoch {e:>2}: train loss {train_loss:.4}, dev {} {dev_score:.4}{} ({:.0} s)",
-                self.score_name,
-                if improved { " (best)" } else { "" },
-                record.seconds
+            logging::info(
+                "epoch",
+                &format!(
+                    "epoch {e:>2}: train loss {train_loss:.4}, dev {} {dev_score:.4}{} ({:.0} s)",
+                    self.score_name,
+                    if improved { " (best)" } else { "" },
+                    record.seconds
+                ),
+                json!(record),
             );
             writeln!(log_file, "{}", serde_json::to_string(&record)?)?;
             log.push(record);
             let best_epoch = best.as_ref().map_or(e, |b| b.1);
             if e - best_epoch >= self.patience {
-                eprintln!("docclass: no better dev score for {} epochs: stopping", self.patience);
+                logging::info(
+                    "early_stop",
+                    &format!("no better dev score for {} epochs: stopping", self.patience),
+                    json!({"patience": self.patience, "best_epoch": best_epoch}),
+                );
                 break;
             }
         }
@@ -219,17 +229,17 @@ impl EpochLoop<'_> {
         writeln!(
             log_file,
             "{}",
-            serde_json::json!({"replay": what, "epochs": schedule.len(), "examples": self.examples})
+            json!({"replay": what, "epochs": schedule.len(), "examples": self.examples})
         )?;
         let mut rng = Rng::new(self.seed);
         for (e, &learning_rate) in schedule.iter().enumerate() {
             let epoch_started = Instant::now();
             let train_loss = self.epoch((e + 1, schedule.len()), &mut rng, &mut params, &mut step, learning_rate);
             let seconds = epoch_started.elapsed().as_secs_f64();
-            eprintln!("docclass: {what} epoch {:>2}: loss {train_loss:.4} ({seconds:.0} s)", e + 1);
-            let record = serde_json::json!({
+            let record = json!({
                 "replay": what, "epoch": e + 1, "learning_rate": learning_rate, "train_loss": train_loss, "seconds": seconds,
             });
+            logging::info("replay_epoch", &format!("{what} epoch {:>2}: loss {train_loss:.4} ({seconds:.0} s)", e + 1), record.clone());
             writeln!(log_file, "{record}")?;
         }
         Ok(params)
@@ -269,14 +279,7 @@ impl Fitted {
 }
 
 fn epoch_bar(epoch: usize, epochs: usize, examples: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(examples as u64);
-    bar.set_style(
-        ProgressStyle::with_template("epoch {prefix}: {bar:30} {pos}/{len} · {elapsed}, ETA {eta} {msg}")
-            .expect("valid template"),
-    );
+    let bar = logging::progress_bar(examples as u64, "epoch {prefix}: {bar:30} {pos}/{len} · {elapsed}, ETA {eta} {msg}", false);
     bar.set_prefix(format!("{epoch}/{epochs}"));
     bar
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
+use serde_json::json;
 
 use super::cache::FeatureSet;
 use super::data::{parse_tag, TaggedSentence};
@@ -15,6 +16,7 @@ use super::head_record;
 use super::optim::{Adam, EpochLoop, Standardizer};
 use crate::commands::train::{Example, Split, TrainContext};
 use crate::eval::entities::{entity_metrics, SpanMode};
+use crate::logging;
 use crate::model::trained::{
     forward_backward, save_head, viterbi, HeadKind, HeadSpec, LexicalTable, Transitions, HEAD_FORMAT,
 };
@@ -74,7 +76,11 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     let (train_set, repaired) = prepare(&split.train, &tags, &index, buckets, true);
     let (dev_set, _) = prepare(&split.dev, &tags, &index, buckets, false);
     if repaired > 0 {
-        eprintln!("docclass: {repaired} training tag(s) were I- without a B- before them; trained as B-");
+        logging::warning(
+            "repaired_tags",
+            &format!("{repaired} training tag(s) were I- without a B- before them; trained as B-"),
+            json!({"repaired": repaired}),
+        );
     }
     let abbreviations = abbreviations(&split.train);
 
@@ -90,10 +96,14 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
     let log_path = context.staging.join("train-log.jsonl");
     let words_total: usize = train_set.iter().map(|s| s.tags.len()).sum();
-    eprintln!(
-        "docclass: {} training sentences ({words_total} words), {} development sentences, {k} tags, {dim} feature dimensions",
-        train_set.len(),
-        dev_set.len()
+    logging::info(
+        "training_data",
+        &format!(
+            "{} training sentences ({words_total} words), {} development sentences, {k} tags, {dim} feature dimensions",
+            train_set.len(),
+            dev_set.len()
+        ),
+        json!({"train_sentences": train_set.len(), "train_words": words_total, "dev_sentences": dev_set.len(), "tags": k, "dim": dim}),
     );
     let fitted = EpochLoop {
         learning_rate: args.learning_rate,
@@ -157,7 +167,11 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     .collect();
     let lexical = LexicalTable::prune(model.lexical(p), k, args.max_lexical_rows);
     save_head(context.staging, &spec, &f32_tensors, &BTreeMap::new(), &lexical)?;
-    eprintln!("docclass: best epoch {}, dev strict IOB2 F1 {:.4}", fitted.best_epoch, fitted.best_score);
+    logging::info(
+        "selected",
+        &format!("best epoch {}, dev strict IOB2 F1 {:.4}", fitted.best_epoch, fitted.best_score),
+        json!({"best_epoch": fitted.best_epoch, "dev_score": fitted.best_score, "score": "strict_iob2_f1"}),
+    );
     Ok(())
 }
 
