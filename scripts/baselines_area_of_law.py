@@ -15,11 +15,13 @@ predictions as docclass records (predictions/<system>.jsonl), so that `docclass 
 import csv
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -41,6 +43,9 @@ def read(name):
 
 WORDS = dict(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
 CHARS = dict(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
+# Word and character n-grams side by side, each block L2-normalised and scaled by 1/sqrt(2)
+# so that a document's joint vector has unit length.
+WORDS_AND_CHARS = [WORDS, CHARS]
 SYSTEMS = {
     "word 1-2-grams, LR C=10": (WORDS, lambda: LogisticRegression(C=10, max_iter=3000)),
     "word 1-2-grams, LR C=30": (WORDS, lambda: LogisticRegression(C=30, max_iter=3000)),
@@ -49,12 +54,32 @@ SYSTEMS = {
     "char_wb 2-5-grams, LR C=100": (CHARS, lambda: LogisticRegression(C=100, max_iter=3000)),
     "char_wb 2-5-grams, LinearSVC C=0.3": (CHARS, lambda: LinearSVC(C=0.3, random_state=0)),
     "char_wb 2-5-grams, LinearSVC C=1": (CHARS, lambda: LinearSVC(C=1, random_state=0)),
+    "word 1-2 + char_wb 2-5-grams, LR C=30": (WORDS_AND_CHARS, lambda: LogisticRegression(C=30, max_iter=3000)),
+    "word 1-2 + char_wb 2-5-grams, LinearSVC C=1": (WORDS_AND_CHARS, lambda: LinearSVC(C=1, random_state=0)),
 }
+
+
+class Vectorizer:
+    """TF-IDF of one feature family, or of several stacked side by side."""
+
+    def __init__(self, args):
+        families = args if isinstance(args, list) else [args]
+        self.parts = [TfidfVectorizer(**family) for family in families]
+        self.scale = 1 / np.sqrt(len(self.parts))
+
+    def fit_transform(self, texts):
+        return self._stack([part.fit_transform(texts) for part in self.parts])
+
+    def transform(self, texts):
+        return self._stack([part.transform(texts) for part in self.parts])
+
+    def _stack(self, blocks):
+        return blocks[0] if len(blocks) == 1 else scipy.sparse.hstack(blocks).tocsr() * self.scale
 
 
 def fit_predict(system, train_texts, train_labels, test_texts):
     vectorizer_args, model = system
-    vectorizer = TfidfVectorizer(**vectorizer_args)
+    vectorizer = Vectorizer(vectorizer_args)
     x = vectorizer.fit_transform(train_texts)
     return model().fit(x, train_labels).predict(vectorizer.transform(test_texts))
 
@@ -64,7 +89,7 @@ def fit_score(system, train_texts, train_labels, test_texts, test_labels):
 
 
 def slug(name):
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    return re.sub("-+", "-", "".join(c if c.isalnum() else "-" for c in name.lower())).strip("-")
 
 
 def blocked_folds(labels):
