@@ -139,7 +139,13 @@ fn a_killed_run_resumes_to_the_uninterrupted_output_and_a_second_run_is_locked_o
 #[test]
 fn shards_merged_equal_a_single_run() {
     let dir = tempfile::tempdir().unwrap();
-    let input = corpus(dir.path(), 700);
+    // Rows of a JSONL file and files of one document each (which shards skip unopened).
+    let input = dir.path().join("inbox");
+    fs::create_dir(&input).unwrap();
+    fs::rename(corpus(dir.path(), 670), input.join("intake.jsonl")).unwrap();
+    for i in 0..30 {
+        fs::write(input.join(format!("letter-{i:02}.txt")), format!("Sehr geehrte Frau Müller, Ihr Antrag Nr. {i} ist eingegangen.")).unwrap();
+    }
     let single = dir.path().join("single.jsonl");
     assert!(run_docclass(&classify_args(&input, &single, &[])).status.success());
     let mut parts = Vec::new();
@@ -151,6 +157,7 @@ fn shards_merged_equal_a_single_run() {
         assert!(run.status.success(), "{}", stderr(&run));
         let records = read_records(&part);
         assert!((150..320).contains(&records.len()), "shard {k}: {} of 700", records.len());
+        assert!(records.iter().any(|r| r["id"].as_str().unwrap().ends_with(".txt")), "shard {k} has letters");
         parts.push(part);
     }
     let merged = dir.path().join("merged.jsonl");

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Item};
+use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Item, Next};
 use crate::intake::checkpoint::{read_journal, Checkpoint, Counts, Journal, RunFiles};
 use crate::intake::state::{text_sha256, Entry, State};
 use crate::intake::{sidecar, RunLock};
@@ -96,21 +96,27 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         let mut exhausted = false;
         let mut chunk_bytes = 0u64;
         while chunk.len() < args.chunk_documents.max(1) && chunk_bytes < args.chunk_bytes.max(1) {
-            let Some(item) = reader.next() else {
+            let position = index;
+            let in_shard = |id: &str| args.shard.is_none_or(|shard| shard.contains(id));
+            let Some(next) = reader.next_wanted(|id| position >= skip_until && in_shard(id)) else {
                 exhausted = true;
                 break;
             };
-            let position = index;
             index += 1;
             if position < skip_until {
                 continue;
             }
             counts.read += 1;
+            // Another shard's document; a one-document file of another shard was not opened.
+            let Next::Item(item) = next else {
+                counts.skipped_other_shards += 1;
+                continue;
+            };
             let id = match &item {
                 Ok(d) => &d.id,
                 Err(f) => &f.id,
             };
-            if args.shard.is_some_and(|shard| !shard.contains(id)) {
+            if !in_shard(id) {
                 counts.skipped_other_shards += 1;
                 continue;
             }

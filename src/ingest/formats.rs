@@ -97,21 +97,48 @@ impl DocumentReader {
     }
 }
 
-impl Iterator for DocumentReader {
-    type Item = Item;
+/// What [`DocumentReader::next_wanted`] gives.
+#[derive(Debug)]
+pub enum Next {
+    Item(Item),
+    /// A file of one document, whose id (the path) the caller does not want: not read.
+    Skipped(String),
+}
 
-    fn next(&mut self) -> Option<Item> {
+impl DocumentReader {
+    /// The next document, like `next`, except that a file holding exactly one document
+    /// (all formats but rows and e-mail) whose id `wanted` refuses is not opened at all:
+    /// other shards' PDFs and the documents a resumed run has done cost no extraction.
+    pub fn next_wanted(&mut self, wanted: impl Fn(&str) -> bool) -> Option<Next> {
         loop {
             if let Some(current) = &mut self.current {
                 if let Some(item) = current.next() {
-                    return Some(item);
+                    return Some(Next::Item(item));
                 }
                 self.current = None;
             }
             match self.files.next()? {
-                Ok(path) => self.current = Some(self.open(path)),
-                Err(failed) => return Some(Err(failed)),
+                Ok(path) => {
+                    let id = path.display().to_string();
+                    let single_document = row_format_of(&path).is_none() && Kind::of(&id).is_some_and(|k| k != Kind::Eml);
+                    if single_document && !wanted(&id) {
+                        return Some(Next::Skipped(id));
+                    }
+                    self.current = Some(self.open(path));
+                }
+                Err(failed) => return Some(Next::Item(Err(failed))),
             }
+        }
+    }
+}
+
+impl Iterator for DocumentReader {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        match self.next_wanted(|_| true)? {
+            Next::Item(item) => Some(item),
+            Next::Skipped(_) => unreachable!("every document is wanted"),
         }
     }
 }
@@ -320,6 +347,51 @@ impl Iterator for CsvReader {
                 };
                 Some(Ok(Document { id, source, text, encoding, extractor: self.extractor }))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::walk_inputs;
+
+    /// The reader over `dir` after its listing is read: the first file is returned.
+    fn reader_past_first(dir: &Path) -> DocumentReader {
+        let mut reader = DocumentReader::new(walk_inputs(&[dir.to_path_buf()]).unwrap(), FieldNames::default(), 1 << 20);
+        let Some(Next::Item(Ok(first))) = reader.next_wanted(|_| true) else { panic!("a.txt is readable") };
+        assert!(first.id.ends_with("a.txt"));
+        reader
+    }
+
+    #[test]
+    fn unwanted_one_document_files_are_not_opened_and_row_files_are() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "Erstes Schreiben").unwrap();
+        std::fs::write(dir.path().join("b.txt"), "Zweites Schreiben").unwrap();
+        std::fs::write(dir.path().join("c.jsonl"), "{\"text\": \"eins\"}\n{\"text\": \"zwei\"}\n").unwrap();
+        let not_b = |id: &str| !id.ends_with("b.txt");
+
+        // b.txt disappears after the folder was listed: opening it would fail.
+        let mut reader = reader_past_first(dir.path());
+        std::fs::remove_file(dir.path().join("b.txt")).unwrap();
+        match reader.next_wanted(not_b) {
+            Some(Next::Skipped(id)) => assert!(id.ends_with("b.txt")),
+            other => panic!("b.txt should be skipped unread, got {other:?}"),
+        }
+        // Rows are documents of their own: their file is read whatever `wanted` says.
+        for _ in 0..2 {
+            assert!(matches!(reader.next_wanted(|_| false), Some(Next::Item(Ok(_)))));
+        }
+        assert!(reader.next_wanted(|_| true).is_none());
+
+        // Wanted, the same missing file is an error record: the skip above did not read it.
+        std::fs::write(dir.path().join("b.txt"), "Zweites Schreiben").unwrap();
+        let mut reader = reader_past_first(dir.path());
+        std::fs::remove_file(dir.path().join("b.txt")).unwrap();
+        match reader.next_wanted(|_| true) {
+            Some(Next::Item(Err(failed))) => assert!(failed.error.starts_with("cannot open"), "{}", failed.error),
+            other => panic!("a missing wanted file is an error record, got {other:?}"),
         }
     }
 }
