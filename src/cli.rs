@@ -146,6 +146,11 @@ pub struct ClassifyArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_document_bytes: u64,
 
+    /// A file whose text takes longer to extract (PDF, Office, HTML, RTF, e-mail) gets an
+    /// error record, and the run goes on.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0, value_parser = positive_seconds)]
+    pub max_extract_seconds: f64,
+
     /// Documents read, encoded and written together; memory grows with it, not with
     /// the size of the archive.
     #[arg(long, value_name = "N", default_value_t = 512)]
@@ -453,4 +458,26 @@ pub enum ModelCommand {
         /// The model directory.
         dir: PathBuf,
     },
+}
+
+/// Seconds for a time limit: a positive number (fractions allowed), at most a year.
+fn positive_seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 365.0 * 86_400.0 => Ok(seconds),
+        _ => Err(format!("{value:?} is not a number of seconds above 0")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::positive_seconds;
+
+    #[test]
+    fn time_limits_are_positive_finite_seconds() {
+        assert_eq!(positive_seconds("0.5"), Ok(0.5));
+        assert_eq!(positive_seconds("120"), Ok(120.0));
+        for bad in ["0", "-1", "NaN", "inf", "1e300", "zwei"] {
+            assert!(positive_seconds(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -144,7 +144,11 @@ fn shards_merged_equal_a_single_run() {
     fs::create_dir(&input).unwrap();
     fs::rename(corpus(dir.path(), 670), input.join("intake.jsonl")).unwrap();
     for i in 0..30 {
-        fs::write(input.join(format!("letter-{i:02}.txt")), format!("Sehr geehrte Frau Müller, Ihr Antrag Nr. {i} ist eingegangen.")).unwrap();
+        fs::write(
+            input.join(format!("letter-{i:02}.txt")),
+            format!("Sehr geehrte Frau Müller, Ihr Antrag Nr. {i} ist eingegangen."),
+        )
+        .unwrap();
     }
     let single = dir.path().join("single.jsonl");
     assert!(run_docclass(&classify_args(&input, &single, &[])).status.success());

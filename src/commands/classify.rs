@@ -8,7 +8,7 @@
 //! one shard of the documents.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Item, Next};
+use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Item, Next, ReadLimits};
 use crate::intake::checkpoint::{read_journal, Checkpoint, Counts, Journal, RunFiles};
 use crate::intake::state::{text_sha256, Entry, State};
 use crate::intake::{sidecar, RunLock};
@@ -76,7 +76,11 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     }
     let progress = progress_bar(total_bytes, args.quiet);
     let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
-    let mut reader = DocumentReader::new(walk_inputs(&args.inputs)?, fields, args.max_document_bytes);
+    let limits = ReadLimits {
+        document_bytes: args.max_document_bytes,
+        extract_time: Duration::from_secs_f64(args.max_extract_seconds),
+    };
+    let mut reader = DocumentReader::new(walk_inputs(&args.inputs)?, fields, limits);
     let resume_at = resumed.as_ref().map_or(0, |c| c.output_bytes);
     let mut writer = open_writer(&args.out, format, args.force || resumed.is_some(), resume_at)?;
     let mut journal = match (&state, to_stdout) {

@@ -82,7 +82,11 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         return Ok(Outcome::Complete);
     }
     let seconds = started.elapsed().as_secs_f64();
-    logging::info("trained", &format!("trained in {seconds:.0} s with {threads} threads"), json!({"seconds": seconds, "threads": threads}));
+    logging::info(
+        "trained",
+        &format!("trained in {seconds:.0} s with {threads} threads"),
+        json!({"seconds": seconds, "threads": threads}),
+    );
     Ok(Outcome::Complete)
 }
 

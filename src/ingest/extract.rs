@@ -95,7 +95,7 @@ thread_local! {
 
 /// A third-party parser that panics on hostile input must not end the run: the panic
 /// becomes the document's error (and prints nothing; other panics print as before).
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+pub fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
     QUIET_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -105,9 +105,10 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, St
             }
         }));
     });
-    GUARDED.set(true);
+    // Guards nest (a file's reader around the PDF parser): the outer one stays in force.
+    let outer = GUARDED.replace(true);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    GUARDED.set(false);
+    GUARDED.set(outer);
     result.unwrap_or_else(|_| Err(format!("the {what} parser failed on this file (malformed {what})")))
 }
 

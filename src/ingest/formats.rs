@@ -8,9 +8,11 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use super::decode::decode_text;
-use super::extract::{email, extract, non_empty, Extracted, Kind};
+use super::extract::{email, extract, guarded, non_empty, Extracted, Kind};
 use super::{Document, Failed, Item, Source};
 
 /// Which JSON fields / CSV columns hold the text and the id.
@@ -46,17 +48,26 @@ fn row_format_of(path: &Path) -> Option<RowFormat> {
 
 const SUPPORTED: &str = ".txt, .md, .html, .pdf, .docx, .odt, .rtf, .eml, .jsonl, .csv, .tsv";
 
+/// Bounds on reading one file.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// Larger files (and JSONL lines) are error records.
+    pub document_bytes: u64,
+    /// Time to extract one file's text (PDF, Office, HTML, RTF, e-mail).
+    pub extract_time: Duration,
+}
+
 /// All documents of all input files, read lazily in input order.
 pub struct DocumentReader {
     files: super::InputFiles,
     current: Option<Box<dyn Iterator<Item = Item> + Send>>,
     fields: FieldNames,
-    max_document_bytes: u64,
+    limits: ReadLimits,
 }
 
 impl DocumentReader {
-    pub fn new(files: super::InputFiles, fields: FieldNames, max_document_bytes: u64) -> Self {
-        Self { files, current: None, fields, max_document_bytes }
+    pub fn new(files: super::InputFiles, fields: FieldNames, limits: ReadLimits) -> Self {
+        Self { files, current: None, fields, limits }
     }
 
     fn open(&self, path: PathBuf) -> Box<dyn Iterator<Item = Item> + Send> {
@@ -76,7 +87,7 @@ impl DocumentReader {
         };
         let Some(format) = row_format else {
             let kind = kind.expect("checked above");
-            return Box::new(read_file(file, display, kind, self.max_document_bytes).into_iter());
+            return Box::new(read_file(file, display, kind, self.limits).into_iter());
         };
         match format {
             RowFormat::Jsonl => Box::new(JsonlReader {
@@ -84,7 +95,7 @@ impl DocumentReader {
                 path: display,
                 line: 0,
                 fields: self.fields.clone(),
-                max_line_bytes: self.max_document_bytes,
+                max_line_bytes: self.limits.document_bytes,
                 stopped: false,
             }),
             RowFormat::Csv | RowFormat::Tsv => {
@@ -120,7 +131,8 @@ impl DocumentReader {
             match self.files.next()? {
                 Ok(path) => {
                     let id = path.display().to_string();
-                    let single_document = row_format_of(&path).is_none() && Kind::of(&id).is_some_and(|k| k != Kind::Eml);
+                    let single_document =
+                        row_format_of(&path).is_none() && Kind::of(&id).is_some_and(|k| k != Kind::Eml);
                     if single_document && !wanted(&id) {
                         return Some(Next::Skipped(id));
                     }
@@ -144,28 +156,65 @@ impl Iterator for DocumentReader {
 }
 
 /// The document(s) of a file that holds one (or, for e-mail, one and its attachments).
-fn read_file(file: File, path: String, kind: Kind, max_bytes: u64) -> Vec<Item> {
-    let source = Source { path: path.clone(), line: None };
-    let fail = |id: String, error: String| Err(Failed { id, source: source.clone(), error });
+/// Parsers other than plain text's run under the time limit.
+fn read_file(file: File, path: String, kind: Kind, limits: ReadLimits) -> Vec<Item> {
+    let fail = |error: String| {
+        vec![Err(Failed { id: path.clone(), source: Source { path: path.clone(), line: None }, error })]
+    };
+    let max_bytes = limits.document_bytes;
     let mut bytes = Vec::new();
     // Read one byte past the limit to tell "exactly at the limit" from "over it".
     if let Err(e) = file.take(max_bytes + 1).read_to_end(&mut bytes) {
-        return vec![fail(path, format!("cannot read: {e}"))];
+        return fail(format!("cannot read: {e}"));
     }
     if bytes.len() as u64 > max_bytes {
-        return vec![fail(path, format!("document larger than {max_bytes} bytes (raise --max-document-bytes)"))];
+        return fail(format!("document larger than {max_bytes} bytes (raise --max-document-bytes)"));
     }
+    if kind == Kind::Text {
+        return documents_of(&bytes, path.clone(), kind, max_bytes);
+    }
+    let owned_path = path.clone();
+    // A panic on this thread would print and cut the run's output short: caught as in `extract`.
+    let read = move || guarded("document", || Ok(documents_of(&bytes, owned_path, kind, max_bytes)));
+    within(limits.extract_time, read).and_then(|items| items).unwrap_or_else(fail)
+}
+
+/// Runs `parse` on a thread of its own and waits for it at most `limit`. A parser still
+/// running then (a malformed file it loops on) is left behind, since a thread cannot be
+/// stopped; it ends with the process, and the run goes on without it.
+fn within<T: Send + 'static>(limit: Duration, parse: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("docclass-reader".into())
+        // The parsers recurse; the main thread they ran on before has 8 MiB.
+        .stack_size(16 << 20)
+        .spawn(move || sender.send(parse()).ok())
+        .map_err(|e| format!("cannot start a reader thread: {e}"))?;
+    match receiver.recv_timeout(limit) {
+        Ok(result) => Ok(result),
+        Err(RecvTimeoutError::Timeout) => Err(format!(
+            "reading took longer than {} s (raise --max-extract-seconds): a malformed file?",
+            limit.as_secs_f64()
+        )),
+        Err(RecvTimeoutError::Disconnected) => Err("the reader stopped on this file (malformed file?)".into()),
+    }
+}
+
+/// The document(s) in the bytes of a file of `kind`.
+fn documents_of(bytes: &[u8], path: String, kind: Kind, max_bytes: u64) -> Vec<Item> {
+    let source = Source { path: path.clone(), line: None };
+    let fail = |id: String, error: String| Err(Failed { id, source: source.clone(), error });
     let document = |id: String, e: Extracted| {
         Ok(Document { id, source: source.clone(), text: e.text, encoding: e.encoding, extractor: e.extractor })
     };
     if kind != Kind::Eml {
         return vec![
-            extract(kind, &bytes, max_bytes).map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))
+            extract(kind, bytes, max_bytes).map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))
         ];
     }
     // The mail is one document; each attachment in a format docclass reads is one more,
     // named MAIL#N:NAME. Other attachments (images, archives) are not text: passed over.
-    let (mail, attachments) = match email(&bytes) {
+    let (mail, attachments) = match email(bytes) {
         Ok(parts) => parts,
         Err(e) => return vec![fail(path, e)],
     };
@@ -358,10 +407,21 @@ mod tests {
 
     /// The reader over `dir` after its listing is read: the first file is returned.
     fn reader_past_first(dir: &Path) -> DocumentReader {
-        let mut reader = DocumentReader::new(walk_inputs(&[dir.to_path_buf()]).unwrap(), FieldNames::default(), 1 << 20);
+        let limits = ReadLimits { document_bytes: 1 << 20, extract_time: Duration::from_secs(60) };
+        let mut reader = DocumentReader::new(walk_inputs(&[dir.to_path_buf()]).unwrap(), FieldNames::default(), limits);
         let Some(Next::Item(Ok(first))) = reader.next_wanted(|_| true) else { panic!("a.txt is readable") };
         assert!(first.id.ends_with("a.txt"));
         reader
+    }
+
+    #[test]
+    fn a_parser_that_runs_past_the_time_limit_is_left_behind() {
+        let started = std::time::Instant::now();
+        let slow = within(Duration::from_millis(50), || std::thread::sleep(Duration::from_secs(10)));
+        let error = slow.expect_err("10 s of work against a limit of 50 ms");
+        assert!(error.starts_with("reading took longer than 0.05 s"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5), "the wait ends at the limit, not with the parser");
+        assert_eq!(within(Duration::from_secs(10), || 42), Ok(42));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod walk;
 use serde::Serialize;
 
 pub use decode::{decode_text, DecodeError};
-pub use formats::{DocumentReader, FieldNames, Next};
+pub use formats::{DocumentReader, FieldNames, Next, ReadLimits};
 pub use walk::{walk_inputs, InputFiles};
 
 /// Where a document came from: a file, and the line (JSONL) or line of the row (CSV/TSV).

@@ -160,7 +160,11 @@ pub fn train(context: &TrainContext, split: Split<LabelledDocument>) -> Result<(
             }
             let mean = scores.iter().sum::<f64>() / k as f64;
             let summary = json!({"folds": k, "score": score_name, "fold_scores": scores, "mean": mean});
-            logging::info("cross_validation", &format!("{k}-fold blocked cross-validation: mean {score_name} {mean:.4}"), summary.clone());
+            logging::info(
+                "cross_validation",
+                &format!("{k}-fold blocked cross-validation: mean {score_name} {mean:.4}"),
+                summary.clone(),
+            );
             Some(summary)
         }
         None => None,

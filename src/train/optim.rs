@@ -226,11 +226,7 @@ impl EpochLoop<'_> {
             .append(true)
             .open(self.log_path)
             .with_context(|| format!("appending to {}", self.log_path.display()))?;
-        writeln!(
-            log_file,
-            "{}",
-            json!({"replay": what, "epochs": schedule.len(), "examples": self.examples})
-        )?;
+        writeln!(log_file, "{}", json!({"replay": what, "epochs": schedule.len(), "examples": self.examples}))?;
         let mut rng = Rng::new(self.seed);
         for (e, &learning_rate) in schedule.iter().enumerate() {
             let epoch_started = Instant::now();
@@ -239,7 +235,11 @@ impl EpochLoop<'_> {
             let record = json!({
                 "replay": what, "epoch": e + 1, "learning_rate": learning_rate, "train_loss": train_loss, "seconds": seconds,
             });
-            logging::info("replay_epoch", &format!("{what} epoch {:>2}: loss {train_loss:.4} ({seconds:.0} s)", e + 1), record.clone());
+            logging::info(
+                "replay_epoch",
+                &format!("{what} epoch {:>2}: loss {train_loss:.4} ({seconds:.0} s)", e + 1),
+                record.clone(),
+            );
             writeln!(log_file, "{record}")?;
         }
         Ok(params)
@@ -279,7 +279,11 @@ impl Fitted {
 }
 
 fn epoch_bar(epoch: usize, epochs: usize, examples: usize) -> ProgressBar {
-    let bar = logging::progress_bar(examples as u64, "epoch {prefix}: {bar:30} {pos}/{len} · {elapsed}, ETA {eta} {msg}", false);
+    let bar = logging::progress_bar(
+        examples as u64,
+        "epoch {prefix}: {bar:30} {pos}/{len} · {elapsed}, ETA {eta} {msg}",
+        false,
+    );
     bar.set_prefix(format!("{epoch}/{epochs}"));
     bar
 }
