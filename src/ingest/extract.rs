@@ -23,6 +23,8 @@ pub struct Extracted {
 pub struct Attachment {
     pub name: String,
     pub bytes: Vec<u8>,
+    /// An e-mail of its own (`message/rfc822`, a forwarded mail): `bytes` is the message.
+    pub is_message: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -456,9 +458,13 @@ pub fn email(bytes: &[u8]) -> Result<(String, Vec<Attachment>), String> {
     let attachments = message
         .attachments()
         .enumerate()
-        .map(|(i, part)| Attachment {
-            name: part.attachment_name().map_or_else(|| format!("attachment-{}", i + 1), str::to_string),
-            bytes: part.contents().to_vec(),
+        .map(|(i, part)| {
+            let unnamed = || format!("attachment-{}{}", i + 1, if part.is_message() { ".eml" } else { "" });
+            Attachment {
+                name: part.attachment_name().map_or_else(unnamed, str::to_string),
+                bytes: part.contents().to_vec(),
+                is_message: part.is_message(),
+            }
         })
         .collect();
     Ok((text, attachments))

@@ -2,7 +2,7 @@
 //! row per document under a header row (TSV without quoting, as pre-tokenised corpora
 //! are written). `.txt`/`.md`, `.html`, `.pdf`, `.docx`, `.odt`, `.rtf`: one document per
 //! file (see [`super::extract`]). `.eml`: the mail, and each attachment in one of these
-//! formats as a document `MAIL#N:NAME`. Any other extension gives an error record, so
+//! formats as a document `MAIL#N:NAME` (attached mails in turn). Any other extension gives an error record, so
 //! that no file of an archive is silently passed over.
 
 use std::fs::File;
@@ -212,23 +212,48 @@ fn documents_of(bytes: &[u8], path: String, kind: Kind, max_bytes: u64) -> Vec<I
             extract(kind, bytes, max_bytes).map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))
         ];
     }
-    // The mail is one document; each attachment in a format docclass reads is one more,
-    // named MAIL#N:NAME. Other attachments (images, archives) are not text: passed over.
+    let mut items = Vec::new();
+    mail_documents(bytes, path, 0, max_bytes, &mut |id, extracted| {
+        items.push(match extracted {
+            Ok(e) => document(id, e),
+            Err(e) => fail(id, e),
+        })
+    });
+    items
+}
+
+/// Forwarded mails inside mails are read this many levels deep.
+const MAX_MAIL_DEPTH: usize = 8;
+
+/// The mail is one document; each attachment in a format docclass reads is one more,
+/// named MAIL#N:NAME, and an attached mail (forwarded) is read as a mail in turn
+/// (MAIL#N:NAME#M:NAME for its attachments). Other attachments (images, archives) are
+/// not text: passed over.
+fn mail_documents(
+    bytes: &[u8],
+    id: String,
+    depth: usize,
+    max_bytes: u64,
+    found: &mut dyn FnMut(String, Result<Extracted, String>),
+) {
     let (mail, attachments) = match email(bytes) {
         Ok(parts) => parts,
-        Err(e) => return vec![fail(path, e)],
+        Err(e) => return found(id, Err(e)),
     };
-    let mut items = vec![non_empty(Extracted { text: mail, encoding: "UTF-8", extractor: "eml" })
-        .map_or_else(|e| fail(path.clone(), e), |e| document(path.clone(), e))];
+    found(id.clone(), non_empty(Extracted { text: mail, encoding: "UTF-8", extractor: "eml" }));
     for (n, attachment) in attachments.into_iter().enumerate() {
-        let Some(kind) = Kind::of(&attachment.name).filter(|k| *k != Kind::Eml) else { continue };
-        let id = format!("{path}#{}:{}", n + 1, attachment.name);
-        items.push(
-            extract(kind, &attachment.bytes, max_bytes)
-                .map_or_else(|e| fail(id.clone(), e), |e| document(id.clone(), e)),
-        );
+        let child = format!("{id}#{}:{}", n + 1, attachment.name);
+        let kind = Kind::of(&attachment.name);
+        if attachment.is_message || kind == Some(Kind::Eml) {
+            if depth + 1 < MAX_MAIL_DEPTH {
+                mail_documents(&attachment.bytes, child, depth + 1, max_bytes, found);
+            } else {
+                found(child, Err(format!("an e-mail attached inside {MAX_MAIL_DEPTH} levels of e-mails: not read")));
+            }
+        } else if let Some(kind) = kind {
+            found(child, extract(kind, &attachment.bytes, max_bytes));
+        }
     }
-    items
 }
 
 struct JsonlReader {
@@ -412,6 +437,30 @@ mod tests {
         let Some(Next::Item(Ok(first))) = reader.next_wanted(|_| true) else { panic!("a.txt is readable") };
         assert!(first.id.ends_with("a.txt"));
         reader
+    }
+
+    #[test]
+    fn forwarded_mails_are_read_to_a_depth_limit() {
+        let mut mail = b"Subject: Antrag 0\r\n\r\nText der ersten Mail.\r\n".to_vec();
+        for level in 1..=MAX_MAIL_DEPTH {
+            let mut outer = format!(
+                "Subject: WG {level}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"B{level}\"\r\n\r\n\
+                 --B{level}\r\nContent-Type: text/plain\r\n\r\nWeitergeleitet {level}.\r\n--B{level}\r\n\
+                 Content-Type: message/rfc822\r\n\r\n"
+            )
+            .into_bytes();
+            outer.extend_from_slice(&mail);
+            outer.extend_from_slice(format!("\r\n--B{level}--\r\n").as_bytes());
+            mail = outer;
+        }
+        let items = documents_of(&mail, "m.eml".into(), Kind::Eml, 1 << 20);
+        assert_eq!(items.len(), MAX_MAIL_DEPTH + 1, "every level a document, the innermost an error");
+        let ids: Vec<&str> = items.iter().map(|i| i.as_ref().map_or_else(|f| f.id.as_str(), |d| d.id.as_str())).collect();
+        assert_eq!(ids[1], "m.eml#1:attachment-1.eml");
+        assert_eq!(ids[2], "m.eml#1:attachment-1.eml#1:attachment-1.eml");
+        assert!(items[..MAX_MAIL_DEPTH].iter().all(Result::is_ok));
+        let innermost = items[MAX_MAIL_DEPTH].as_ref().unwrap_err();
+        assert!(innermost.error.contains("levels of e-mails"), "{}", innermost.error);
     }
 
     #[test]

@@ -122,6 +122,19 @@ pub fn eml() -> Vec<u8> {
     .into_bytes()
 }
 
+/// A mail that forwards [`eml`] as an attachment (`message/rfc822`).
+pub fn forwarded_eml() -> Vec<u8> {
+    let mut mail = "From: poststelle@example.org\r\nTo: referat@example.org\r\nSubject: WG: Widerspruch\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"YY\"\r\n\r\n--YY\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Zur Bearbeitung weitergeleitet.\r\n--YY\r\nContent-Type: message/rfc822\r\n\
+         Content-Disposition: attachment; filename=\"widerspruch.eml\"\r\n\r\n"
+        .as_bytes()
+        .to_vec();
+    mail.extend_from_slice(&eml());
+    mail.extend_from_slice(b"\r\n--YY--\r\n");
+    mail
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -154,6 +167,10 @@ pub fn write_corpus(dir: &Path) -> Vec<Expected> {
     file("mail.eml", &eml());
     expected.push(read("mail.eml", "eml", "Widerspruch Aktenzeichen 4711"));
     expected.push(read("mail.eml#1:widerspruch.rtf", "rtf", "München"));
+    file("forwarded.eml", &forwarded_eml());
+    expected.push(read("forwarded.eml", "eml", "Zur Bearbeitung weitergeleitet"));
+    expected.push(read("forwarded.eml#1:widerspruch.eml", "eml", "Widerspruch Aktenzeichen 4711"));
+    expected.push(read("forwarded.eml#1:widerspruch.eml#1:widerspruch.rtf", "rtf", "München"));
     file("latin1.txt", "Straße in Köln, Größe".encode_latin1().as_slice());
     expected.push(read("latin1.txt", "text", "Straße"));
     let mut mixed = "Grüße aus Köln. ".as_bytes().to_vec();
