@@ -121,6 +121,9 @@ pub fn unit_length(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / norm).collect()
 }
 
+// A pipeline holds a few heads: their size in memory does not matter, and boxing the
+// large variant would only clutter the matches on it.
+#[allow(clippy::large_enum_variant)]
 pub enum Head {
     Classification(ClassificationHead),
     TokenClassification(TokenClassificationHead),
