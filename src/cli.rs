@@ -183,11 +183,11 @@ pub struct ClassifyArgs {
 /// `docclass merge`: shard outputs in, the output of a single run out.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// JSONL outputs of `classify --shard K/N`, one per shard, in any order.
+    /// Outputs of `classify --shard K/N` (all JSONL or all CSV), one per shard, in any order.
     #[arg(required = true, value_name = "PART")]
     pub parts: Vec<PathBuf>,
 
-    /// The merged output (JSONL).
+    /// The merged output, in the parts' format.
     #[arg(long, short, value_name = "FILE")]
     pub out: PathBuf,
 

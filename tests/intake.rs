@@ -181,6 +181,36 @@ fn shards_merged_equal_a_single_run() {
     assert!(!twice.status.success() && stderr(&twice).contains("the same shard given twice"), "{}", stderr(&twice));
     let bad_shard = run_docclass(&classify_args(&input, &dir.path().join("x.jsonl"), &["--shard", "3/3"]));
     assert_eq!(bad_shard.status.code(), Some(2), "{}", stderr(&bad_shard));
+
+    // CSV outputs merge the same way (entities and scores are JSON in quoted cells).
+    let single_csv = dir.path().join("single.csv");
+    assert!(run_docclass(&classify_args(&input, &single_csv, &[])).status.success());
+    let csv_parts: Vec<PathBuf> = (0..3)
+        .map(|k| {
+            let part = dir.path().join(format!("part-{k}.csv"));
+            let run = run_docclass(&classify_args(&input, &part, &["--shard", &format!("{k}/3")]));
+            assert!(run.status.success(), "{}", stderr(&run));
+            part
+        })
+        .collect();
+    let merged_csv = dir.path().join("merged.csv");
+    let mut args = vec!["merge", "--out", path_str(&merged_csv)];
+    args.extend(csv_parts.iter().map(|p| path_str(p)));
+    let run = docclass(&args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(fs::read(&merged_csv).unwrap(), fs::read(&single_csv).unwrap(), "byte for byte");
+    let mixed = docclass(&[
+        "merge",
+        "--out",
+        path_str(&dir.path().join("mixed")),
+        path_str(&parts[0]),
+        path_str(&csv_parts[1]),
+    ]);
+    assert!(
+        !mixed.status.success() && stderr(&mixed).contains("merge joins parts of one format"),
+        "{}",
+        stderr(&mixed)
+    );
 }
 
 #[test]

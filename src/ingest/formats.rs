@@ -455,7 +455,8 @@ mod tests {
         }
         let items = documents_of(&mail, "m.eml".into(), Kind::Eml, 1 << 20);
         assert_eq!(items.len(), MAX_MAIL_DEPTH + 1, "every level a document, the innermost an error");
-        let ids: Vec<&str> = items.iter().map(|i| i.as_ref().map_or_else(|f| f.id.as_str(), |d| d.id.as_str())).collect();
+        let ids: Vec<&str> =
+            items.iter().map(|i| i.as_ref().map_or_else(|f| f.id.as_str(), |d| d.id.as_str())).collect();
         assert_eq!(ids[1], "m.eml#1:attachment-1.eml");
         assert_eq!(ids[2], "m.eml#1:attachment-1.eml#1:attachment-1.eml");
         assert!(items[..MAX_MAIL_DEPTH].iter().all(Result::is_ok));

@@ -25,6 +25,13 @@ impl OutputFormat {
             _ => OutputFormat::Jsonl,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Jsonl => "JSONL",
+            OutputFormat::Csv => "CSV",
+        }
+    }
 }
 
 /// An existing output file is only replaced with `--force`.
@@ -136,7 +143,8 @@ struct CsvWriter {
     header_written: bool,
 }
 
-const CSV_HEADER: [&str; 13] = [
+/// The columns of the CSV output, in order.
+pub const CSV_HEADER: [&str; 13] = [
     "id",
     "path",
     "line",
@@ -155,12 +163,12 @@ const CSV_HEADER: [&str; 13] = [
 impl RecordWriter for CsvWriter {
     fn write(&mut self, r: &Record) -> Result<()> {
         let description = self.sink.describe();
-        let mut row = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
         if !self.header_written {
-            row.write_record(CSV_HEADER)?;
+            let header = csv_row(CSV_HEADER)?;
+            self.sink.writer().write_all(&header).with_context(|| format!("writing {description}"))?;
             self.header_written = true;
         }
-        row.write_record([
+        let bytes = csv_row([
             r.id.clone(),
             r.source.path.clone(),
             r.source.line.map(|l| l.to_string()).unwrap_or_default(),
@@ -175,7 +183,6 @@ impl RecordWriter for CsvWriter {
             r.model.clone(),
             r.error.clone().unwrap_or_default(),
         ])?;
-        let bytes = row.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.sink.writer().write_all(&bytes).with_context(|| format!("writing {description}"))
     }
 
@@ -186,6 +193,18 @@ impl RecordWriter for CsvWriter {
     fn finish(self: Box<Self>) -> Result<()> {
         self.sink.finish()
     }
+}
+
+/// One CSV row as the output writes it (quoted where needed, `\n` at the end); `merge`
+/// writes the rows it reads back the same way.
+pub fn csv_row<I, T>(fields: I) -> Result<Vec<u8>>
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<[u8]>,
+{
+    let mut row = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    row.write_record(fields)?;
+    row.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {

@@ -124,12 +124,13 @@ pub fn eml() -> Vec<u8> {
 
 /// A mail that forwards [`eml`] as an attachment (`message/rfc822`).
 pub fn forwarded_eml() -> Vec<u8> {
-    let mut mail = "From: poststelle@example.org\r\nTo: referat@example.org\r\nSubject: WG: Widerspruch\r\nMIME-Version: 1.0\r\n\
+    let mut mail =
+        "From: poststelle@example.org\r\nTo: referat@example.org\r\nSubject: WG: Widerspruch\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/mixed; boundary=\"YY\"\r\n\r\n--YY\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
          Zur Bearbeitung weitergeleitet.\r\n--YY\r\nContent-Type: message/rfc822\r\n\
          Content-Disposition: attachment; filename=\"widerspruch.eml\"\r\n\r\n"
-        .as_bytes()
-        .to_vec();
+            .as_bytes()
+            .to_vec();
     mail.extend_from_slice(&eml());
     mail.extend_from_slice(b"\r\n--YY--\r\n");
     mail
