@@ -92,6 +92,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let skip_until = resumed.as_ref().map_or(0, |c| c.next_index);
     let mut counts = resumed.map(|c| c.counts).unwrap_or_default();
     let mut index = 0u64;
+    let in_shard = |id: &str| args.shard.is_none_or(|shard| shard.contains(id));
 
     loop {
         // The next chunk: documents of this shard that the state does not have yet.
@@ -101,7 +102,6 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         let mut chunk_bytes = 0u64;
         while chunk.len() < args.chunk_documents.max(1) && chunk_bytes < args.chunk_bytes.max(1) {
             let position = index;
-            let in_shard = |id: &str| args.shard.is_none_or(|shard| shard.contains(id));
             let Some(next) = reader.next_wanted(|id| position >= skip_until && in_shard(id)) else {
                 exhausted = true;
                 break;
