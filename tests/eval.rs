@@ -250,6 +250,21 @@ fn compare_tells_a_real_difference_from_noise() {
     assert!((accuracy["delta"].as_f64().unwrap() - 14.0 / 60.0).abs() < 1e-12);
     assert_eq!(accuracy["significant"], true);
     assert!(accuracy["low"].as_f64().unwrap() > 0.0);
+    // Each label's F1 on all documents is the one each report gives for it.
+    let per_class = real["per_class_bootstrap"].as_array().unwrap();
+    for (side, report) in [("a", "bad"), ("b", "good")] {
+        let classes = json_file(&dir.path().join(report).join("metrics.json"))["classification"]["per_class"].clone();
+        assert_eq!(per_class.len(), classes.as_array().unwrap().len());
+        for (interval, class) in per_class.iter().zip(classes.as_array().unwrap()) {
+            assert_eq!(interval["metric"], class["label"]);
+            assert!(
+                (interval[side].as_f64().unwrap() - class["f1"].as_f64().unwrap()).abs() < 1e-12,
+                "{interval} {class}"
+            );
+        }
+    }
+    let markdown = fs::read_to_string(dir.path().join("bad-vs-good").join("report.md")).unwrap();
+    assert!(markdown.contains("## Per class"), "{markdown}");
 
     let noise = compare("good", "close");
     assert!(noise["mcnemar"]["p_value"].as_f64().unwrap() >= 0.99);

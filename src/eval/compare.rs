@@ -142,7 +142,7 @@ pub fn run(a_dir: &Path, b_dir: &Path, args: &EvalArgs) -> Result<()> {
             json!({"metric": name, "a": x, "b": y, "delta": delta, "better": better})
         })
         .collect();
-    let (test, intervals) = significance(task, &a.documents, &b.documents, args.bootstrap, args.seed);
+    let significance = significance(task, &a.documents, &b.documents, args.bootstrap, args.seed);
     let comparison = json!({
         "schema": "docclass-compare/1",
         "command": std::env::args().collect::<Vec<_>>().join(" "),
@@ -151,8 +151,9 @@ pub fn run(a_dir: &Path, b_dir: &Path, args: &EvalArgs) -> Result<()> {
         "b": {"report": b_dir.display().to_string(), "model": b.metrics["model"], "data": b.metrics["data"]},
         "documents": a.documents.len(),
         "metrics": metrics,
-        "mcnemar": test,
-        "bootstrap": intervals,
+        "mcnemar": significance.mcnemar,
+        "bootstrap": significance.headline,
+        "per_class_bootstrap": significance.per_class,
     });
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
     let write = |name: &str, content: String| crate::intake::write_durably(&args.report.join(name), content.as_bytes());
@@ -164,19 +165,23 @@ pub fn run(a_dir: &Path, b_dir: &Path, args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// McNemar on per-document correctness and paired bootstrap intervals of the headline metrics.
-fn significance(
-    task: Task,
-    a: &[Value],
-    b: &[Value],
-    resamples: usize,
-    seed: u64,
-) -> (McNemar, Vec<BootstrapInterval>) {
+/// What [`significance`] finds.
+struct Significance {
+    mcnemar: McNemar,
+    /// Paired bootstrap intervals of the headline metrics.
+    headline: Vec<BootstrapInterval>,
+    /// Of each label's F1 (classification; none for entities).
+    per_class: Vec<BootstrapInterval>,
+}
+
+/// McNemar on per-document correctness and paired bootstrap intervals of the headline
+/// metrics and, for classification, of each label's F1.
+fn significance(task: Task, a: &[Value], b: &[Value], resamples: usize, seed: u64) -> Significance {
     let n = a.len();
     let sides = [a, b];
     let right = |docs: &[Value]| -> Vec<bool> { docs.iter().map(|d| same_set(&d["gold"], &d["predicted"])).collect() };
     let test = mcnemar(&right(a), &right(b));
-    let intervals = match task {
+    let (headline, per_class) = match task {
         Task::Classification | Task::MultiLabel => {
             let labels: Vec<String> = a
                 .iter()
@@ -201,20 +206,28 @@ fn significance(
                     docs.iter().filter(|&&i| coded[system][i].0 == coded[system][i].1).count() as f64
                         / docs.len().max(1) as f64
                 };
-                let macro_f1 = |system: usize, docs: &[usize]| {
+                let metrics = |system: usize, docs: &[usize]| {
                     let (gold, predicted) = pick(system, docs);
-                    classification_metrics(&labels, &first(gold), &first(predicted)).macro_f1
+                    classification_metrics(&labels, &first(gold), &first(predicted))
                 };
-                vec![
-                    paired_bootstrap("accuracy", n, resamples, seed, accuracy),
-                    paired_bootstrap("macro-F1", n, resamples, seed, macro_f1),
-                ]
+                let class_f1 = |l: usize| move |system: usize, docs: &[usize]| metrics(system, docs).per_class[l].f1;
+                (
+                    vec![
+                        paired_bootstrap("accuracy", n, resamples, seed, accuracy),
+                        paired_bootstrap("macro-F1", n, resamples, seed, |s, d| metrics(s, d).macro_f1),
+                    ],
+                    (0..labels.len()).map(|l| paired_bootstrap(&labels[l], n, resamples, seed, class_f1(l))).collect(),
+                )
             } else {
-                let micro_f1 = |system: usize, docs: &[usize]| {
+                let metrics = |system: usize, docs: &[usize]| {
                     let (gold, predicted) = pick(system, docs);
-                    multi_label_metrics(&labels, &gold, &predicted).micro.f1
+                    multi_label_metrics(&labels, &gold, &predicted)
                 };
-                vec![paired_bootstrap("micro-F1", n, resamples, seed, micro_f1)]
+                let label_f1 = |l: usize| move |system: usize, docs: &[usize]| metrics(system, docs).per_label[l].f1;
+                (
+                    vec![paired_bootstrap("micro-F1", n, resamples, seed, |s, d| metrics(s, d).micro.f1)],
+                    (0..labels.len()).map(|l| paired_bootstrap(&labels[l], n, resamples, seed, label_f1(l))).collect(),
+                )
             }
         }
         Task::Entities => {
@@ -237,10 +250,10 @@ fn significance(
                 });
                 prf(tp, p, g).2
             };
-            vec![paired_bootstrap("strict IOB2 F1", n, resamples, seed, f1)]
+            (vec![paired_bootstrap("strict IOB2 F1", n, resamples, seed, f1)], Vec::new())
         }
     };
-    (test, intervals)
+    Significance { mcnemar: test, headline, per_class }
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -286,7 +299,24 @@ fn tables(c: &Value, task: Task) -> Vec<Section> {
         }
     };
     let p = m["p_value"].as_f64().unwrap_or(1.0);
-    vec![
+    let interval_rows = |intervals: &Value| -> Vec<Vec<String>> {
+        intervals
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    r["metric"].as_str().unwrap_or("").into(),
+                    fmt(&r["a"]),
+                    fmt(&r["b"]),
+                    signed(&r["delta"]),
+                    format!("[{}, {}]", signed(&r["low"]), signed(&r["high"])),
+                    if r["significant"].as_bool() == Some(true) { "yes".into() } else { "no".into() },
+                ]
+            })
+            .collect()
+    };
+    let mut sections = vec![
         Section {
             title: "Metrics".into(),
             intro: format!("{} documents; delta is B − A.", c["documents"]),
@@ -304,13 +334,21 @@ fn tables(c: &Value, task: Task) -> Vec<Section> {
             intro: format!("95% percentile intervals of B − A over {} resamples of the documents (seed {}); significant where the interval excludes 0.",
                 c["bootstrap"][0]["resamples"], c["bootstrap"][0]["seed"]),
             header: owned(&["metric", "A", "B", "delta", "95% interval", "significant"]),
-            rows: c["bootstrap"].as_array().into_iter().flatten().map(|r| vec![
-                r["metric"].as_str().unwrap_or("").into(), fmt(&r["a"]), fmt(&r["b"]), signed(&r["delta"]),
-                format!("[{}, {}]", signed(&r["low"]), signed(&r["high"])),
-                if r["significant"].as_bool() == Some(true) { "yes".into() } else { "no".into() },
-            ]).collect(),
+            rows: interval_rows(&c["bootstrap"]),
         },
-    ]
+    ];
+    if c["per_class_bootstrap"].as_array().is_some_and(|a| !a.is_empty()) {
+        sections.push(Section {
+            title: "Per class".into(),
+            intro:
+                "F1 of each label, with paired bootstrap intervals of B − A from the same resamples. With many labels, \
+                    expect about one in twenty to look significant by chance."
+                    .into(),
+            header: owned(&["label", "A", "B", "delta", "95% interval", "significant"]),
+            rows: interval_rows(&c["per_class_bootstrap"]),
+        });
+    }
+    sections
 }
 
 fn render(c: &Value, task: Task) -> (String, String) {
