@@ -214,6 +214,37 @@ fn entities_scored_from_character_offsets_equal_tags() {
     assert_eq!(e["strict_iob2"]["f1"].as_f64().unwrap(), 2.0 / 3.0);
     assert_eq!(e["error_counts"], json!({"exact": 2, "partial": 1, "wrong_type": 0, "missed": 0, "spurious": 0}));
     assert_eq!(e["errors"][0]["context"], "Herr Müller klagt in Köln".replace("Herr Müller", "⟦Herr Müller⟧"));
+
+    // Compared with perfect tags: each entity type's strict F1, as each report gives it.
+    let perfect = dir.path().join("perfect.jsonl");
+    write_lines(
+        &perfect,
+        &[
+            json!({"id": id(1), "tags": ["B-PER", "I-PER", "O", "O", "B-LOC"]}),
+            json!({"id": id(7), "tags": ["B-NRM", "I-NRM", "I-NRM", "O"]}),
+        ],
+    );
+    assert!(score(&perfect, &conll, &dir.path().join("perfect"), &[]).status.success());
+    let out = dir.path().join("offsets-vs-perfect");
+    let run = docclass(&[
+        "eval",
+        "--compare",
+        path_str(&dir.path().join("offsets")),
+        path_str(&dir.path().join("perfect")),
+        "--report",
+        path_str(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let per_type = json_file(&out.join("comparison.json"))["per_class_bootstrap"].clone();
+    let summary: Vec<(String, f64, f64)> = per_type
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["metric"].as_str().unwrap().to_string(), t["a"].as_f64().unwrap(), t["b"].as_f64().unwrap()))
+        .collect();
+    let expected = [("LOC", 1.0, 1.0), ("NRM", 1.0, 1.0), ("PER", 0.0, 1.0)];
+    assert_eq!(summary, expected.map(|(t, a, b)| (t.to_string(), a, b)));
+    assert_eq!(e["strict_iob2"]["per_type"]["PER"]["f1"], 0.0);
 }
 
 #[test]

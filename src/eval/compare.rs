@@ -170,12 +170,12 @@ struct Significance {
     mcnemar: McNemar,
     /// Paired bootstrap intervals of the headline metrics.
     headline: Vec<BootstrapInterval>,
-    /// Of each label's F1 (classification; none for entities).
+    /// Of each label's F1 (classification), or each entity type's strict F1.
     per_class: Vec<BootstrapInterval>,
 }
 
 /// McNemar on per-document correctness and paired bootstrap intervals of the headline
-/// metrics and, for classification, of each label's F1.
+/// metrics and of each label's (entity type's) F1.
 fn significance(task: Task, a: &[Value], b: &[Value], resamples: usize, seed: u64) -> Significance {
     let n = a.len();
     let sides = [a, b];
@@ -231,26 +231,56 @@ fn significance(task: Task, a: &[Value], b: &[Value], resamples: usize, seed: u6
             }
         }
         Task::Entities => {
-            // Per sentence: (true positives, predicted, gold) entities.
-            let counts: Vec<Vec<(usize, usize, usize)>> = sides
+            // Spans are [type, start, end].
+            let type_of = |span: &Value| span[0].as_str().unwrap_or("").to_string();
+            let types: Vec<String> = sides
+                .iter()
+                .flat_map(|docs| docs.iter())
+                .flat_map(|d| d["gold"].as_array().into_iter().chain(d["predicted"].as_array()).flatten())
+                .map(type_of)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            // Per sentence and entity type: (true positives, predicted, gold) entities.
+            let counts: Vec<Vec<Vec<(usize, usize, usize)>>> = sides
                 .iter()
                 .map(|docs| {
                     docs.iter()
                         .map(|d| {
-                            let (gold, predicted) = (spans(&d["gold"]), spans(&d["predicted"]));
-                            (predicted.iter().filter(|p| gold.contains(p)).count(), predicted.len(), gold.len())
+                            let mut by_type = vec![(0, 0, 0); types.len()];
+                            let gold = d["gold"].as_array().cloned().unwrap_or_default();
+                            let at = |span: &Value| types.binary_search(&type_of(span)).expect("collected");
+                            for span in &gold {
+                                by_type[at(span)].2 += 1;
+                            }
+                            for span in d["predicted"].as_array().into_iter().flatten() {
+                                by_type[at(span)].1 += 1;
+                                by_type[at(span)].0 += usize::from(gold.contains(span));
+                            }
+                            by_type
                         })
                         .collect()
                 })
                 .collect();
-            let f1 = |system: usize, docs: &[usize]| {
-                let (tp, p, g) = docs.iter().fold((0, 0, 0), |acc, &i| {
-                    let c = counts[system][i];
-                    (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
-                });
-                prf(tp, p, g).2
+            // F1 over the entities of `only` one type, or of all.
+            let f1 = |only: Option<usize>| {
+                let counts = &counts;
+                move |system: usize, docs: &[usize]| {
+                    let (mut tp, mut p, mut g) = (0, 0, 0);
+                    for &i in docs {
+                        for (t, c) in counts[system][i].iter().enumerate() {
+                            if only.is_none_or(|o| o == t) {
+                                (tp, p, g) = (tp + c.0, p + c.1, g + c.2);
+                            }
+                        }
+                    }
+                    prf(tp, p, g).2
+                }
             };
-            (vec![paired_bootstrap("strict IOB2 F1", n, resamples, seed, f1)], Vec::new())
+            (
+                vec![paired_bootstrap("strict IOB2 F1", n, resamples, seed, f1(None))],
+                (0..types.len()).map(|t| paired_bootstrap(&types[t], n, resamples, seed, f1(Some(t)))).collect(),
+            )
         }
     };
     Significance { mcnemar: test, headline, per_class }
@@ -258,10 +288,6 @@ fn significance(task: Task, a: &[Value], b: &[Value], resamples: usize, seed: u6
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array().into_iter().flatten().map(|x| x.as_str().unwrap_or("").to_string()).collect()
-}
-
-fn spans(v: &Value) -> Vec<String> {
-    v.as_array().into_iter().flatten().map(Value::to_string).collect()
 }
 
 /// Gold and predicted sets (labels or spans) are equal.
@@ -338,13 +364,18 @@ fn tables(c: &Value, task: Task) -> Vec<Section> {
         },
     ];
     if c["per_class_bootstrap"].as_array().is_some_and(|a| !a.is_empty()) {
+        let (what, column) = if task == Task::Entities {
+            ("Strict F1 of each entity type", "type")
+        } else {
+            ("F1 of each label", "label")
+        };
         sections.push(Section {
             title: "Per class".into(),
-            intro:
-                "F1 of each label, with paired bootstrap intervals of B − A from the same resamples. With many labels, \
-                    expect about one in twenty to look significant by chance."
-                    .into(),
-            header: owned(&["label", "A", "B", "delta", "95% interval", "significant"]),
+            intro: format!(
+                "{what}, with paired bootstrap intervals of B − A from the same resamples. With many of them, expect \
+                 about one in twenty to look significant by chance."
+            ),
+            header: owned(&[column, "A", "B", "delta", "95% interval", "significant"]),
             rows: interval_rows(&c["per_class_bootstrap"]),
         });
     }
