@@ -225,17 +225,7 @@ fn entities_scored_from_character_offsets_equal_tags() {
         ],
     );
     assert!(score(&perfect, &conll, &dir.path().join("perfect"), &[]).status.success());
-    let out = dir.path().join("offsets-vs-perfect");
-    let run = docclass(&[
-        "eval",
-        "--compare",
-        path_str(&dir.path().join("offsets")),
-        path_str(&dir.path().join("perfect")),
-        "--report",
-        path_str(&out),
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    let per_type = json_file(&out.join("comparison.json"))["per_class_bootstrap"].clone();
+    let per_type = compare_reports(dir.path(), "offsets", "perfect")["per_class_bootstrap"].clone();
     let summary: Vec<(String, f64, f64)> = per_type
         .as_array()
         .unwrap()
@@ -245,6 +235,16 @@ fn entities_scored_from_character_offsets_equal_tags() {
     let expected = [("LOC", 1.0, 1.0), ("NRM", 1.0, 1.0), ("PER", 0.0, 1.0)];
     assert_eq!(summary, expected.map(|(t, a, b)| (t.to_string(), a, b)));
     assert_eq!(e["strict_iob2"]["per_type"]["PER"]["f1"], 0.0);
+}
+
+/// `eval --compare` of the reports `dir/a` and `dir/b` into `dir/a-vs-b`; its comparison.json.
+fn compare_reports(dir: &Path, a: &str, b: &str) -> Value {
+    let out = dir.join(format!("{a}-vs-{b}"));
+    let run =
+        docclass(&["eval", "--compare", path_str(&dir.join(a)), path_str(&dir.join(b)), "--report", path_str(&out)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(out.join("report.html").exists() && out.join("report.md").exists());
+    json_file(&out.join("comparison.json"))
 }
 
 #[test]
@@ -257,20 +257,7 @@ fn compare_tells_a_real_difference_from_noise() {
         let run = score(predictions, &gold, &dir.path().join(name), &[]);
         assert!(run.status.success(), "{}", stderr(&run));
     }
-    let compare = |a: &str, b: &str| -> Value {
-        let out = dir.path().join(format!("{a}-vs-{b}"));
-        let run = docclass(&[
-            "eval",
-            "--compare",
-            path_str(&dir.path().join(a)),
-            path_str(&dir.path().join(b)),
-            "--report",
-            path_str(&out),
-        ]);
-        assert!(run.status.success(), "{}", stderr(&run));
-        assert!(out.join("report.html").exists() && out.join("report.md").exists());
-        json_file(&out.join("comparison.json"))
-    };
+    let compare = |a: &str, b: &str| compare_reports(dir.path(), a, b);
     let real = compare("bad", "good");
     // bad gets the 15 even documents below 30 wrong, good only document 3.
     assert_eq!(real["mcnemar"]["only_a_right"], 1);

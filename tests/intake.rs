@@ -150,62 +150,49 @@ fn shards_merged_equal_a_single_run() {
         )
         .unwrap();
     }
-    let single = dir.path().join("single.jsonl");
-    assert!(run_docclass(&classify_args(&input, &single, &[])).status.success());
-    let mut parts = Vec::new();
-    for k in 0..3 {
-        let part = dir.path().join(format!("part-{k}.jsonl"));
-        let shard = format!("{k}/3");
-        let shard: &str = &shard;
-        let run = run_docclass(&classify_args(&input, &part, &["--shard", shard]));
-        assert!(run.status.success(), "{}", stderr(&run));
-        let records = read_records(&part);
+    // One run over everything, and three shards, each written as `*.{extension}`.
+    let single_and_shards = |extension: &str| -> (PathBuf, Vec<PathBuf>) {
+        let single = dir.path().join(format!("single.{extension}"));
+        assert!(run_docclass(&classify_args(&input, &single, &[])).status.success());
+        let parts = (0..3)
+            .map(|k| {
+                let part = dir.path().join(format!("part-{k}.{extension}"));
+                let run = run_docclass(&classify_args(&input, &part, &["--shard", &format!("{k}/3")]));
+                assert!(run.status.success(), "{}", stderr(&run));
+                part
+            })
+            .collect();
+        (single, parts)
+    };
+    let merge = |out: &Path, parts: &[&PathBuf]| {
+        let mut args = vec!["merge", "--out", path_str(out)];
+        args.extend(parts.iter().map(|p| path_str(p)));
+        docclass(&args)
+    };
+
+    let (single, parts) = single_and_shards("jsonl");
+    for (k, part) in parts.iter().enumerate() {
+        let records = read_records(part);
         assert!((150..320).contains(&records.len()), "shard {k}: {} of 700", records.len());
         assert!(records.iter().any(|r| r["id"].as_str().unwrap().ends_with(".txt")), "shard {k} has letters");
-        parts.push(part);
     }
     let merged = dir.path().join("merged.jsonl");
-    let mut args = vec!["merge", "--out", path_str(&merged)];
-    args.extend(parts.iter().rev().map(|p| path_str(p)));
-    let run = docclass(&args);
+    let run = merge(&merged, &parts.iter().rev().collect::<Vec<_>>());
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(fs::read(&merged).unwrap(), fs::read(&single).unwrap(), "byte for byte");
 
-    let twice = docclass(&[
-        "merge",
-        "--out",
-        path_str(&dir.path().join("bad.jsonl")),
-        path_str(&parts[0]),
-        path_str(&parts[0]),
-    ]);
+    let twice = merge(&dir.path().join("bad.jsonl"), &[&parts[0], &parts[0]]);
     assert!(!twice.status.success() && stderr(&twice).contains("the same shard given twice"), "{}", stderr(&twice));
     let bad_shard = run_docclass(&classify_args(&input, &dir.path().join("x.jsonl"), &["--shard", "3/3"]));
     assert_eq!(bad_shard.status.code(), Some(2), "{}", stderr(&bad_shard));
 
     // CSV outputs merge the same way (entities and scores are JSON in quoted cells).
-    let single_csv = dir.path().join("single.csv");
-    assert!(run_docclass(&classify_args(&input, &single_csv, &[])).status.success());
-    let csv_parts: Vec<PathBuf> = (0..3)
-        .map(|k| {
-            let part = dir.path().join(format!("part-{k}.csv"));
-            let run = run_docclass(&classify_args(&input, &part, &["--shard", &format!("{k}/3")]));
-            assert!(run.status.success(), "{}", stderr(&run));
-            part
-        })
-        .collect();
+    let (single_csv, csv_parts) = single_and_shards("csv");
     let merged_csv = dir.path().join("merged.csv");
-    let mut args = vec!["merge", "--out", path_str(&merged_csv)];
-    args.extend(csv_parts.iter().map(|p| path_str(p)));
-    let run = docclass(&args);
+    let run = merge(&merged_csv, &csv_parts.iter().collect::<Vec<_>>());
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(fs::read(&merged_csv).unwrap(), fs::read(&single_csv).unwrap(), "byte for byte");
-    let mixed = docclass(&[
-        "merge",
-        "--out",
-        path_str(&dir.path().join("mixed")),
-        path_str(&parts[0]),
-        path_str(&csv_parts[1]),
-    ]);
+    let mixed = merge(&dir.path().join("mixed"), &[&parts[0], &csv_parts[1]]);
     assert!(
         !mixed.status.success() && stderr(&mixed).contains("merge joins parts of one format"),
         "{}",
