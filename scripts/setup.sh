@@ -71,7 +71,7 @@ PY
 fi
 
 if [ -d "$SHARED_DATASETS" ]; then
-  for name in ler ler_court_cls germeval2018; do
+  for name in ler ler_court_cls germeval2018 germeval2019_blurbs; do
     if [ -d "$SHARED_DATASETS/$name" ] && ! diff -rq "$SHARED_DATASETS/$name" "datasets/$name" >/dev/null 2>&1; then
       step "copying datasets/$name from $SHARED_DATASETS"
       mkdir -p "datasets/$name"
@@ -93,5 +93,6 @@ else
   step "  ler/           GitHub elenanereiss/Legal-Entity-Recognition, harshildarji/German-NER-BERT (CC BY 4.0)"
   step "  ler_court_cls/ derived from the same corpus (CC BY 4.0)"
   step "  germeval2018/  GitHub uds-lsv/GermEval-2018-Data (CC BY 4.0)"
+  step "  germeval2019_blurbs/  GitHub davidsbatista/GermEval-2019-Task_1 (CC BY-NC 4.0, evaluation only)"
 fi
 step "done"

@@ -205,6 +205,17 @@ pub enum TrainTask {
     Tag,
 }
 
+/// How a classifier pools the encoder features of a document's windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolingArg {
+    /// Chosen by cross-validation when some document has several windows, else the mean.
+    Auto,
+    /// The mean over windows, weighted by their length.
+    Mean,
+    /// The mean beside the element-wise maximum over windows.
+    MeanMax,
+}
+
 /// How labelled data is read, for `train` and `eval`.
 #[derive(Debug, Args)]
 pub struct DataArgs {
@@ -240,32 +251,25 @@ pub struct TrainArgs {
     #[arg(value_name = "TRAIN")]
     pub train: PathBuf,
 
-    /// Development data for early stopping and model selection (default: a held-out
-    /// part of TRAIN, drawn with --seed).
+    /// Development data. A tagger stops early and is selected on it (default: a held-out
+    /// part of TRAIN, drawn with --seed); a classifier chooses its settings by
+    /// cross-validation on TRAIN and only reports its score on this data.
     #[arg(long, value_name = "FILE")]
     pub dev: Option<PathBuf>,
 
-    /// After selection on the development data, fit the head again on training and
-    /// development data together, replaying the selected run's epochs (those that
-    /// improved the development score, with their learning rates). Classifiers only.
+    /// Classifiers: choose the settings on, and fit the head on, training and development
+    /// data together (the development data then measures nothing).
     #[arg(long)]
     pub refit_with_dev: bool,
 
-    /// Leave a classifier's probabilities as training left them. By default its logits
-    /// are divided by a temperature fitted on the development data (lowest log loss),
-    /// which changes how confident the scores are, never which label wins.
-    #[arg(long)]
-    pub no_temperature: bool,
-
-    /// After selection, estimate how the selected training run generalises: K folds
-    /// over training and development data together, each label's documents cut into K
-    /// contiguous blocks in file order (so that a fold holds out whole stretches of a
-    /// source, as a positional test split does); the selected epochs are replayed on
-    /// the other folds. Reported per fold and as a mean; classifiers only.
+    /// Classifiers: the folds of the cross-validation that chooses the settings and
+    /// reports lexical-only, dense-only and combined scores (default 5). Each label's
+    /// documents are cut into K contiguous blocks in file order, so that a fold holds
+    /// out whole stretches of a source, as a positional test split does.
     #[arg(long, value_name = "K")]
     pub cross_validate: Option<usize>,
 
-    /// Share of TRAIN held out as development data when no --dev is given.
+    /// Taggers: share of TRAIN held out as development data when no --dev is given.
     #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
     pub dev_share: f64,
 
@@ -291,28 +295,28 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
-    /// Most passes over the training data.
+    /// Taggers: most passes over the training data.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub epochs: usize,
 
-    /// Stop after this many epochs without a better development score.
+    /// Taggers: stop after this many epochs without a better development score.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub patience: usize,
 
-    /// Adam learning rate of the lexical weights, transitions and biases.
+    /// Taggers: Adam learning rate of the lexical weights, transitions and biases.
     #[arg(long, value_name = "RATE", default_value_t = 0.01)]
     pub learning_rate: f32,
 
-    /// Adam learning rate of the weights on the encoder features: lower, as hundreds of
+    /// Taggers: Adam learning rate of the weights on the encoder features: lower, as hundreds of
     /// dense features move every score at once.
     #[arg(long, value_name = "RATE", default_value_t = 0.001)]
     pub dense_learning_rate: f32,
 
-    /// L2 penalty on the weights.
+    /// Taggers: L2 penalty on the weights (a classifier chooses its own by cross-validation).
     #[arg(long, value_name = "LAMBDA", default_value_t = 1e-6)]
     pub l2: f32,
 
-    /// Training examples per gradient step.
+    /// Taggers: training examples per gradient step.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch_size: usize,
 
@@ -340,6 +344,12 @@ pub struct TrainArgs {
     /// also give a list). Makes a multi-label head.
     #[arg(long, value_name = "SEP")]
     pub label_separator: Option<String>,
+
+    /// Classifiers: how the encoder features of a document's windows are pooled. The
+    /// maximum keeps a topic that one window of a long document carries from being
+    /// averaged away.
+    #[arg(long, value_enum, default_value_t = PoolingArg::Auto)]
+    pub pooling: PoolingArg,
 
     #[command(flatten)]
     pub run: RunArgs,

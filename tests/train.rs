@@ -181,7 +181,7 @@ fn the_same_seed_gives_the_same_head_and_features_come_from_the_cache() {
         "1",
     ]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(stderr(&again).matches("encoder features from the cache").count(), 2, "{}", stderr(&again));
+    assert_eq!(stderr(&again).matches("texts from the cache").count(), 2, "{}", stderr(&again));
     // The head directory is not replaced without --force.
     let refused =
         train(&[path_str(&a.train), "--encoder", path_str(&fixture("xlm-roberta-base")), "--out", path_str(&a.head)]);
@@ -190,7 +190,7 @@ fn the_same_seed_gives_the_same_head_and_features_come_from_the_cache() {
 }
 
 #[test]
-fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
+fn a_classifier_chooses_its_settings_by_cross_validation_and_reports_what_each_half_adds() {
     let dir = tempfile::tempdir().unwrap();
     let (train_path, test) = (dir.path().join("train.tsv"), dir.path().join("test.tsv"));
     fs::write(&train_path, synthetic_documents(80, 0)).unwrap();
@@ -206,21 +206,27 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
         path_str(&dir.path().join("cache")),
         "--lexical-buckets",
         "4096",
-        "--epochs",
-        "5",
         "--cross-validate",
         "4",
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("4-fold cross-validation, mean macro_f1: lexical only"), "{}", stderr(&run));
     let spec = json(&head.join("head.json"));
     assert_eq!(spec["labels"], serde_json::json!(["arbeit", "steuer"]));
-    assert_eq!(spec["training"]["dev_examples"], 8, "10% of 80 held out");
+    assert_eq!(spec["format"], "docclass-head/2");
+    assert_eq!(spec["training"]["train_examples"], 80, "a classifier holds nothing out: CV chooses its settings");
+    assert_eq!(spec["training"]["dev_examples"], 0);
     let cv = &spec["training"]["cross_validation"];
     let fold_scores: Vec<f64> = cv["fold_scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(fold_scores.len(), 4, "{cv}");
     assert!((cv["mean"].as_f64().unwrap() - fold_scores.iter().sum::<f64>() / 4.0).abs() < 1e-12);
     assert!(fold_scores.iter().all(|&s| s >= 0.9), "the vocabulary separates the labels in every fold: {cv}");
-    assert!(spec["training"]["temperature"].as_f64().unwrap() > 0.0);
+    // The same folds score each half alone; the vocabulary alone separates the labels.
+    for part in ["lexical_only", "dense_only", "combined"] {
+        assert_eq!(cv[part]["fold_scores"].as_array().unwrap().len(), 4, "{part}: {cv}");
+    }
+    assert!(cv["lexical_only"]["mean"].as_f64().unwrap() >= 0.9, "{cv}");
+    assert_eq!(cv["grid"].as_array().unwrap().len(), 10, "5 C values for each model: {cv}");
     let report = dir.path().join("report");
     let run = docclass(&["eval", "--model", path_str(&head), path_str(&test), "--report", path_str(&report)]);
     assert!(run.status.success(), "{}", stderr(&run));
@@ -244,8 +250,6 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
         path_str(&dir.path().join("cache")),
         "--layers",
         "2",
-        "--epochs",
-        "1",
         "--log-format",
         "json",
     ]);
@@ -253,10 +257,10 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
     let events: Vec<Value> = stderr(&run).lines().map(|l| serde_json::from_str(l).expect("a JSON log line")).collect();
     let named = |event: &str| events.iter().filter(|e| e["event"] == event).collect::<Vec<_>>();
     assert_eq!(named("features_cached").len(), 1, "{events:?}");
-    assert!(named("features_cached")[0]["message"].as_str().unwrap().contains("encoder features from the cache"));
-    assert_eq!(named("epoch").len(), 1, "{events:?}");
-    assert!(named("epoch")[0]["dev_score"].as_f64().is_some(), "{events:?}");
-    assert_eq!(named("selected")[0]["best_epoch"], 1, "{events:?}");
+    assert_eq!(named("features_cached")[0]["cached"], 80, "{events:?}");
+    assert!(named("features_encoded").is_empty(), "{events:?}");
+    assert_eq!(named("fold").len(), 5, "5 folds by default: {events:?}");
+    assert!(named("cross_validation")[0]["dense_only"]["mean"].as_f64().is_some(), "{events:?}");
     assert_eq!(named("wrote").len(), 1, "{events:?}");
     assert_eq!(json(&one_layer.join("head.json"))["layers"], serde_json::json!([2]));
 
@@ -280,6 +284,66 @@ fn a_classifier_learns_synthetic_labels_with_a_held_out_dev_part() {
     assert!(stderr(&run).contains("label \"miete\" does not occur in the training data"), "{}", stderr(&run));
     assert_eq!(fs::read(head.join("head.safetensors")).unwrap(), before);
     assert!(!dir.path().join(".topic.partial").exists(), "no half-written head is left behind");
+}
+
+/// Documents longer than a window (windows of 12 tokens): the head pools the windows'
+/// mean and maximum, and `eval` (the inference pipeline) scores the development data as
+/// training did, so both sides compute the same features.
+#[test]
+fn multi_window_documents_pool_mean_and_max_alike_in_training_and_inference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_path, dev) = (dir.path().join("train.tsv"), dir.path().join("dev.tsv"));
+    let long = |n: usize, offset: usize| -> String {
+        let short = synthetic_documents(n, offset);
+        let mut lines = short.lines();
+        let mut out = format!("{}\n", lines.next().unwrap());
+        for (i, line) in lines.enumerate() {
+            let (label, text) = line.split_once('\t').unwrap();
+            // The signal sits in one window, behind filler.
+            let filler = FILLER.iter().cycle().skip(i).take(12).copied().collect::<Vec<_>>().join(" ");
+            out.push_str(&format!("{label}\t{filler} {text}\n"));
+        }
+        out
+    };
+    fs::write(&train_path, long(60, 0)).unwrap();
+    fs::write(&dev, long(20, 1000)).unwrap();
+    let head = dir.path().join("long");
+    let (encoder, cache) = (fixture("bert-base"), dir.path().join("cache"));
+    let run = train(&[
+        path_str(&train_path),
+        "--dev",
+        path_str(&dev),
+        "--out",
+        path_str(&head),
+        "--encoder",
+        path_str(&encoder),
+        "--max-len",
+        "12",
+        "--cache",
+        path_str(&cache),
+        "--lexical-buckets",
+        "4096",
+        "--pooling",
+        "mean-max",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let spec = json(&head.join("head.json"));
+    assert_eq!(spec["pooling"], "mean_max");
+    assert!(spec["training"]["cross_validation"]["grid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["setting"]["pooling"] == "mean_max"));
+    let trained = spec["training"]["dev_score"]["value"].as_f64().unwrap();
+    let report = dir.path().join("report");
+    let run =
+        docclass(&["eval", "--model", path_str(&head), path_str(&dev), "--report", path_str(&report), "--max-len", "12"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = read_records(&report.join("predictions.jsonl"));
+    assert!(records.iter().all(|r| r["windows"].as_u64().unwrap() > 1), "every document spans several windows");
+    let evaluated = json(&report.join("metrics.json"))["classification"]["macro_f1"].as_f64().unwrap();
+    assert!((evaluated - trained).abs() < 1e-9, "eval {evaluated} against training's dev score {trained}");
+    assert!(evaluated >= 0.9, "{evaluated}");
 }
 
 #[test]

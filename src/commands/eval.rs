@@ -126,6 +126,11 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
     let mut out = String::new();
     let mut tokens = 0;
     let ids = gold.ids();
+    let progress = crate::logging::progress_bar(
+        ids.len() as u64,
+        "evaluating: {bar:30} {pos}/{len} texts · {elapsed} elapsed, ETA {eta}",
+        false,
+    );
     match gold {
         Gold::Documents { path, documents } => {
             let heads = pipeline.classification_head_names();
@@ -153,6 +158,7 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
                     .collect();
                 let (records, stats) = pipeline.process(items, &options)?;
                 tokens += stats.tokens;
+                progress.inc(chunk.len() as u64);
                 for record in records {
                     out += &serde_json::to_string(&record)?;
                     out.push('\n');
@@ -167,6 +173,7 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
             {
                 let (tags, chunk_tokens) = pipeline.tag_pretokenized(text_chunk, span_chunk, &options)?;
                 tokens += chunk_tokens;
+                progress.inc(text_chunk.len() as u64);
                 for (id, tags) in id_chunk.iter().zip(tags) {
                     out += &json!({"id": id, "tags": tags, "model": pipeline.model_name}).to_string();
                     out.push('\n');
@@ -174,6 +181,7 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
             }
         }
     }
+    progress.finish_and_clear();
     let run = ModelRun { fingerprint: model_fingerprint(&dir)?, name: pipeline.model_name.clone(), dir, tokens };
     Ok((out, run))
 }

@@ -68,14 +68,15 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             crate::train::classifier::check_label_counts(&args.train, train.iter().map(|d| &d.labels))?;
             let dev = args.dev.as_ref().map(|p| read_documents(p, &columns)).transpose()?;
             let texts = |docs: &[LabelledDocument]| (docs.iter().map(|d| d.text.clone()).collect(), Vec::new());
-            stage.fit(&train, dev.as_deref(), texts, crate::train::classifier::train)?
+            // A classifier chooses its settings by cross-validation: no data is held out.
+            stage.fit(&train, dev.as_deref(), false, texts, crate::train::classifier::train)?
         }
         TrainTask::Tag => {
             let tag_map = args.data.tag_map()?;
             let train = read_conll(&args.train, tag_map.as_ref())?;
             let dev = args.dev.as_ref().map(|p| read_conll(p, tag_map.as_ref())).transpose()?;
             let texts = |sentences: &[TaggedSentence]| sentences.iter().map(TaggedSentence::text_and_spans).unzip();
-            stage.fit(&train, dev.as_deref(), texts, crate::train::tagger::train)?
+            stage.fit(&train, dev.as_deref(), true, texts, crate::train::tagger::train)?
         }
     };
     if !finished {
@@ -101,11 +102,13 @@ struct Stage<'a> {
 }
 
 impl Stage<'_> {
-    /// Returns false when only features were wanted.
+    /// Returns false when only features were wanted. Without `dev`, a share of `train`
+    /// is held out as development data when `hold_out` says so.
     fn fit<T>(
         &self,
         train: &[T],
         dev: Option<&[T]>,
+        hold_out: bool,
         inputs: impl Fn(&[T]) -> (Vec<String>, Vec<Vec<(usize, usize)>>),
         fit: impl FnOnce(&TrainContext, Split<T>) -> Result<()>,
     ) -> Result<bool> {
@@ -124,7 +127,8 @@ impl Stage<'_> {
         }
         let staging = self.context.staging;
         prepare_staging(staging)?;
-        let split = Split::new((train, &train_features), dev.zip(dev_features.as_ref()), args.dev_share, args.seed)?;
+        let dev_share = if hold_out { Some(args.dev_share) } else { None };
+        let split = Split::new((train, &train_features), dev.zip(dev_features.as_ref()), dev_share, args.seed)?;
         publish(staging, &args.out, fit(self.context, split))?;
         Ok(true)
     }
@@ -142,9 +146,9 @@ pub struct TrainContext<'a> {
 
 /// `.NAME.partial` beside the head directory `out`.
 fn staging_dir(out: &Path) -> Result<PathBuf> {
-    let name = out.file_name().with_context(|| format!("{}: not a directory name", out.display()))?;
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Ok(parent.join(format!(".{}.partial", name.to_string_lossy())))
+    out.file_name().with_context(|| format!("{}: not a directory name", out.display()))?;
+    let out = if out.parent().is_some_and(|p| p.as_os_str().is_empty()) { Path::new(".").join(out) } else { out.to_path_buf() };
+    Ok(crate::fsutil::partial_path(&out))
 }
 
 /// An empty staging folder (a killed run's leftovers removed).
@@ -238,7 +242,7 @@ impl<'a, T> Split<'a, T> {
     fn new(
         train: (&'a [T], &'a FeatureSet),
         dev: Option<(&'a [T], &'a FeatureSet)>,
-        dev_share: f64,
+        dev_share: Option<f64>,
         seed: u64,
     ) -> Result<Self> {
         let examples = |(items, features): (&'a [T], &'a FeatureSet)| -> Vec<Example<'a, T>> {
@@ -247,6 +251,9 @@ impl<'a, T> Split<'a, T> {
         if let Some(dev) = dev {
             return Ok(Split { train: examples(train), dev: examples(dev), dev_source: "--dev".into() });
         }
+        let Some(dev_share) = dev_share else {
+            return Ok(Split { train: examples(train), dev: Vec::new(), dev_source: "none".into() });
+        };
         if !(dev_share > 0.0 && dev_share < 1.0) {
             bail!("--dev-share must lie between 0 and 1, not {dev_share}");
         }

@@ -39,6 +39,19 @@ pub fn rank(labels: &[String], scores: &[f32], top_k: Option<usize>) -> Vec<Labe
     order.into_iter().map(|i| LabelScore { label: labels[i].clone(), score: scores[i] }).collect()
 }
 
+/// The element-wise maximum of rows of equal length (empty for no rows).
+pub fn window_max<'a>(rows: impl IntoIterator<Item = &'a [f32]>) -> Vec<f32> {
+    let mut max: Vec<f32> = Vec::new();
+    for row in rows {
+        if max.is_empty() {
+            max = row.to_vec();
+        } else {
+            max.iter_mut().zip(row).for_each(|(m, &x)| *m = m.max(x));
+        }
+    }
+    max
+}
+
 /// Weighted mean of equally long rows.
 pub fn weighted_mean<'a>(rows: impl IntoIterator<Item = (&'a [f32], f32)>) -> Vec<f32> {
     let mut sum: Vec<f32> = Vec::new();

@@ -7,13 +7,16 @@ use anyhow::Result;
 use rayon::prelude::*;
 
 use super::pipeline::{Pipeline, PipelineOptions};
-use crate::decode::scores::weighted_mean;
+use crate::decode::scores::{weighted_mean, window_max};
 use crate::text::windows::token_owners;
 
 /// The features of one text.
 pub struct TextFeatures {
     /// Mean of the concatenated layers over the text (windows weighted by their length).
     pub mean: Vec<f32>,
+    /// Element-wise maximum of the windows' means: a signal that one window of a long
+    /// text carries is not averaged away.
+    pub max: Vec<f32>,
     /// One row per word span, flattened `words × dim`: the mean over the tokens that
     /// overlap the word.
     pub words: Vec<f32>,
@@ -43,6 +46,7 @@ impl Pipeline {
                         .zip(outs)
                         .map(|(w, o)| (o.layer_mean.as_deref().expect("features requested"), w.content.len() as f32)),
                 );
+                let max = window_max(outs.iter().map(|o| o.layer_mean.as_deref().expect("features requested")));
                 let dim = mean.len();
                 let owners = token_owners(&p.windows, p.tokens.len());
                 let token_row = |j: usize| -> &[f32] {
@@ -52,7 +56,7 @@ impl Pipeline {
                 };
                 let spans = word_spans.get(i).unwrap_or(&no_words);
                 let words = word_means(&p.tokens.offsets, token_row, spans, dim);
-                TextFeatures { mean, words }
+                TextFeatures { mean, max, words }
             })
             .collect())
     }

@@ -11,12 +11,12 @@ use rayon::prelude::*;
 use super::batching::plan_batches;
 use super::features::word_means;
 use crate::decode::entities::{decode_entities, Aggregation, Entity, TokenScores};
-use crate::decode::scores::{argmax, rank, sigmoid, softmax, weighted_mean};
+use crate::decode::scores::{argmax, rank, sigmoid, softmax, weighted_mean, window_max};
 use crate::eval::entities::{spans as spans_of_tags, SpanMode};
 use crate::ingest::{Document, Item};
 use crate::model::encoder::{first_token, mean_pool};
 use crate::model::heads::{ClassificationHead, Pooling};
-use crate::model::trained::{Tagger, TrainedHead};
+use crate::model::trained::{DocumentPooling, Tagger, TrainedHead};
 use crate::model::{Head, ModelBundle, PackedBatch};
 use crate::output::record::{Classification, Record};
 use crate::text::lexical::split_words;
@@ -108,6 +108,11 @@ impl Pipeline {
         let text = TextEncoder::new(bundle.tokenizer, &bundle.settings.input_prefix, max_len)
             .with_context(|| format!("{}: tokenizer", bundle.dir.display()))?;
         Ok(Self { encoder: bundle.encoder, text, heads: bundle.heads, model_name: bundle.name })
+    }
+
+    /// The width of one encoder layer's states.
+    pub fn hidden_size(&self) -> usize {
+        self.encoder.config().hidden
     }
 
     /// Records for `items`, in their order, and what was done.
@@ -490,8 +495,12 @@ impl Pipeline {
                     entity_lists.push(decode_entities(&doc.text, &tokens, &t.labels, options.aggregation));
                 }
                 Head::Trained(TrainedHead::Classifier(c)) => {
-                    let mean = weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
-                    let probs = c.probabilities(&mean, &doc.text);
+                    let mut pooled =
+                        weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
+                    if c.spec.pooling == DocumentPooling::MeanMax {
+                        pooled.extend(window_max(outs.iter().map(|o| o.heads[h].as_slice())));
+                    }
+                    let probs = c.probabilities(&pooled, &doc.text);
                     let result = classification(&c.spec.labels, &probs, c.spec.multi_label, options.top_k);
                     classifications.push((c.spec.name.clone(), result));
                 }

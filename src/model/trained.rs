@@ -19,11 +19,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::scores::{sigmoid, softmax};
 use crate::hashing::sha256_hex;
-use crate::text::lexical::{document_term_counts, tf_idf, word_features};
+use crate::text::lexical::{word_features, LexicalScheme};
 
 pub const HEAD_FILE: &str = "head.json";
 pub const WEIGHTS_FILE: &str = "head.safetensors";
-pub const HEAD_FORMAT: &str = "docclass-head/1";
+/// The format `train` writes. Heads of format 1 have no lexical scheme nor pooling
+/// (word n-grams, mean pooling) and are read as such; a docclass that reads only format
+/// 1 refuses format 2 instead of ignoring what it does not know.
+pub const HEAD_FORMAT: &str = "docclass-head/2";
+const READABLE_FORMATS: [&str; 2] = ["docclass-head/1", HEAD_FORMAT];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +52,12 @@ pub struct HeadSpec {
     pub encoder_fingerprint: String,
     /// Buckets of the hashed lexical features; 0: none.
     pub lexical_buckets: usize,
+    /// Classifier: which lexical features the buckets hold (absent: word n-grams only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical_scheme: Option<LexicalScheme>,
+    /// Classifier: how window features are pooled over a document (absent: the mean).
+    #[serde(default, skip_serializing_if = "DocumentPooling::is_mean")]
+    pub pooling: DocumentPooling,
     /// Tagger: words ending in a period that stay one word (`Abs.`), from the training data.
     #[serde(default)]
     pub abbreviations: Vec<String>,
@@ -58,6 +68,32 @@ pub struct HeadSpec {
     /// never used with the weights of another training run.
     #[serde(default)]
     pub weights_sha256: String,
+}
+
+/// How a document classifier pools its windows' mean features.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentPooling {
+    /// The mean over windows, weighted by their length.
+    #[default]
+    Mean,
+    /// That mean beside the element-wise maximum over windows, so that a topic one
+    /// window of a long document carries is not averaged away.
+    MeanMax,
+}
+
+impl DocumentPooling {
+    pub fn is_mean(&self) -> bool {
+        *self == DocumentPooling::Mean
+    }
+
+    /// How many pooled rows of the encoder features the dense weights read.
+    pub fn parts(&self) -> usize {
+        match self {
+            DocumentPooling::Mean => 1,
+            DocumentPooling::MeanMax => 2,
+        }
+    }
 }
 
 /// The weights both heads share: a dense layer over encoder features and a hashed
@@ -139,14 +175,20 @@ pub struct DocumentClassifier {
 }
 
 impl DocumentClassifier {
-    /// Label probabilities from the text's mean features and its text.
-    pub fn probabilities(&self, mean: &[f32], text: &str) -> Vec<f32> {
+    pub fn lexical_scheme(&self) -> LexicalScheme {
+        self.spec.lexical_scheme.unwrap_or(LexicalScheme::WORDS_ONLY)
+    }
+
+    /// Label probabilities from the text's pooled features (as [`DocumentPooling`] says: the
+    /// mean, or the mean followed by the maximum) and its text.
+    pub fn probabilities(&self, pooled: &[f32], text: &str) -> Vec<f32> {
         let mut logits = self.scores.bias.clone();
         let mut dense = vec![0.0; logits.len()];
-        self.scores.project(mean, &mut dense);
+        self.scores.project(pooled, &mut dense);
         logits.iter_mut().zip(&dense).for_each(|(l, d)| *l += d);
         if !self.idf.is_empty() {
-            let terms = tf_idf(&document_term_counts(text, self.spec.lexical_buckets), &self.idf);
+            let scheme = self.lexical_scheme();
+            let terms = scheme.tf_idf(&scheme.term_counts(text, self.spec.lexical_buckets), &self.idf);
             self.scores.add_lexical(terms, &mut logits);
         }
         if self.spec.multi_label {
@@ -341,7 +383,7 @@ pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result
         &std::fs::read_to_string(&spec_path).with_context(|| format!("{}: cannot read", spec_path.display()))?,
     )
     .with_context(|| format!("{}: not a valid head description", spec_path.display()))?;
-    if spec.format != HEAD_FORMAT {
+    if !READABLE_FORMATS.contains(&spec.format.as_str()) {
         bail!("{}: format {:?}, this docclass reads {HEAD_FORMAT:?}", spec_path.display(), spec.format);
     }
     if spec.encoder_fingerprint != encoder_fingerprint {
@@ -363,7 +405,7 @@ pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result
     let tensors = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a readable safetensors file", weights_path.display()))?;
     let k = spec.labels.len();
-    let dim = hidden * spec.layers.len();
+    let dim = hidden * spec.layers.len() * if spec.kind == HeadKind::DocumentClassifier { spec.pooling.parts() } else { 1 };
     let get = |name: &str, len: usize| -> Result<Vec<f32>> {
         let view = tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", weights_path.display()))?;
         let values = to_f32(&view);

@@ -47,47 +47,125 @@ pub fn document_tokens(text: &str) -> Vec<String> {
     tokens
 }
 
-/// Counts of the word unigrams and bigrams of a document, by bucket, sorted by bucket.
-pub fn document_term_counts(text: &str, buckets: usize) -> Vec<(u32, f32)> {
-    let tokens = document_tokens(text);
-    let mut ids: Vec<u32> = Vec::with_capacity(tokens.len() * 2);
-    for (i, token) in tokens.iter().enumerate() {
-        ids.push(bucket(&[b"w", token.as_bytes()], buckets));
-        if let Some(next) = tokens.get(i + 1) {
-            ids.push(bucket(&[b"b", token.as_bytes(), next.as_bytes()], buckets));
-        }
-    }
-    ids.sort_unstable();
-    let mut counts: Vec<(u32, f32)> = Vec::new();
-    for id in ids {
-        match counts.last_mut() {
-            Some((last, n)) if *last == id => *n += 1.0,
-            _ => counts.push((id, 1.0)),
-        }
-    }
-    counts
+/// Which lexical features a document classifier reads, recorded in its `head.json`.
+/// Heads written before character n-grams existed have none (word n-grams only, over
+/// every bucket, every bucket counted); see [`LexicalScheme::WORDS_ONLY`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LexicalScheme {
+    /// Shortest and longest character n-grams taken inside each word padded with a
+    /// space, as scikit-learn's `char_wb` analyzer takes them; `None`: none. They catch
+    /// the parts of German compounds (`Aufenthalts|erlaubnis`) that words miss.
+    pub char_ngrams: Option<(usize, usize)>,
+    /// A term must occur in this many training documents to be a feature.
+    pub min_df: usize,
 }
 
-/// TF-IDF with sublinear term frequency (1 + ln tf), L2-normalised, as scikit-learn's
-/// `TfidfVectorizer(sublinear_tf=True)` computes it.
-pub fn tf_idf(counts: &[(u32, f32)], idf: &[f32]) -> Vec<(u32, f32)> {
-    let mut weighted: Vec<(u32, f32)> = counts.iter().map(|&(b, n)| (b, (1.0 + n.ln()) * idf[b as usize])).collect();
-    let norm = weighted.iter().map(|(_, w)| w * w).sum::<f32>().sqrt().max(1e-12);
-    weighted.iter_mut().for_each(|(_, w)| *w /= norm);
-    weighted
-}
+impl LexicalScheme {
+    /// Word uni- and bigrams only (the scheme of heads without a recorded one).
+    pub const WORDS_ONLY: LexicalScheme = LexicalScheme { char_ngrams: None, min_df: 1 };
+    /// What `docclass train` fits: word uni- and bigrams beside character 2- to 5-grams.
+    pub const WORDS_AND_CHARS: LexicalScheme = LexicalScheme { char_ngrams: Some((2, 5)), min_df: 2 };
 
-/// Smoothed inverse document frequency per bucket: ln((1 + n) / (1 + df)) + 1.
-pub fn inverse_document_frequency<'a>(documents: impl Iterator<Item = &'a [(u32, f32)]>, buckets: usize) -> Vec<f32> {
-    let mut df = vec![0u32; buckets];
-    let mut n = 0u32;
-    for counts in documents {
-        n += 1;
-        for &(b, _) in counts {
-            df[b as usize] += 1;
+    /// Where the word block ends: with character n-grams, words take the first half of
+    /// the buckets and character n-grams the second, so that each block is normalised
+    /// on its own.
+    fn word_buckets(&self, buckets: usize) -> usize {
+        if self.char_ngrams.is_some() {
+            buckets / 2
+        } else {
+            buckets
         }
     }
-    df.iter().map(|&d| ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0).collect()
+
+    fn blocks(&self) -> usize {
+        1 + usize::from(self.char_ngrams.is_some())
+    }
+
+    /// Counts of the document's terms, by bucket, sorted by bucket.
+    pub fn term_counts(&self, text: &str, buckets: usize) -> Vec<(u32, f32)> {
+        let word_buckets = self.word_buckets(buckets);
+        let tokens = document_tokens(text);
+        let mut ids: Vec<u32> = Vec::with_capacity(tokens.len() * 2);
+        for (i, token) in tokens.iter().enumerate() {
+            ids.push(bucket(&[b"w", token.as_bytes()], word_buckets));
+            if let Some(next) = tokens.get(i + 1) {
+                ids.push(bucket(&[b"b", token.as_bytes(), next.as_bytes()], word_buckets));
+            }
+        }
+        if let Some((shortest, longest)) = self.char_ngrams {
+            let char_buckets = buckets - word_buckets;
+            let lower = text.to_lowercase();
+            let mut padded: Vec<char> = Vec::new();
+            let mut utf8 = String::new();
+            for word in lower.split_whitespace() {
+                padded.clear();
+                padded.push(' ');
+                padded.extend(word.chars());
+                padded.push(' ');
+                for n in shortest..=longest {
+                    // As scikit-learn: a padded word shorter than n gives itself once.
+                    let starts = if padded.len() <= n { 1 } else { padded.len() - n + 1 };
+                    for start in 0..starts {
+                        utf8.clear();
+                        utf8.extend(&padded[start..(start + n).min(padded.len())]);
+                        ids.push(word_buckets as u32 + bucket(&[b"c", utf8.as_bytes()], char_buckets));
+                    }
+                }
+            }
+        }
+        ids.sort_unstable();
+        let mut counts: Vec<(u32, f32)> = Vec::new();
+        for id in ids {
+            match counts.last_mut() {
+                Some((last, n)) if *last == id => *n += 1.0,
+                _ => counts.push((id, 1.0)),
+            }
+        }
+        counts
+    }
+
+    /// TF-IDF with sublinear term frequency (1 + ln tf), as scikit-learn's
+    /// `TfidfVectorizer(sublinear_tf=True)` computes it, each block L2-normalised and
+    /// scaled by 1/√blocks so that the whole row has unit length. Terms whose IDF is 0
+    /// (below the minimum document frequency, or never seen in training) are no features.
+    pub fn tf_idf(&self, counts: &[(u32, f32)], idf: &[f32]) -> Vec<(u32, f32)> {
+        let word_buckets = self.word_buckets(idf.len()) as u32;
+        let mut weighted: Vec<(u32, f32)> = counts
+            .iter()
+            .filter(|&&(b, _)| idf[b as usize] > 0.0)
+            .map(|&(b, n)| (b, (1.0 + n.ln()) * idf[b as usize]))
+            .collect();
+        let split = weighted.partition_point(|&(b, _)| b < word_buckets);
+        let scale = 1.0 / (self.blocks() as f32).sqrt();
+        let (words, chars) = weighted.split_at_mut(split);
+        for block in [words, chars] {
+            let norm = block.iter().map(|(_, w)| w * w).sum::<f32>().sqrt().max(1e-12);
+            // Divided first: a head of one block gets exactly w / norm, as before blocks existed.
+            block.iter_mut().for_each(|(_, w)| *w = *w / norm * scale);
+        }
+        weighted
+    }
+
+    /// Smoothed inverse document frequency per bucket, ln((1 + n) / (1 + df)) + 1, and 0
+    /// for buckets in fewer than `min_df` documents.
+    pub fn inverse_document_frequency<'a>(
+        &self,
+        documents: impl Iterator<Item = &'a [(u32, f32)]>,
+        buckets: usize,
+    ) -> Vec<f32> {
+        let mut df = vec![0u32; buckets];
+        let mut n = 0u32;
+        for counts in documents {
+            n += 1;
+            for &(b, _) in counts {
+                df[b as usize] += 1;
+            }
+        }
+        let min_df = self.min_df.max(1) as u32;
+        df.iter()
+            .map(|&d| if d < min_df { 0.0 } else { ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0 })
+            .collect()
+    }
 }
 
 /// A word's shape: upper → `X`, lower → `x`, digit → `d`, others kept; runs collapsed
@@ -244,11 +322,34 @@ mod tests {
     }
 
     #[test]
-    fn tf_idf_rows_have_unit_length() {
-        let counts = document_term_counts("Das Gericht und das Gericht", 1 << 10);
-        let idf = vec![1.5f32; 1 << 10];
-        let row = tf_idf(&counts, &idf);
-        let norm: f32 = row.iter().map(|(_, w)| w * w).sum();
-        assert!((norm - 1.0).abs() < 1e-5);
+    fn tf_idf_rows_have_unit_length_with_each_block_normalised() {
+        for scheme in [LexicalScheme::WORDS_ONLY, LexicalScheme::WORDS_AND_CHARS] {
+            let counts = scheme.term_counts("Das Gericht und das Gericht", 1 << 10);
+            let idf = vec![1.5f32; 1 << 10];
+            let row = scheme.tf_idf(&counts, &idf);
+            let norm: f32 = row.iter().map(|(_, w)| w * w).sum();
+            assert!((norm - 1.0).abs() < 1e-5);
+            let words: f32 = row.iter().filter(|(b, _)| *b < scheme.word_buckets(1 << 10) as u32).map(|(_, w)| w * w).sum();
+            assert!((words - 1.0 / scheme.blocks() as f32).abs() < 1e-5, "{words}");
+        }
+    }
+
+    #[test]
+    fn character_ngrams_are_taken_inside_padded_words_as_scikit_learn_does() {
+        // char_wb (2, 3) of "ab c": " a", "ab", "b ", " ab", "ab ", " c", "c ", " c " → 8
+        // n-grams; words "ab", "c" and the bigram → 3.
+        let scheme = LexicalScheme { char_ngrams: Some((2, 3)), min_df: 1 };
+        let counts = scheme.term_counts("AB c", 1 << 20);
+        assert_eq!(counts.iter().map(|(_, n)| n).sum::<f32>(), 11.0);
+        assert_eq!(counts.iter().filter(|(b, _)| *b >= 1 << 19).map(|(_, n)| n).sum::<f32>(), 8.0);
+    }
+
+    #[test]
+    fn rare_and_unseen_terms_are_no_features() {
+        let scheme = LexicalScheme { char_ngrams: None, min_df: 2 };
+        let docs: Vec<Vec<(u32, f32)>> = ["a b", "a c"].iter().map(|t| scheme.term_counts(t, 64)).collect();
+        let idf = scheme.inverse_document_frequency(docs.iter().map(|d| &d[..]), 64);
+        let row = scheme.tf_idf(&scheme.term_counts("a z", 64), &idf);
+        assert_eq!(row, vec![(bucket(&[b"w", b"a"], 64), 1.0)]);
     }
 }

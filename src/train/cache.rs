@@ -1,18 +1,23 @@
-//! Encoder features on disk. Encoding a training set takes most of an hour on two cores,
-//! fitting a head on its features minutes; so features are computed once per encoder,
-//! layer choice and data, and read back on every later run.
+//! Encoder features on disk, per text. Encoding a training set takes most of an hour on
+//! two cores, fitting a head on its features seconds; so each text is encoded once per
+//! encoder, layer choice and window length, and read back by every later run that
+//! holds it: another subset, a cross-validation fold, relabelled data.
 //!
-//! The key is a SHA-256 of the encoder's fingerprint (all its files), the layers, the
-//! window length and the texts with their word spans: labels do not enter it, so
-//! relabelled data reuses the features. A file is written as `.NAME.partial` and
-//! renamed when complete, so a killed run leaves no half file that looks valid.
+//! The store for one (encoder fingerprint, layers, window length) is a folder named by
+//! their SHA-256. A text's key is the SHA-256 of the text and its word spans (labels do
+//! not enter it). The folder holds segments, one per encoding run, each named by the
+//! SHA-256 of its keys, written as `.NAME.partial` and renamed when complete, so a
+//! killed run leaves no half file that looks valid. A request reads the keys of every
+//! segment, takes what is there, and encodes only the rest into a new segment.
+//! Features of every encoder layer, once stored, serve any choice of layers.
 //!
-//! File layout (little-endian): `DCFEAT01`, u64 header length, a JSON header
-//! `{dim, texts, words}`, then `texts × dim` f16 text means, `texts + 1` u64 word
-//! offsets, `words × dim` f16 word rows.
+//! Segment layout (little-endian): `DCFEAT02`, u64 header length, a JSON header
+//! `{dim, texts, words}`, `texts × 32` key bytes, `texts × dim` f16 text means, `texts
+//! × dim` f16 window maxima, `texts + 1` u64 word offsets, `words × dim` f16 word rows.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,19 +29,28 @@ use sha2::{Digest, Sha256};
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::logging;
 
-const MAGIC: &[u8; 8] = b"DCFEAT01";
+const MAGIC: &[u8; 8] = b"DCFEAT02";
 /// Texts encoded together; bounds the f32 features held before conversion to f16.
 const CHUNK_TEXTS: usize = 256;
+
+type TextKey = [u8; 32];
 
 /// Features of a list of texts, as f16.
 pub struct FeatureSet {
     pub dim: usize,
     means: Vec<f16>,
+    /// Per text, the element-wise maximum of its windows' mean features (equal to the
+    /// mean for a text of one window).
+    maxes: Vec<f16>,
     word_offsets: Vec<u64>,
     words: Vec<f16>,
 }
 
 impl FeatureSet {
+    fn empty(dim: usize) -> Self {
+        Self { dim, means: Vec::new(), maxes: Vec::new(), word_offsets: vec![0], words: Vec::new() }
+    }
+
     pub fn texts(&self) -> usize {
         self.word_offsets.len() - 1
     }
@@ -45,28 +59,44 @@ impl FeatureSet {
         &self.means[text * self.dim..(text + 1) * self.dim]
     }
 
-    /// The columns of `layers` (1-based) from features of all `encoder_layers` layers,
-    /// which hold each layer's `dim / encoder_layers` values in layer order.
-    fn select_layers(&self, encoder_layers: usize, layers: &[usize]) -> FeatureSet {
-        let width = self.dim / encoder_layers;
-        let select = |rows: &[f16]| -> Vec<f16> {
-            rows.chunks_exact(self.dim)
-                .flat_map(|row| layers.iter().flat_map(move |&l| &row[(l - 1) * width..l * width]))
-                .copied()
-                .collect()
-        };
-        FeatureSet {
-            dim: width * layers.len(),
-            means: select(&self.means),
-            word_offsets: self.word_offsets.clone(),
-            words: select(&self.words),
-        }
+    pub fn max(&self, text: usize) -> &[f16] {
+        &self.maxes[text * self.dim..(text + 1) * self.dim]
     }
 
     /// Rows of the words of `text`, flattened `words × dim`.
     pub fn words(&self, text: usize) -> &[f16] {
         let (a, b) = (self.word_offsets[text] as usize, self.word_offsets[text + 1] as usize);
         &self.words[a * self.dim..b * self.dim]
+    }
+
+    /// Appends text `text` of `from`, keeping only the columns `columns` selects.
+    fn push_from(&mut self, from: &FeatureSet, text: usize, columns: &Columns) {
+        columns.extend(&mut self.means, from.mean(text), from.dim);
+        columns.extend(&mut self.maxes, from.max(text), from.dim);
+        columns.extend(&mut self.words, from.words(text), from.dim);
+        self.word_offsets.push((self.words.len() / self.dim.max(1)) as u64);
+    }
+}
+
+/// Which columns of a stored row a request wants: all of them, or the chosen layers
+/// out of rows that hold every encoder layer (each layer's `width` values in order).
+enum Columns {
+    All,
+    Layers { width: usize, layers: Vec<usize> },
+}
+
+impl Columns {
+    fn extend(&self, out: &mut Vec<f16>, rows: &[f16], dim: usize) {
+        match self {
+            Columns::All => out.extend_from_slice(rows),
+            Columns::Layers { width, layers } => {
+                for row in rows.chunks_exact(dim) {
+                    for &l in layers {
+                        out.extend_from_slice(&row[(l - 1) * width..l * width]);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -78,9 +108,73 @@ pub struct FeatureRequest<'a> {
     pub word_spans: &'a [Vec<(usize, usize)>],
 }
 
-/// The cached features of `request`, computing and storing them on a miss. Features
-/// of every one of the encoder's `encoder_layers` layers, once cached, serve any choice
-/// of layers, so that trying other layers does not mean encoding again.
+impl FeatureRequest<'_> {
+    fn spans(&self, i: usize) -> &[(usize, usize)] {
+        self.word_spans.get(i).map_or(&[][..], |s| &s[..])
+    }
+
+    fn key(&self, i: usize) -> TextKey {
+        let mut hash = Sha256::new();
+        let text = &self.texts[i];
+        hash.update((text.len() as u64).to_le_bytes());
+        hash.update(text.as_bytes());
+        let spans = self.spans(i);
+        hash.update((spans.len() as u64).to_le_bytes());
+        for &(a, b) in spans {
+            hash.update((a as u64).to_le_bytes());
+            hash.update((b as u64).to_le_bytes());
+        }
+        hash.finalize().into()
+    }
+}
+
+/// The stored segments of one encoder, layer choice and window length.
+struct Store {
+    dir: PathBuf,
+    segments: Vec<PathBuf>,
+    /// Where each stored text is: segment and row.
+    index: HashMap<TextKey, (usize, usize)>,
+}
+
+impl Store {
+    fn open(cache_dir: &Path, pipeline: &Pipeline, encoder_fingerprint: &str, layers: &[usize]) -> Result<Self> {
+        let mut hash = Sha256::new();
+        hash.update(b"docclass features v2\n");
+        hash.update(encoder_fingerprint.as_bytes());
+        hash.update(format!("\nlayers {layers:?} window {}\n", pipeline.text.capacity()).as_bytes());
+        let dir = cache_dir.join(format!("{:x}", hash.finalize()));
+        let mut store = Store { dir, segments: Vec::new(), index: HashMap::new() };
+        if !store.dir.is_dir() {
+            return Ok(store);
+        }
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&store.dir)
+            .with_context(|| format!("reading {}", store.dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        paths.retain(|p| p.extension().is_some_and(|e| e == "feat"));
+        paths.sort();
+        for path in paths {
+            let keys = read_keys(&path).with_context(|| format!("reading cached features {}", path.display()))?;
+            let segment = store.segments.len();
+            for (row, key) in keys.into_iter().enumerate() {
+                store.index.entry(key).or_insert((segment, row));
+            }
+            store.segments.push(path);
+        }
+        Ok(store)
+    }
+
+    fn write_segment(&self, keys: &[TextKey], set: &FeatureSet) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let mut hash = Sha256::new();
+        keys.iter().for_each(|k| hash.update(k));
+        let path = self.dir.join(format!("{:x}.feat", hash.finalize()));
+        write(&path, keys, set).with_context(|| format!("writing cached features {}", path.display()))
+    }
+}
+
+/// The features of `request`: each text from the store of `layers`, else from the store
+/// of every layer, else encoded (and stored for the next run).
 pub fn features(
     pipeline: &Pipeline,
     encoder_fingerprint: &str,
@@ -90,94 +184,103 @@ pub fn features(
     cache_dir: &Path,
     request: &FeatureRequest,
 ) -> Result<FeatureSet> {
-    let path_of = |layers: &[usize]| {
-        cache_dir.join(format!("{}.feat", cache_key(pipeline, encoder_fingerprint, layers, request)))
-    };
-    let cached = |path: &Path| -> Result<Option<FeatureSet>> {
-        if !path.exists() {
-            return Ok(None);
-        }
-        let set = read(path).with_context(|| format!("reading cached features {}", path.display()))?;
-        if set.texts() != request.texts.len() {
-            return Ok(None);
-        }
-        logging::info(
-            "features_cached",
-            &format!("{}: encoder features from the cache ({})", request.label, path.display()),
-            json!({"data": request.label, "path": path.display().to_string()}),
-        );
-        Ok(Some(set))
-    };
-    let path = path_of(layers);
-    if let Some(set) = cached(&path)? {
-        return Ok(set);
-    }
+    let keys: Vec<TextKey> = (0..request.texts.len()).map(|i| request.key(i)).collect();
+    let mut stores = vec![(Store::open(cache_dir, pipeline, encoder_fingerprint, layers)?, Columns::All)];
     let every_layer: Vec<usize> = (1..=encoder_layers).collect();
     if layers != every_layer {
-        if let Some(set) = cached(&path_of(&every_layer))? {
-            return Ok(set.select_layers(encoder_layers, layers));
+        let width = pipeline.hidden_size();
+        let all = Store::open(cache_dir, pipeline, encoder_fingerprint, &every_layer)?;
+        stores.push((all, Columns::Layers { width, layers: layers.to_vec() }));
+    }
+    // Texts that no store holds, each once.
+    let mut missing: Vec<usize> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        if !stores.iter().any(|(s, _)| s.index.contains_key(key)) && seen.insert(*key) {
+            missing.push(i);
         }
     }
-    let set = compute(pipeline, layers, options, request)?;
-    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
-    write(&path, &set).with_context(|| format!("writing cached features {}", path.display()))?;
-    Ok(set)
-}
-
-fn cache_key(pipeline: &Pipeline, encoder_fingerprint: &str, layers: &[usize], request: &FeatureRequest) -> String {
-    let mut hash = Sha256::new();
-    hash.update(b"docclass features v1\n");
-    hash.update(encoder_fingerprint.as_bytes());
-    hash.update(format!("\nlayers {layers:?} window {}\n", pipeline.text.capacity()).as_bytes());
-    for (i, text) in request.texts.iter().enumerate() {
-        hash.update((text.len() as u64).to_le_bytes());
-        hash.update(text.as_bytes());
-        let spans = request.word_spans.get(i).map_or(&[][..], |s| &s[..]);
-        hash.update((spans.len() as u64).to_le_bytes());
-        for &(a, b) in spans {
-            hash.update((a as u64).to_le_bytes());
-            hash.update((b as u64).to_le_bytes());
-        }
+    let cached = request.texts.len() - missing.len();
+    if cached > 0 {
+        logging::info(
+            "features_cached",
+            &format!("{}: encoder features of {cached} of {} texts from the cache", request.label, request.texts.len()),
+            json!({"data": request.label, "cached": cached, "texts": request.texts.len(), "dir": stores[0].0.dir.display().to_string()}),
+        );
     }
-    format!("{:x}", hash.finalize())
+    if !missing.is_empty() {
+        let encoded = compute(pipeline, layers, options, request, &missing)?;
+        let missing_keys: Vec<TextKey> = missing.iter().map(|&i| keys[i]).collect();
+        stores[0].0.write_segment(&missing_keys, &encoded)?;
+        // Read back through the store like every other text.
+        stores[0].0 = Store::open(cache_dir, pipeline, encoder_fingerprint, layers)?;
+    }
+    assemble(&stores, &keys)
 }
 
+/// The rows of `keys`, in order, from the segments that hold them.
+fn assemble(stores: &[(Store, Columns)], keys: &[TextKey]) -> Result<FeatureSet> {
+    let mut loaded: HashMap<(usize, usize), FeatureSet> = HashMap::new();
+    let mut out: Option<FeatureSet> = None;
+    for key in keys {
+        let (s, (segment, row)) = stores
+            .iter()
+            .enumerate()
+            .find_map(|(s, (store, _))| store.index.get(key).map(|&at| (s, at)))
+            .context("a text's features vanished from the cache while it was read")?;
+        let (store, columns) = &stores[s];
+        if !loaded.contains_key(&(s, segment)) {
+            let path = &store.segments[segment];
+            let set = read(path).with_context(|| format!("reading cached features {}", path.display()))?;
+            loaded.insert((s, segment), set);
+        }
+        let from = &loaded[&(s, segment)];
+        let dim = match columns {
+            Columns::All => from.dim,
+            Columns::Layers { width, layers } => width * layers.len(),
+        };
+        out.get_or_insert_with(|| FeatureSet::empty(dim)).push_from(from, row, columns);
+    }
+    Ok(out.unwrap_or_else(|| FeatureSet::empty(0)))
+}
+
+/// Encodes the texts `which` of `request`.
 fn compute(
     pipeline: &Pipeline,
     layers: &[usize],
     options: &PipelineOptions,
     request: &FeatureRequest,
+    which: &[usize],
 ) -> Result<FeatureSet> {
     let started = Instant::now();
     let bar = logging::progress_bar(
-        request.texts.len() as u64,
+        which.len() as u64,
         "encoding {prefix}: {bar:30} {pos}/{len} texts · {elapsed} elapsed, ETA {eta}",
         false,
     );
     bar.set_prefix(request.label.to_string());
-    let mut set = FeatureSet { dim: 0, means: Vec::new(), word_offsets: vec![0], words: Vec::new() };
-    for (chunk_index, texts) in request.texts.chunks(CHUNK_TEXTS).enumerate() {
-        let first = chunk_index * CHUNK_TEXTS;
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let spans = request.word_spans.get(first..(first + texts.len()).min(request.word_spans.len())).unwrap_or(&[]);
-        let features = pipeline
-            .text_features(&refs, spans, layers, options)
-            .with_context(|| format!("{}: encoding texts {} to {}", request.label, first + 1, first + texts.len()))?;
+    let mut set = FeatureSet::empty(0);
+    for chunk in which.chunks(CHUNK_TEXTS) {
+        let refs: Vec<&str> = chunk.iter().map(|&i| request.texts[i].as_str()).collect();
+        let spans: Vec<Vec<(usize, usize)>> = chunk.iter().map(|&i| request.spans(i).to_vec()).collect();
+        let features = pipeline.text_features(&refs, &spans, layers, options).with_context(|| {
+            format!("{}: encoding texts {} to {}", request.label, chunk[0] + 1, chunk[chunk.len() - 1] + 1)
+        })?;
         for f in features {
             set.dim = f.mean.len();
             set.means.extend(f.mean.iter().map(|&x| f16::from_f32(x)));
+            set.maxes.extend(f.max.iter().map(|&x| f16::from_f32(x)));
             set.words.extend(f.words.iter().map(|&x| f16::from_f32(x)));
-            let words = (set.words.len() / set.dim) as u64;
-            set.word_offsets.push(words);
+            set.word_offsets.push((set.words.len() / set.dim) as u64);
         }
-        bar.inc(texts.len() as u64);
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     logging::info(
         "features_encoded",
-        &format!("{}: encoded {} texts in {seconds:.0} s", request.label, request.texts.len()),
-        json!({"data": request.label, "texts": request.texts.len(), "seconds": seconds}),
+        &format!("{}: encoded {} texts in {seconds:.0} s", request.label, which.len()),
+        json!({"data": request.label, "texts": which.len(), "seconds": seconds}),
     );
     Ok(set)
 }
@@ -187,8 +290,8 @@ fn f16_bytes(values: &[f16]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
-fn write(path: &Path, set: &FeatureSet) -> Result<()> {
-    let partial = partial_path(path);
+fn write(path: &Path, keys: &[TextKey], set: &FeatureSet) -> Result<()> {
+    let partial = crate::fsutil::partial_path(path);
     {
         let mut out = BufWriter::new(File::create(&partial)?);
         let header =
@@ -197,7 +300,9 @@ fn write(path: &Path, set: &FeatureSet) -> Result<()> {
         out.write_all(MAGIC)?;
         out.write_all(&(header.len() as u64).to_le_bytes())?;
         out.write_all(header.as_bytes())?;
+        keys.iter().try_for_each(|k| out.write_all(k))?;
         out.write_all(f16_bytes(&set.means))?;
+        out.write_all(f16_bytes(&set.maxes))?;
         for offset in &set.word_offsets {
             out.write_all(&offset.to_le_bytes())?;
         }
@@ -216,8 +321,8 @@ fn read_f16(file: &mut impl Read, count: usize) -> Result<Vec<f16>> {
     Ok(values)
 }
 
-fn read(path: &Path) -> Result<FeatureSet> {
-    let mut file = std::io::BufReader::new(File::open(path)?);
+/// The header's `(dim, texts, words)` and the keys.
+fn read_head(file: &mut impl Read) -> Result<((usize, usize, usize), Vec<TextKey>)> {
     let mut magic = [0u8; 8];
     file.read_exact(&mut magic)?;
     if &magic != MAGIC {
@@ -230,7 +335,22 @@ fn read(path: &Path) -> Result<FeatureSet> {
     let header: serde_json::Value = serde_json::from_slice(&header)?;
     let field = |name: &str| header[name].as_u64().map(|v| v as usize).context("malformed header");
     let (dim, texts, words) = (field("dim")?, field("texts")?, field("words")?);
+    let mut keys = vec![[0u8; 32]; texts];
+    for key in &mut keys {
+        file.read_exact(key).context("the file is truncated")?;
+    }
+    Ok(((dim, texts, words), keys))
+}
+
+fn read_keys(path: &Path) -> Result<Vec<TextKey>> {
+    Ok(read_head(&mut BufReader::new(File::open(path)?))?.1)
+}
+
+fn read(path: &Path) -> Result<FeatureSet> {
+    let mut file = BufReader::new(File::open(path)?);
+    let ((dim, texts, words), _) = read_head(&mut file)?;
     let means = read_f16(&mut file, texts * dim)?;
+    let maxes = read_f16(&mut file, texts * dim)?;
     let mut word_offsets = Vec::with_capacity(texts + 1);
     for _ in 0..=texts {
         let mut v = [0u8; 8];
@@ -238,12 +358,7 @@ fn read(path: &Path) -> Result<FeatureSet> {
         word_offsets.push(u64::from_le_bytes(v));
     }
     let words = read_f16(&mut file, words * dim)?;
-    Ok(FeatureSet { dim, means, word_offsets, words })
-}
-
-fn partial_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial"))
+    Ok(FeatureSet { dim, means, maxes, word_offsets, words })
 }
 
 #[cfg(test)]
@@ -257,12 +372,33 @@ mod tests {
         let all = FeatureSet {
             dim: 6,
             means: value(&[1., 2., 3., 4., 5., 6.]),
+            maxes: value(&[7., 8., 9., 10., 11., 12.]),
             word_offsets: vec![0, 2],
             words: value(&[11., 12., 13., 14., 15., 16., 21., 22., 23., 24., 25., 26.]),
         };
-        let chosen = all.select_layers(3, &[1, 3]);
-        assert_eq!(chosen.dim, 4);
+        let mut chosen = FeatureSet::empty(4);
+        chosen.push_from(&all, 0, &Columns::Layers { width: 2, layers: vec![1, 3] });
         assert_eq!(chosen.mean(0), &value(&[1., 2., 5., 6.])[..]);
+        assert_eq!(chosen.max(0), &value(&[7., 8., 11., 12.])[..]);
         assert_eq!(chosen.words(0), &value(&[11., 12., 15., 16., 21., 22., 25., 26.])[..]);
+    }
+
+    #[test]
+    fn segments_round_trip_with_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.feat");
+        let value = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        let set = FeatureSet {
+            dim: 2,
+            means: value(&[1., 2., 3., 4.]),
+            maxes: value(&[5., 6., 7., 8.]),
+            word_offsets: vec![0, 1, 1],
+            words: value(&[9., 10.]),
+        };
+        let keys = [[1u8; 32], [2u8; 32]];
+        write(&path, &keys, &set).unwrap();
+        assert_eq!(read_keys(&path).unwrap(), keys);
+        let back = read(&path).unwrap();
+        assert_eq!((back.texts(), back.max(1), back.words(0), back.words(1)), (2, &value(&[7., 8.])[..], &value(&[9., 10.])[..], &[][..]));
     }
 }

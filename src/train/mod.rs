@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod classifier;
 pub mod data;
+pub mod logistic;
 pub mod optim;
 pub mod tagger;
 
@@ -102,20 +103,20 @@ pub fn relative_encoder_path(head_dir: &Path, encoder_dir: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// What `head.json` records about the training run, so that it can be reproduced.
+/// What `head.json` records about the training run, so that it can be reproduced: the
+/// data and settings every head shares, then `fit`'s fields (how this kind of head was fitted).
 pub fn head_record(
     context: &TrainContext,
     dev_source: &str,
     train_examples: usize,
     dev_examples: usize,
-    fitted: &Fitted,
-    score_name: &str,
+    fit: serde_json::Value,
 ) -> Result<serde_json::Value> {
     let args = context.args;
     let data = |path: &Path| -> Result<serde_json::Value> {
         Ok(serde_json::json!({"path": path.display().to_string(), "sha256": file_sha256(path)?}))
     };
-    Ok(serde_json::json!({
+    let mut record = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "docclass_version": env!("CARGO_PKG_VERSION"),
         "train": data(&args.train)?,
@@ -123,19 +124,28 @@ pub fn head_record(
         "train_examples": train_examples,
         "dev_examples": dev_examples,
         "seed": args.seed,
-        "learning_rate": args.learning_rate,
-        "dense_learning_rate": args.dense_learning_rate,
         "lexical_buckets": args.lexical_buckets,
         "max_lexical_rows": args.max_lexical_rows,
         "layers": context.layers,
+    });
+    if let (Some(record), serde_json::Value::Object(fit)) = (record.as_object_mut(), fit) {
+        record.extend(fit);
+    }
+    Ok(record)
+}
+
+/// The settings and outcome of a head fitted by epochs of Adam (the tagger).
+pub fn epoch_fit_record(args: &TrainArgs, fitted: &Fitted, score_name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "learning_rate": args.learning_rate,
+        "dense_learning_rate": args.dense_learning_rate,
         "l2": args.l2,
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "patience": args.patience,
-        "refit_with_dev": args.refit_with_dev,
         "best_epoch": fitted.best_epoch,
         "dev_score": {"name": score_name, "value": fitted.best_score},
         "fit_seconds": (fitted.seconds * 10.0).round() / 10.0,
         "epochs": fitted.log.len(),
-    }))
+    })
 }

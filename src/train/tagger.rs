@@ -39,8 +39,8 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     if args.refit_with_dev {
         bail!("--refit-with-dev is for classifiers; a tagger is fitted on the training data only");
     }
-    if args.cross_validate.is_some() || args.no_temperature {
-        bail!("--cross-validate and --no-temperature are for classifiers");
+    if args.cross_validate.is_some() || args.pooling != crate::cli::PoolingArg::Auto {
+        bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
     }
     // Tags: O first, then B-/I- of each type in alphabetical order.
     let kinds: BTreeSet<String> = split
@@ -144,14 +144,15 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
         lexical_buckets: buckets,
+        lexical_scheme: None,
+        pooling: Default::default(),
         abbreviations,
         training: head_record(
             context,
             &split.dev_source,
             split.train.len(),
             split.dev.len(),
-            &fitted,
-            "strict_iob2_f1",
+            super::epoch_fit_record(args, &fitted, "strict_iob2_f1"),
         )?,
         weights_sha256: String::new(), // set by save_head
     };
