@@ -149,9 +149,16 @@ def evaluate(name):
     for f, (train_index, test_index) in enumerate(folds):
         train_rows = [rows[i] for i in train_index]
         test_rows = [rows[i] for i in test_index]
-        started = time.time()
-        base, params = baseline_predict([r[1] for r in train_rows], [r[2] for r in train_rows], [r[1] for r in test_rows])
-        base_seconds = time.time() - started
+        # The baseline's predictions depend on the data only: kept between runs.
+        cached = WORK / name / f"fold{f + 1}" / "baseline.json"
+        if cached.exists():
+            base, params, base_seconds = json.loads(cached.read_text())
+        else:
+            started = time.time()
+            base, params = baseline_predict([r[1] for r in train_rows], [r[2] for r in train_rows], [r[1] for r in test_rows])
+            base_seconds = time.time() - started
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps([base, params, base_seconds]))
         ours, cv, seconds = docclass_predict(f"{name}/fold{f + 1}", train_rows, test_rows)
         for system, labels in [("baseline", base), ("docclass", ours)]:
             for row, label in zip(test_rows, labels):
@@ -172,7 +179,8 @@ def evaluate(name):
         with open(path, "w", encoding="utf-8") as f:
             for id_, label in predicted[system].items():
                 f.write(json.dumps({"id": id_, "label": label, "model": system}) + "\n")
-        run("eval", "--predictions", path, "--gold", gold, *gold_args(name), "--report", WORK / name / f"{system}-report", "--force")
+        run("eval", "--predictions", path, "--gold", gold, *gold_args(name), "--system", system,
+            "--report", WORK / name / f"{system}-report", "--force")
     run("eval", "--compare", WORK / name / "baseline-report", WORK / name / "docclass-report", "--report", out, "--force")
     (out / "folds.json").write_text(json.dumps(details, indent=2) + "\n")
     return details

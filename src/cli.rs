@@ -281,7 +281,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// The head's name in output records (default: the --out directory's name).
+    /// The head's name in output records (default: the --out directory's name, or its
+    /// parent's when that is a generic name such as `head` or `model`).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -376,6 +377,11 @@ pub struct EvalArgs {
     /// The gold data the --predictions are scored against (formats as for DATA).
     #[arg(long, value_name = "DATA", requires = "predictions")]
     pub gold: Option<PathBuf>,
+
+    /// The name of the system that wrote the --predictions, as reports and `--compare`
+    /// show it (default: the records' `model` field). For results of other tools.
+    #[arg(long, value_name = "NAME", requires = "predictions")]
+    pub system: Option<String>,
 
     /// Compare two report directories of the same gold data.
     #[arg(long, num_args = 2, value_names = ["REPORT_A", "REPORT_B"])]

@@ -66,7 +66,8 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     let model = match &run {
         Some(run) => json!({ "path": run.dir.display().to_string(), "name": run.name, "sha256": run.fingerprint }),
         None => {
-            json!({ "name": predictions.first().and_then(|p| p.record.get("model")).cloned().unwrap_or(Value::Null) })
+            let recorded = || predictions.first().and_then(|p| p.record.get("model")).cloned();
+            json!({ "name": args.system.clone().map(Value::from).or_else(recorded).unwrap_or(Value::Null) })
         }
     };
     let mut metrics = json!({

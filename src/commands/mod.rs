@@ -51,23 +51,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
 
 /// The default pipeline: the encoder with the project's trained heads.
 pub const DEFAULT_MODEL: &str = "models/de-legal";
-/// The bare default encoder (zero-shot classification, training).
-pub const DEFAULT_ENCODER: &str = "models/multilingual-e5-small";
-
-/// `relative` in the current directory if it exists there, else in the checkout the
-/// binary was built in (so that the installed binary finds the project's models).
-pub fn resolve_default(relative: &str) -> PathBuf {
-    let local = PathBuf::from(relative);
-    if local.exists() {
-        return local;
-    }
-    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);
-    if checkout.exists() {
-        checkout
-    } else {
-        local
-    }
-}
+/// The bare default encoder (zero-shot classification, training) and how it is found.
+pub use crate::model::bundle::{resolve_default, DEFAULT_ENCODER};
 
 /// `--model`, else $DOCCLASS_MODEL, else the default model in the current directory
 /// or in the checkout the binary was built in.

@@ -171,11 +171,14 @@ fn sections(m: &Value) -> Vec<Section> {
                     .into_iter()
                     .flatten()
                     .map(|b| {
+                        // An empty bin has no confidence or accuracy to show.
+                        let empty = b["documents"].as_u64() == Some(0);
+                        let value = |v: &Value| if empty { "–".to_string() } else { f4(v) };
                         vec![
                             format!("{:.1}–{:.1}", num(&b["lower"]), num(&b["upper"])),
                             text(&b["documents"]),
-                            f4(&b["confidence"]),
-                            f4(&b["accuracy"]),
+                            value(&b["confidence"]),
+                            value(&b["accuracy"]),
                         ]
                     })
                     .collect(),

@@ -79,9 +79,8 @@ impl ModelBundle {
 
     /// The encoder of `spec` with its trained heads, named after the pipeline directory.
     fn load_pipeline(dir: &Path, spec: &PipelineSpec) -> Result<Self, ModelError> {
-        let encoder_dir = dir.join(&spec.encoder);
+        let (encoder_dir, encoder_fingerprint) = find_encoder(dir, spec)?;
         let mut bundle = Self::load_checkpoint(&encoder_dir)?;
-        let encoder_fingerprint = fingerprint(&encoder_dir)?;
         let hidden = bundle.encoder_config().hidden;
         for head in &spec.heads {
             let head_dir = dir.join(head);
@@ -164,6 +163,68 @@ fn directory_name(dir: &Path) -> String {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// Where the default encoder lives, relative to a checkout.
+pub const DEFAULT_ENCODER: &str = "models/multilingual-e5-small";
+
+/// `relative` in the current directory if it exists there, else in the checkout the
+/// binary was built in (so that the installed binary finds the project's models).
+pub fn resolve_default(relative: &str) -> PathBuf {
+    let local = PathBuf::from(relative);
+    if local.exists() {
+        return local;
+    }
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);
+    if checkout.exists() {
+        checkout
+    } else {
+        local
+    }
+}
+
+/// The encoder a pipeline's heads were trained on, and its fingerprint: the directory
+/// the pipeline names (relative to it) when that is the right encoder, else the first
+/// with the heads' fingerprint among the directories of `$DOCCLASS_ENCODERS` (separated
+/// like `PATH`) and the default encoder. So a head folder moved away from its encoder
+/// still finds it, and never loads another one.
+fn find_encoder(dir: &Path, spec: &PipelineSpec) -> Result<(PathBuf, String), ModelError> {
+    let recorded = dir.join(&spec.encoder);
+    let wanted = match spec.heads.first() {
+        Some(head) => {
+            let path = dir.join(head).join(trained::HEAD_FILE);
+            let head: trained::HeadSpec = serde_json::from_str(&read_to_string(&path, "the head")?)
+                .map_err(|e| ModelError::Invalid { path: path.clone(), message: e.to_string() })?;
+            head.encoder_fingerprint
+        }
+        None => return Ok((recorded.clone(), fingerprint(&recorded)?)),
+    };
+    let mut candidates = vec![recorded];
+    if let Some(paths) = std::env::var_os("DOCCLASS_ENCODERS") {
+        candidates.extend(std::env::split_paths(&paths));
+    }
+    candidates.push(resolve_default(DEFAULT_ENCODER));
+    let mut looked = Vec::new();
+    for candidate in candidates {
+        if !candidate.join("config.json").is_file() {
+            looked.push(format!("{} (no encoder there)", candidate.display()));
+            continue;
+        }
+        match fingerprint(&candidate) {
+            Ok(found) if found == wanted => return Ok((candidate, found)),
+            Ok(found) => looked.push(format!("{} (another encoder, fingerprint {}…)", candidate.display(), &found[..12])),
+            Err(e) => looked.push(format!("{} ({e})", candidate.display())),
+        }
+    }
+    Err(ModelError::Missing {
+        path: dir.to_path_buf(),
+        what: format!(
+            "the encoder the heads were trained on (fingerprint {}…) was not found; looked in {}. \
+             Put its directory in DOCCLASS_ENCODERS, or retrain the head",
+            &wanted[..12.min(wanted.len())],
+            looked.join(", ")
+        ),
+    })
 }
 
 /// A SHA-256 over every file that determines what the encoder computes (configuration,

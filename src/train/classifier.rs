@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::data::LabelledDocument;
-use super::head_record;
+use super::{decimal, head_record};
 use super::logistic::{balanced_weights, example_loss, minimize, Fit, Linear, Row, Shape};
 use super::optim::Standardizer;
 use crate::cli::PoolingArg;
@@ -160,6 +160,25 @@ impl Setting {
         match self {
             Setting::Lexical { c } => json!({"model": "lexical", "c": c}),
             Setting::Dense { pooling, c } => json!({"model": "dense", "pooling": pooling, "c": c}),
+        }
+    }
+}
+
+/// What the saved head is: the stacking of both models, or one of them alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum HeadChoice {
+    Combined,
+    DenseOnly,
+    LexicalOnly,
+}
+
+impl HeadChoice {
+    fn describe(&self) -> &'static str {
+        match self {
+            HeadChoice::Combined => "both models combined",
+            HeadChoice::DenseOnly => "the encoder features alone (they scored higher than the combination)",
+            HeadChoice::LexicalOnly => "the lexical features alone (they scored higher than the combination)",
         }
     }
 }
@@ -438,6 +457,21 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         Some(lexical) => Blend::choose(&task, &[&dense_best.raw, &lexical.raw], &gold, evaluate),
         None => (dense_best.blend.clone(), evaluate(dense_best.scored.logits.clone())),
     };
+    // The head: the stacking, or one half alone where that scores higher on the folds
+    // (small data can make the blend, fitted for log loss, lose on the score).
+    let alone = |e: &Evaluated, dense_side: bool| Blend {
+        weights: if dense_side { vec![e.blend.weights[0], 0.0] } else { vec![0.0, e.blend.weights[0]] },
+        bias: e.blend.bias.clone(),
+        balanced: e.blend.balanced,
+    };
+    let mut head = (HeadChoice::Combined, stack.clone(), &combined);
+    if dense_best.scored.mean > head.2.mean {
+        head = (HeadChoice::DenseOnly, alone(dense_best, true), &dense_best.scored);
+    }
+    if let Some(lexical) = lexical_best.filter(|l| l.scored.mean > head.2.mean) {
+        head = (HeadChoice::LexicalOnly, alone(lexical, false), &lexical.scored);
+    }
+    let (head_choice, head_blend, head_scored) = head;
     let score_name = task.score_name();
     let model_summary = |e: &Evaluated| {
         let mut summary = e.scored.summary();
@@ -450,22 +484,32 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         "folds": folds,
         "score": score_name,
         "how": "blocked: each label's documents in file order cut into K contiguous blocks",
-        "fold_scores": combined.fold_scores,
-        "mean": combined.mean,
+        "head": head_choice,
+        "fold_scores": head_scored.fold_scores,
+        "mean": head_scored.mean,
         "combined": combined.summary(),
         "dense_only": model_summary(dense_best),
         "lexical_only": lexical_best.map(model_summary),
-        "stack": {"weights": {"dense": stack.weights[0], "lexical": stack.weights.get(1)}, "label_bias": stack.bias, "balanced": stack.balanced},
+        "stack": {
+            "weights": {"dense": decimal(stack.weights[0]), "lexical": stack.weights.get(1).map(|&w| decimal(w))},
+            "label_bias": stack.bias.iter().map(|&b| decimal(b)).collect::<Vec<_>>(),
+            "balanced": stack.balanced,
+        },
+        "head_weights": {
+            "dense": decimal(head_blend.weights[0]),
+            "lexical": decimal(head_blend.weights.get(1).copied().unwrap_or(0.0)),
+        },
         "grid": grid,
     });
     let show = |e: Option<&Evaluated>| e.map_or_else(|| "–".to_string(), |e| format!("{:.4}", e.scored.mean));
     logging::info(
         "cross_validation",
         &format!(
-            "{folds}-fold cross-validation, mean {score_name}: lexical only {}, dense only {}, combined {:.4}",
+            "{folds}-fold cross-validation, mean {score_name}: lexical only {}, dense only {}, combined {:.4}; the head: {}",
             show(lexical_best),
             show(Some(dense_best)),
             combined.mean,
+            head_choice.describe(),
         ),
         cross_validation.clone(),
     );
@@ -479,12 +523,14 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     let dense_inputs = Inputs::dense(&all, pooling);
     let dense_model = refit(&dense_inputs, &all, k, multi_label, dense_c);
     let Inputs::Dense { standardizer, .. } = &dense_inputs else { unreachable!("dense inputs") };
-    let (dense_weight, lexical_weight) = (stack.weights[0], stack.weights.get(1).copied().unwrap_or(0.0));
+    let (dense_weight, lexical_weight) = (head_blend.weights[0], head_blend.weights.get(1).copied().unwrap_or(0.0));
     let scaled_dense: Vec<f32> = dense_model.dense().iter().map(|w| w * dense_weight).collect();
-    let mut bias: Vec<f32> = dense_model.bias().iter().zip(&stack.bias).map(|(b, c)| dense_weight * b + c).collect();
-    let mut lexical_table = vec![0.0f32; if lexical_best.is_some() { buckets * k } else { 0 }];
+    let mut bias: Vec<f32> =
+        dense_model.bias().iter().zip(&head_blend.bias).map(|(b, c)| dense_weight * b + c).collect();
+    let lexical_setting = lexical_best.map(|e| e.setting).filter(|_| head_choice != HeadChoice::DenseOnly);
+    let mut lexical_table = vec![0.0f32; if lexical_setting.is_some() { buckets * k } else { 0 }];
     let mut idf_tensor = Vec::new();
-    if let Some(Setting::Lexical { c }) = lexical_best.map(|e| e.setting) {
+    if let Some(Setting::Lexical { c }) = lexical_setting {
         let lexical_inputs = Inputs::lexical(&all, buckets);
         let lexical_model = refit(&lexical_inputs, &all, k, multi_label, c);
         let Inputs::Lexical { idf, buckets_of_columns, .. } = lexical_inputs else { unreachable!("lexical inputs") };
@@ -507,8 +553,8 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         layers: context.layers.to_vec(),
         encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
-        lexical_buckets: if lexical_best.is_some() { buckets } else { 0 },
-        lexical_scheme: lexical_best.map(|_| SCHEME),
+        lexical_buckets: if lexical_setting.is_some() { buckets } else { 0 },
+        lexical_scheme: lexical_setting.map(|_| SCHEME),
         pooling,
         abbreviations: Vec::new(),
         training: {
@@ -534,11 +580,78 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         },
         weights_sha256: String::new(), // set by save_head
     };
+    // A hand-written model card in the head folder is kept; else one is written.
+    if !args.out.join(MODEL_CARD).exists() {
+        let card = model_card(&spec, dense_best, lexical_best, &combined, head_choice, &split.dev_source);
+        std::fs::write(context.staging.join(MODEL_CARD), card)?;
+    }
     let f32_tensors: BTreeMap<&str, Vec<f32>> = [("dense", dense), ("bias", bias)].into_iter().collect();
     let lexical = LexicalTable::prune(&lexical_table, k, args.max_lexical_rows);
     let f16_tensors: BTreeMap<&str, Vec<f32>> =
         [("idf", idf_tensor)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
     save_head(context.staging, &spec, &f32_tensors, &f16_tensors, &lexical)
+}
+
+/// The model card `train` writes beside a head that has none.
+const MODEL_CARD: &str = "README.md";
+
+fn model_card(
+    spec: &HeadSpec,
+    dense: &Evaluated,
+    lexical: Option<&Evaluated>,
+    combined: &Scored,
+    head: HeadChoice,
+    dev_source: &str,
+) -> String {
+    let training = &spec.training;
+    let cv = &training["cross_validation"];
+    let score = cv["score"].as_str().unwrap_or("score");
+    let row = |name: &str, scored: Option<&Scored>, setting: String| match scored {
+        Some(s) => format!(
+            "| {name} | {:.4} | {} | {:.4} | {setting} |\n",
+            s.mean,
+            s.fold_scores.iter().map(|f| format!("{f:.4}")).collect::<Vec<_>>().join(" / "),
+            s.log_loss
+        ),
+        None => format!("| {name} | – | – | – | lexical features switched off |\n"),
+    };
+    let setting = |e: &Evaluated| {
+        let weighting = if e.blend.balanced { ", labels weighted alike" } else { "" };
+        match e.setting {
+            Setting::Lexical { c } => format!("C = {c}{weighting}"),
+            Setting::Dense { pooling: DocumentPooling::Mean, c } => format!("mean of the windows, C = {c}{weighting}"),
+            Setting::Dense { pooling: DocumentPooling::MeanMax, c } => {
+                format!("mean and maximum of the windows, C = {c}{weighting}")
+            }
+        }
+    };
+    let mut card = format!(
+        "# {name}\n\nA document classifier trained by `docclass train` (written by it; replace this file with your \
+         own card and retraining keeps yours).\n\n- **Labels** ({n}): {labels}\n- **Data**: `{train}` ({examples} \
+         documents); development data: {dev_source}\n- **Encoder layers** {layers:?}, fingerprint `{fingerprint}…`\n\
+         - **Command**: `{command}`\n\n## What each half adds\n\n{folds}-fold cross-validation on the training data \
+         (blocked: each label's documents in file order cut into contiguous blocks), {score} by fold, on the same folds \
+         for each model. The head `classify` runs: {head}.\n\n| model | mean {score} | folds | log loss | chosen \
+         setting |\n| --- | --- | --- | --- | --- |\n",
+        name = spec.name,
+        n = spec.labels.len(),
+        labels = spec.labels.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", "),
+        train = training["train"]["path"].as_str().unwrap_or("?"),
+        examples = training["train_examples"],
+        layers = spec.layers,
+        fingerprint = &spec.encoder_fingerprint[..12.min(spec.encoder_fingerprint.len())],
+        command = training["command"].as_str().unwrap_or("?"),
+        folds = cv["folds"],
+        head = head.describe(),
+    );
+    card += &row("lexical only (word and character n-gram TF-IDF)", lexical.map(|e| &e.scored), lexical.map_or(String::new(), setting));
+    card += &row("dense only (encoder features)", Some(&dense.scored), setting(dense));
+    let weights = &cv["stack"]["weights"];
+    card += &row("combined", Some(combined), format!("dense weight {}, lexical weight {}", weights["dense"], weights["lexical"]));
+    if let Some(dev) = training.get("dev_score") {
+        card += &format!("\nOn the development data the head scores {} {}.\n", dev["name"].as_str().unwrap_or(score), dev["value"]);
+    }
+    card
 }
 
 fn inputs_for(setting: &Setting, documents: &[&Document], buckets: usize) -> Inputs {

@@ -52,11 +52,26 @@ use crate::commands::train::TrainContext;
 use crate::hashing::file_sha256;
 use optim::Fitted;
 
-/// The head's name: --name, else the output directory's name.
+/// Folder names that say nothing about what a head does (`runs/blurbs/head`).
+const GENERIC_FOLDER_NAMES: [&str; 6] = ["head", "model", "out", "output", "classifier", "tagger"];
+
+/// The head's name in output records: --name, else the output directory's name, or its
+/// parent's when that name is a generic one such as `head`.
 pub fn head_name(args: &TrainArgs) -> String {
-    args.name
-        .clone()
-        .unwrap_or_else(|| args.out.file_name().map_or_else(|| "head".into(), |n| n.to_string_lossy().into_owned()))
+    if let Some(name) = &args.name {
+        return name.clone();
+    }
+    let absolute = args.out.canonicalize().unwrap_or_else(|_| std::path::absolute(&args.out).unwrap_or(args.out.clone()));
+    let mut names = absolute.components().rev().filter_map(|c| match c {
+        Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+        _ => None,
+    });
+    let own = names.next().unwrap_or_else(|| "head".into());
+    if GENERIC_FOLDER_NAMES.contains(&own.to_lowercase().as_str()) {
+        names.next().unwrap_or(own)
+    } else {
+        own
+    }
 }
 
 /// A label (or entity type) needs this many training examples to be learned at all.
@@ -134,12 +149,18 @@ pub fn head_record(
     Ok(record)
 }
 
+/// An f32 as the shortest decimal that reads back as it (`0.01`, not the f64 widening
+/// `0.009999999776482582`), for `head.json`.
+pub fn decimal(x: f32) -> serde_json::Value {
+    x.to_string().parse::<f64>().map_or(serde_json::Value::Null, serde_json::Value::from)
+}
+
 /// The settings and outcome of a head fitted by epochs of Adam (the tagger).
 pub fn epoch_fit_record(args: &TrainArgs, fitted: &Fitted, score_name: &str) -> serde_json::Value {
     serde_json::json!({
-        "learning_rate": args.learning_rate,
-        "dense_learning_rate": args.dense_learning_rate,
-        "l2": args.l2,
+        "learning_rate": decimal(args.learning_rate),
+        "dense_learning_rate": decimal(args.dense_learning_rate),
+        "l2": decimal(args.l2),
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "patience": args.patience,
