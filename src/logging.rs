@@ -53,12 +53,18 @@ pub fn error(message: &str) {
     emit("error", "error", message, Value::Null);
 }
 
-/// Seconds between two progress lines where no bar can be drawn.
+/// Seconds between two progress lines where no bar can be drawn, unless
+/// `$DOCCLASS_PROGRESS_SECONDS` says otherwise.
 const PROGRESS_LINE_SECONDS: u64 = 30;
+
+fn progress_line_seconds() -> u64 {
+    std::env::var("DOCCLASS_PROGRESS_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(PROGRESS_LINE_SECONDS)
+}
 
 /// A progress bar of `len` steps drawn with `template` on a terminal. Where stderr is
 /// no terminal (cron, nohup, a log file) or logs are JSON, the same progress is a
-/// `progress` message every [`PROGRESS_LINE_SECONDS`], so a long run never looks hung.
+/// `progress` message every [`PROGRESS_LINE_SECONDS`] (or `$DOCCLASS_PROGRESS_SECONDS`),
+/// so a long run never looks hung.
 /// `hidden` hides it altogether.
 pub fn progress_bar(len: u64, template: &str, hidden: bool) -> ProgressBar {
     if hidden {
@@ -68,7 +74,7 @@ pub fn progress_bar(len: u64, template: &str, hidden: bool) -> ProgressBar {
         let plain = template.replace("{bar:30} ", "");
         let bar = ProgressBar::with_draw_target(
             Some(len),
-            ProgressDrawTarget::term_like_with_hz(Box::new(PeriodicLines::new(PROGRESS_LINE_SECONDS)), 1),
+            ProgressDrawTarget::term_like_with_hz(Box::new(PeriodicLines::new(progress_line_seconds())), 1),
         );
         bar.set_style(ProgressStyle::with_template(&plain).expect("valid template"));
         return bar;

@@ -254,11 +254,13 @@ fn compare_tells_a_real_difference_from_noise() {
     let (_, bad) = classification_case(dir.path(), "bad", &(0..30).step_by(2).collect::<Vec<_>>());
     let (_, close) = classification_case(dir.path(), "close", &[3, 40]);
     for (name, predictions) in [("good", &good), ("bad", &bad), ("close", &close)] {
-        let run = score(predictions, &gold, &dir.path().join(name), &[]);
+        // An outside system's results name it with --system.
+        let run = score(predictions, &gold, &dir.path().join(name), &["--system", name]);
         assert!(run.status.success(), "{}", stderr(&run));
     }
     let compare = |a: &str, b: &str| compare_reports(dir.path(), a, b);
     let real = compare("bad", "good");
+    assert_eq!((&real["a"]["model"]["name"], &real["b"]["model"]["name"]), (&Value::from("bad"), &Value::from("good")));
     // bad gets the 15 even documents below 30 wrong, good only document 3.
     assert_eq!(real["mcnemar"]["only_a_right"], 1);
     assert_eq!(real["mcnemar"]["only_b_right"], 15);

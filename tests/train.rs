@@ -384,7 +384,7 @@ fn a_head_refuses_an_encoder_it_was_not_trained_on() {
     fs::write(&input, "Text").unwrap();
     let run = common::classify(&pipeline, &input, &pipeline.join("out.jsonl"), &[]);
     assert_eq!(run.status.code(), Some(1));
-    assert!(stderr(&run).contains("trained on another encoder"), "{}", stderr(&run));
+    assert!(stderr(&run).contains("another encoder"), "{}", stderr(&run));
 
     // Weights that are not the ones head.json was written with (a half-finished copy).
     let weights = t.head.join("head.safetensors");
@@ -446,4 +446,53 @@ fn default_pipeline_classifies_court_passages_and_finds_legal_entities() {
         let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
         assert_eq!(char_slice(&sentence, start, end), e["text"].as_str().unwrap());
     }
+}
+
+/// Without a terminal, training says how far it is in `progress` lines (here every 0 s
+/// instead of 30); a head moved away from its encoder finds it by fingerprint in
+/// `$DOCCLASS_ENCODERS`, and says where it looked when it cannot; a head in a folder
+/// named `head` is named after the folder above.
+#[test]
+fn progress_without_a_terminal_moved_heads_and_head_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_path = dir.path().join("train.tsv");
+    fs::write(&train_path, synthetic_documents(40, 0)).unwrap();
+    let head = dir.path().join("topics").join("head");
+    let encoder = fixture("bert-base");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_docclass"))
+        .args(["train", path_str(&train_path), "--encoder", path_str(&encoder), "--out", path_str(&head)])
+        .args(["--cache", path_str(&dir.path().join("cache")), "--lexical-buckets", "4096", "--log-format", "json"])
+        .env("DOCCLASS_PROGRESS_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let events: Vec<Value> = stderr(&run).lines().map(|l| serde_json::from_str(l).expect("a JSON log line")).collect();
+    assert!(events.iter().any(|e| e["event"] == "progress"), "{events:?}");
+    let spec = json(&head.join("head.json"));
+    assert_eq!(spec["name"], "topics", "the folder above `head`");
+    assert!(head.join("README.md").exists(), "a model card");
+
+    // Moved: the recorded relative path no longer leads to the encoder.
+    let moved = dir.path().join("elsewhere").join("deeper").join("topics");
+    fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    fs::rename(&head, &moved).unwrap();
+    let input = dir.path().join("in.txt");
+    fs::write(&input, "Der Arbeitgeber sprach die Kündigung aus.").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let classify = |encoders: Option<&Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_docclass"));
+        command.args(["classify", "--model", path_str(&moved), path_str(&input), "--out", path_str(&out), "--force"]);
+        command.env_remove("DOCCLASS_ENCODERS");
+        if let Some(encoders) = encoders {
+            command.env("DOCCLASS_ENCODERS", encoders);
+        }
+        command.output().unwrap()
+    };
+    let lost = classify(None);
+    assert_eq!(lost.status.code(), Some(1), "{}", stderr(&lost));
+    let message = stderr(&lost);
+    assert!(message.contains("was not found; looked in") && message.contains("DOCCLASS_ENCODERS"), "{message}");
+    let found = classify(Some(&encoder));
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert_eq!(read_records(&out)[0]["label"], "arbeit");
 }

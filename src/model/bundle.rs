@@ -273,7 +273,7 @@ pub fn model_fingerprint(dir: &Path) -> Result<String, ModelError> {
         files.push(head_dir.join(trained::WEIGHTS_FILE));
     }
     let mut hash = Sha256::new();
-    hash.update(fingerprint(&dir.join(&spec.encoder))?.as_bytes());
+    hash.update(find_encoder(dir, &spec)?.1.as_bytes());
     for path in files {
         let mut file = std::fs::File::open(&path).map_err(|e| invalid(&path, e.to_string()))?;
         std::io::copy(&mut file, &mut hash).map_err(|e| invalid(&path, e.to_string()))?;
