@@ -15,7 +15,8 @@ Splits (each system sees exactly the same training and test documents):
 - germeval2019_blurbs: stratified 5-fold CV (shuffled, seed 0); every blurb is
   predicted once, by the fold that held it out;
 - germeval2018 (coarse): every fifth line held out, as scripts/setup.sh does;
-- ler_court_cls: train + dev -> test.
+- ler_court_cls: train + dev -> test; the docclass side is the committed head
+  models/area-of-law, trained as scripts/train_default.sh trains it.
 
 For each set, both systems' predictions become docclass records; `docclass eval
 --predictions` scores them and `docclass eval --compare` gives McNemar's test and
@@ -104,6 +105,8 @@ def run(*args):
 
 def docclass_predict(name, train_rows, test_rows):
     """docclass train on train_rows, eval on test_rows; predicted labels in test order."""
+    if name.startswith("ler_court_cls/"):
+        return area_of_law()
     work = WORK / name
     write_tsv(work / "train.tsv", train_rows)
     write_tsv(work / "test.tsv", test_rows)
@@ -113,6 +116,19 @@ def docclass_predict(name, train_rows, test_rows):
     with open(work / "report" / "predictions.jsonl", encoding="utf-8") as f:
         labels = [json.loads(line)["label"] for line in f]
     return labels, head["training"]["cross_validation"], train_seconds + eval_seconds
+
+
+def area_of_law():
+    """The committed area-of-law head is this very run (train + dev, in that order, with
+    the defaults): scripts/train_default.sh's command, and its test report."""
+    head, report = ROOT / "models/area-of-law", ROOT / "eval/area-of-law/ler_court_cls-test"
+    _, train_seconds = run("train", "datasets/ler_court_cls/train.tsv", "--dev", "datasets/ler_court_cls/dev.tsv",
+                           "--out", head, "--force", "--refit-with-dev")
+    _, eval_seconds = run("eval", "--model", head, "datasets/ler_court_cls/test.tsv", "--report", report, "--force")
+    cv = json.loads((head / "head.json").read_text())["training"]["cross_validation"]
+    with open(report / "predictions.jsonl", encoding="utf-8") as f:
+        labels = [json.loads(line)["label"] for line in f]
+    return labels, cv, train_seconds + eval_seconds
 
 
 def splits(name):

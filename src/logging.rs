@@ -94,7 +94,10 @@ struct PeriodicLines {
 
 impl PeriodicLines {
     fn new(seconds: u64) -> Self {
-        Self { interval: std::time::Duration::from_secs(seconds), last: std::sync::Mutex::new(std::time::Instant::now()) }
+        Self {
+            interval: std::time::Duration::from_secs(seconds),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
     }
 
     fn maybe_emit(&self, text: &str) {

@@ -336,8 +336,16 @@ fn multi_window_documents_pool_mean_and_max_alike_in_training_and_inference() {
         .any(|g| g["setting"]["pooling"] == "mean_max"));
     let trained = spec["training"]["dev_score"]["value"].as_f64().unwrap();
     let report = dir.path().join("report");
-    let run =
-        docclass(&["eval", "--model", path_str(&head), path_str(&dev), "--report", path_str(&report), "--max-len", "12"]);
+    let run = docclass(&[
+        "eval",
+        "--model",
+        path_str(&head),
+        path_str(&dev),
+        "--report",
+        path_str(&report),
+        "--max-len",
+        "12",
+    ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let records = read_records(&report.join("predictions.jsonl"));
     assert!(records.iter().all(|r| r["windows"].as_u64().unwrap() > 1), "every document spans several windows");

@@ -34,7 +34,12 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
         bail!("{} exists and is not empty; give --force to replace the report in it", args.report.display());
     }
     if let [a, b] = &args.compare[..] {
-        return crate::eval::compare::run(a, b, &args).map(|()| Outcome::Complete);
+        let options = crate::eval::compare::CompareOptions {
+            bootstrap: args.bootstrap,
+            seed: args.seed,
+            report: args.report.clone(),
+        };
+        return crate::eval::compare::run(a, b, &options).map(|()| Outcome::Complete);
     }
     let gold_path =
         args.gold.clone().or_else(|| args.data.clone()).context("give DATA, or --predictions with --gold")?;

@@ -9,19 +9,20 @@ use serde_json::json;
 
 use super::{configure_run, Outcome};
 
-use crate::cli::{DataArgs, TrainArgs, TrainTask};
+use crate::cli::{DataArgs, PoolingArg, TrainArgs, TrainTask};
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::logging;
 use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
 use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColumns, LabelledDocument, TaggedSentence};
-use crate::train::Rng;
+use crate::train::{ClassifierConfig, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;
     let started = Instant::now();
     let task = args.data.task_of(&args.train);
+    let config = lower(&args, task)?;
     if !args.features_only {
         refuse_existing_dir(&args.out, args.force)?;
     }
@@ -53,7 +54,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     // complete: a run that fails or is killed leaves the previous head as it was.
     let staging = staging_dir(&args.out)?;
     let context = TrainContext {
-        args: &args,
+        config: &config,
         encoder_dir: &encoder_dir,
         encoder_fingerprint: &encoder_fingerprint,
         layers: &layers,
@@ -89,6 +90,46 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         json!({"seconds": seconds, "threads": threads}),
     );
     Ok(Outcome::Complete)
+}
+
+/// The command line lowered into the library's settings; refuses options that the
+/// task does not read.
+fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
+    if task == TrainTask::Tag {
+        if args.refit_with_dev {
+            bail!("--refit-with-dev is for classifiers; a tagger is fitted on the training data only");
+        }
+        if args.cross_validate.is_some() || args.pooling != PoolingArg::Auto {
+            bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
+        }
+    }
+    Ok(TrainConfig {
+        train: args.train.clone(),
+        dev: args.dev.clone(),
+        out: args.out.clone(),
+        name: args.name.clone(),
+        seed: args.seed,
+        lexical_buckets: args.lexical_buckets,
+        max_lexical_rows: args.max_lexical_rows,
+        classifier: ClassifierConfig {
+            multi_label: args.label_separator.is_some(),
+            folds: args.cross_validate.unwrap_or(crate::train::classifier::DEFAULT_FOLDS),
+            pooling: match args.pooling {
+                PoolingArg::Auto => PoolingChoice::Auto,
+                PoolingArg::Mean => PoolingChoice::Mean,
+                PoolingArg::MeanMax => PoolingChoice::MeanMax,
+            },
+            refit_with_dev: args.refit_with_dev,
+        },
+        tagger: TaggerConfig {
+            epochs: args.epochs,
+            patience: args.patience,
+            learning_rate: args.learning_rate,
+            dense_learning_rate: args.dense_learning_rate,
+            l2: args.l2,
+            batch_size: args.batch_size,
+        },
+    })
 }
 
 type Encode<'a> = dyn Fn(&str, &[String], &[Vec<(usize, usize)>]) -> Result<FeatureSet> + 'a;
@@ -134,20 +175,14 @@ impl Stage<'_> {
     }
 }
 
-/// What the fitting code needs to know about the run.
-pub struct TrainContext<'a> {
-    pub args: &'a TrainArgs,
-    pub encoder_dir: &'a Path,
-    pub encoder_fingerprint: &'a str,
-    pub layers: &'a [usize],
-    /// Where the head is written before it is moved to `args.out`.
-    pub staging: &'a Path,
-}
-
 /// `.NAME.partial` beside the head directory `out`.
 fn staging_dir(out: &Path) -> Result<PathBuf> {
     out.file_name().with_context(|| format!("{}: not a directory name", out.display()))?;
-    let out = if out.parent().is_some_and(|p| p.as_os_str().is_empty()) { Path::new(".").join(out) } else { out.to_path_buf() };
+    let out = if out.parent().is_some_and(|p| p.as_os_str().is_empty()) {
+        Path::new(".").join(out)
+    } else {
+        out.to_path_buf()
+    };
     Ok(crate::fsutil::partial_path(&out))
 }
 
@@ -220,54 +255,4 @@ fn refuse_existing_dir(dir: &Path, force: bool) -> Result<()> {
         bail!("{} exists and is not a directory", dir.display());
     }
     Ok(())
-}
-
-/// Training and development examples with their features: `--dev`, or a held-out share
-/// of the training data drawn with the seed.
-pub struct Split<'a, T> {
-    pub train: Vec<Example<'a, T>>,
-    pub dev: Vec<Example<'a, T>>,
-    /// Where the development data came from, for the head's record.
-    pub dev_source: String,
-}
-
-/// One labelled example and where its features are.
-pub struct Example<'a, T> {
-    pub item: &'a T,
-    pub features: &'a FeatureSet,
-    pub index: usize,
-}
-
-impl<'a, T> Split<'a, T> {
-    fn new(
-        train: (&'a [T], &'a FeatureSet),
-        dev: Option<(&'a [T], &'a FeatureSet)>,
-        dev_share: Option<f64>,
-        seed: u64,
-    ) -> Result<Self> {
-        let examples = |(items, features): (&'a [T], &'a FeatureSet)| -> Vec<Example<'a, T>> {
-            items.iter().enumerate().map(|(index, item)| Example { item, features, index }).collect()
-        };
-        if let Some(dev) = dev {
-            return Ok(Split { train: examples(train), dev: examples(dev), dev_source: "--dev".into() });
-        }
-        let Some(dev_share) = dev_share else {
-            return Ok(Split { train: examples(train), dev: Vec::new(), dev_source: "none".into() });
-        };
-        if !(dev_share > 0.0 && dev_share < 1.0) {
-            bail!("--dev-share must lie between 0 and 1, not {dev_share}");
-        }
-        let mut all = examples(train);
-        Rng::new(seed).shuffle(&mut all);
-        let held_out = ((all.len() as f64 * dev_share).round() as usize).max(1);
-        if held_out >= all.len() {
-            bail!("too little training data to hold out a development part: give --dev");
-        }
-        let train = all.split_off(held_out);
-        Ok(Split {
-            train,
-            dev: all,
-            dev_source: format!("{:.0}% of the training data, seed {seed}", dev_share * 100.0),
-        })
-    }
 }

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use super::classification::{classification_metrics, multi_label_metrics, prf};
 use super::report::{escape, html_table, inline, md_table, page, strings as owned, Section, DOCUMENTS_FILE};
 use super::stats::{mcnemar, paired_bootstrap, BootstrapInterval, McNemar};
-use crate::cli::EvalArgs;
 
 /// What was scored, with the paths of the metrics each side reports.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -95,7 +94,14 @@ fn read_side(dir: &Path) -> Result<Side> {
     Ok(Side { metrics, documents })
 }
 
-pub fn run(a_dir: &Path, b_dir: &Path, args: &EvalArgs) -> Result<()> {
+/// How a comparison runs: bootstrap resamples, their seed, and where the report goes.
+pub struct CompareOptions {
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub report: std::path::PathBuf,
+}
+
+pub fn run(a_dir: &Path, b_dir: &Path, args: &CompareOptions) -> Result<()> {
     let (a, b) = (read_side(a_dir)?, read_side(b_dir)?);
     let task = Task::of(&a.metrics, a_dir)?;
     if Task::of(&b.metrics, b_dir)? != task {

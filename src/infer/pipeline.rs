@@ -495,8 +495,7 @@ impl Pipeline {
                     entity_lists.push(decode_entities(&doc.text, &tokens, &t.labels, options.aggregation));
                 }
                 Head::Trained(TrainedHead::Classifier(c)) => {
-                    let mut pooled =
-                        weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
+                    let mut pooled = weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
                     if c.spec.pooling == DocumentPooling::MeanMax {
                         pooled.extend(window_max(outs.iter().map(|o| o.heads[h].as_slice())));
                     }

@@ -212,7 +212,9 @@ fn find_encoder(dir: &Path, spec: &PipelineSpec) -> Result<(PathBuf, String), Mo
         }
         match fingerprint(&candidate) {
             Ok(found) if found == wanted => return Ok((candidate, found)),
-            Ok(found) => looked.push(format!("{} (another encoder, fingerprint {}…)", candidate.display(), &found[..12])),
+            Ok(found) => {
+                looked.push(format!("{} (another encoder, fingerprint {}…)", candidate.display(), &found[..12]))
+            }
             Err(e) => looked.push(format!("{} ({e})", candidate.display())),
         }
     }

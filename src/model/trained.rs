@@ -405,7 +405,8 @@ pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result
     let tensors = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a readable safetensors file", weights_path.display()))?;
     let k = spec.labels.len();
-    let dim = hidden * spec.layers.len() * if spec.kind == HeadKind::DocumentClassifier { spec.pooling.parts() } else { 1 };
+    let dim =
+        hidden * spec.layers.len() * if spec.kind == HeadKind::DocumentClassifier { spec.pooling.parts() } else { 1 };
     let get = |name: &str, len: usize| -> Result<Vec<f32>> {
         let view = tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", weights_path.display()))?;
         let values = to_f32(&view);

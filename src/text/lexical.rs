@@ -162,9 +162,7 @@ impl LexicalScheme {
             }
         }
         let min_df = self.min_df.max(1) as u32;
-        df.iter()
-            .map(|&d| if d < min_df { 0.0 } else { ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0 })
-            .collect()
+        df.iter().map(|&d| if d < min_df { 0.0 } else { ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0 }).collect()
     }
 }
 
@@ -329,7 +327,8 @@ mod tests {
             let row = scheme.tf_idf(&counts, &idf);
             let norm: f32 = row.iter().map(|(_, w)| w * w).sum();
             assert!((norm - 1.0).abs() < 1e-5);
-            let words: f32 = row.iter().filter(|(b, _)| *b < scheme.word_buckets(1 << 10) as u32).map(|(_, w)| w * w).sum();
+            let words: f32 =
+                row.iter().filter(|(b, _)| *b < scheme.word_buckets(1 << 10) as u32).map(|(_, w)| w * w).sum();
             assert!((words - 1.0 / scheme.blocks() as f32).abs() < 1e-5, "{words}");
         }
     }

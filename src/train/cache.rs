@@ -229,12 +229,13 @@ fn assemble(stores: &[(Store, Columns)], keys: &[TextKey]) -> Result<FeatureSet>
             .find_map(|(s, (store, _))| store.index.get(key).map(|&at| (s, at)))
             .context("a text's features vanished from the cache while it was read")?;
         let (store, columns) = &stores[s];
-        if !loaded.contains_key(&(s, segment)) {
-            let path = &store.segments[segment];
-            let set = read(path).with_context(|| format!("reading cached features {}", path.display()))?;
-            loaded.insert((s, segment), set);
-        }
-        let from = &loaded[&(s, segment)];
+        let from = match loaded.entry((s, segment)) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let path = &store.segments[segment];
+                entry.insert(read(path).with_context(|| format!("reading cached features {}", path.display()))?)
+            }
+        };
         let dim = match columns {
             Columns::All => from.dim,
             Columns::Layers { width, layers } => width * layers.len(),
@@ -399,6 +400,9 @@ mod tests {
         write(&path, &keys, &set).unwrap();
         assert_eq!(read_keys(&path).unwrap(), keys);
         let back = read(&path).unwrap();
-        assert_eq!((back.texts(), back.max(1), back.words(0), back.words(1)), (2, &value(&[7., 8.])[..], &value(&[9., 10.])[..], &[][..]));
+        assert_eq!(
+            (back.texts(), back.max(1), back.words(0), back.words(1)),
+            (2, &value(&[7., 8.])[..], &value(&[9., 10.])[..], &[][..])
+        );
     }
 }

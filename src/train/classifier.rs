@@ -28,11 +28,9 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::data::LabelledDocument;
-use super::{decimal, head_record};
 use super::logistic::{balanced_weights, example_loss, minimize, Fit, Linear, Row, Shape};
 use super::optim::Standardizer;
-use crate::cli::PoolingArg;
-use crate::commands::train::{Example, Split, TrainContext};
+use super::{decimal, head_record, Example, PoolingChoice, Split, TrainContext};
 use crate::decode::scores::argmax;
 use crate::eval::classification::{classification_metrics, prf};
 use crate::logging;
@@ -291,7 +289,12 @@ impl Blend {
 
     /// The better blend of `models`, fitted with and without balanced label weights
     /// (by the mean fold score), and its evaluation.
-    fn choose(task: &Task, models: &[&[Vec<f32>]], gold: &[&[usize]], evaluate: impl Fn(Vec<Vec<f32>>) -> Scored) -> (Blend, Scored) {
+    fn choose(
+        task: &Task,
+        models: &[&[Vec<f32>]],
+        gold: &[&[usize]],
+        evaluate: impl Fn(Vec<Vec<f32>>) -> Scored,
+    ) -> (Blend, Scored) {
         let options: &[bool] = if task.multi_label { &[false] } else { &[false, true] };
         options
             .iter()
@@ -309,8 +312,8 @@ impl Blend {
 
 pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> Result<()> {
     let started = Instant::now();
-    let args = context.args;
-    let multi_label = args.label_separator.is_some() || split.train.iter().any(|e| e.item.labels.len() > 1);
+    let args = context.config;
+    let multi_label = args.classifier.multi_label || split.train.iter().any(|e| e.item.labels.len() > 1);
     let labels: Vec<String> =
         split.train.iter().flat_map(|e| e.item.labels.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
     if labels.len() < 2 {
@@ -333,7 +336,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     // With --refit-with-dev the development data joins the data settings are chosen on
     // and the head is fitted on; else it only measures the finished head.
     let (fitted_on, held): (Vec<&Example<LabelledDocument>>, Vec<&Example<LabelledDocument>>) =
-        if args.refit_with_dev {
+        if args.classifier.refit_with_dev {
             (split.train.iter().chain(&split.dev).collect(), Vec::new())
         } else {
             (split.train.iter().collect(), split.dev.iter().collect())
@@ -341,7 +344,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     let documents: Vec<Document> = fitted_on.par_iter().map(document).collect();
     let held: Vec<Document> = held.par_iter().map(document).collect();
 
-    let folds = args.cross_validate.unwrap_or(DEFAULT_FOLDS);
+    let folds = args.classifier.folds;
     if folds < 2 || folds > documents.len() {
         bail!("--cross-validate: K must be between 2 and {}", documents.len());
     }
@@ -354,18 +357,16 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         );
     }
     // Max pooling differs from the mean only where a document has several windows.
-    let poolings: Vec<DocumentPooling> = match args.pooling {
-        PoolingArg::Mean => vec![DocumentPooling::Mean],
-        PoolingArg::MeanMax => vec![DocumentPooling::MeanMax],
-        PoolingArg::Auto if documents.iter().any(|d| d.mean != d.max) => {
+    let poolings: Vec<DocumentPooling> = match args.classifier.pooling {
+        PoolingChoice::Mean => vec![DocumentPooling::Mean],
+        PoolingChoice::MeanMax => vec![DocumentPooling::MeanMax],
+        PoolingChoice::Auto if documents.iter().any(|d| d.mean != d.max) => {
             vec![DocumentPooling::Mean, DocumentPooling::MeanMax]
         }
-        PoolingArg::Auto => vec![DocumentPooling::Mean],
+        PoolingChoice::Auto => vec![DocumentPooling::Mean],
     };
-    let mut settings: Vec<Vec<Setting>> = poolings
-        .iter()
-        .map(|&pooling| DENSE_GRID.iter().map(|&c| Setting::Dense { pooling, c }).collect())
-        .collect();
+    let mut settings: Vec<Vec<Setting>> =
+        poolings.iter().map(|&pooling| DENSE_GRID.iter().map(|&c| Setting::Dense { pooling, c }).collect()).collect();
     if buckets > 0 {
         settings.push(LEXICAL_GRID.iter().map(|&c| Setting::Lexical { c }).collect());
     }
@@ -373,8 +374,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     // Out-of-fold logits of every setting; each grid runs from its smallest C up, each
     // fit starting from the one before.
     let n = documents.len();
-    let mut oof: Vec<Vec<Vec<Vec<f32>>>> =
-        settings.iter().map(|grid| vec![vec![Vec::new(); n]; grid.len()]).collect();
+    let mut oof: Vec<Vec<Vec<Vec<f32>>>> = settings.iter().map(|grid| vec![vec![Vec::new(); n]; grid.len()]).collect();
     for (f, held_out) in fold_members.iter().enumerate() {
         let fold_started = Instant::now();
         let fit_part: Vec<&Document> =
@@ -398,7 +398,12 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         }
         logging::info(
             "fold",
-            &format!("fold {}/{folds}: {} settings fitted ({:.1} s)", f + 1, settings.iter().map(Vec::len).sum::<usize>(), fold_started.elapsed().as_secs_f64()),
+            &format!(
+                "fold {}/{folds}: {} settings fitted ({:.1} s)",
+                f + 1,
+                settings.iter().map(Vec::len).sum::<usize>(),
+                fold_started.elapsed().as_secs_f64()
+            ),
             json!({"fold": f + 1, "folds": folds, "seconds": fold_started.elapsed().as_secs_f64()}),
         );
     }
@@ -513,17 +518,16 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     let lexical = LexicalTable::prune(&lexical_table, k, args.max_lexical_rows);
     let mut saved_table = vec![0.0f32; lexical_table.len()];
     for (i, &b) in lexical.ids.iter().enumerate() {
-        for (t, &w) in saved_table[b as usize * k..(b as usize + 1) * k].iter_mut().zip(&lexical.rows[i * k..(i + 1) * k]) {
+        for (t, &w) in
+            saved_table[b as usize * k..(b as usize + 1) * k].iter_mut().zip(&lexical.rows[i * k..(i + 1) * k])
+        {
             *t = f16::from_f32(w).to_f32();
         }
     }
     let full = FoldedHead { dense: &dense, bias: &bias, lexical: &lexical_table, idf: &idf_tensor, k, pooling };
     let saved_idf: Vec<f32> = idf_tensor.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
     let saved = FoldedHead { lexical: &saved_table, idf: &saved_idf, ..full };
-    let same_label = documents
-        .par_iter()
-        .filter(|d| argmax(&full.logits(d)) == argmax(&saved.logits(d)))
-        .count();
+    let same_label = documents.par_iter().filter(|d| argmax(&full.logits(d)) == argmax(&saved.logits(d))).count();
     let touched_rows = lexical_table.chunks_exact(k.max(1)).filter(|r| r.iter().any(|&w| w != 0.0)).count();
     let storage = json!({
         "lexical_rows": touched_rows,
@@ -559,7 +563,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
             let mut fit = json!({
                 "fit": "L2 logistic regression (L-BFGS) per model, C chosen by cross-validation, stacked on out-of-fold logits",
                 "cross_validation": cross_validation,
-                "refit_with_dev": args.refit_with_dev,
+                "refit_with_dev": args.classifier.refit_with_dev,
                 "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                 "storage": storage,
             });
@@ -640,12 +644,24 @@ fn model_card(
         command = training["command"].as_str().unwrap_or("?"),
         folds = cv["folds"],
     );
-    card += &row("lexical only (word and character n-gram TF-IDF)", lexical.map(|e| &e.scored), lexical.map_or(String::new(), setting));
+    card += &row(
+        "lexical only (word and character n-gram TF-IDF)",
+        lexical.map(|e| &e.scored),
+        lexical.map_or(String::new(), setting),
+    );
     card += &row("dense only (encoder features)", Some(&dense.scored), setting(dense));
     let weights = &cv["stack"]["weights"];
-    card += &row("combined", Some(combined), format!("dense weight {}, lexical weight {}", weights["dense"], weights["lexical"]));
+    card += &row(
+        "combined",
+        Some(combined),
+        format!("dense weight {}, lexical weight {}", weights["dense"], weights["lexical"]),
+    );
     if let Some(dev) = training.get("dev_score") {
-        card += &format!("\nOn the development data the head scores {} {}.\n", dev["name"].as_str().unwrap_or(score), dev["value"]);
+        card += &format!(
+            "\nOn the development data the head scores {} {}.\n",
+            dev["name"].as_str().unwrap_or(score),
+            dev["value"]
+        );
     }
     card
 }
@@ -761,10 +777,15 @@ mod tests {
             .enumerate()
             .map(|(i, g)| {
                 let sure = if i % 10 == 0 { -1.0 } else { 1.0 };
-                if g[0] == 0 { vec![sure, -sure] } else { vec![-sure, sure] }
+                if g[0] == 0 {
+                    vec![sure, -sure]
+                } else {
+                    vec![-sure, sure]
+                }
             })
             .collect();
-        let dense: Vec<Vec<f32>> = (0..40).map(|i| if (i / 2) % 2 == 0 { vec![1.0, -1.0] } else { vec![-1.0, 1.0] }).collect();
+        let dense: Vec<Vec<f32>> =
+            (0..40).map(|i| if (i / 2) % 2 == 0 { vec![1.0, -1.0] } else { vec![-1.0, 1.0] }).collect();
         let blend = Blend::fit(&task, &[&dense, &lexical], &gold, false);
         assert!(blend.weights[1] > 0.5 && blend.weights[0].abs() < 0.2 * blend.weights[1], "{blend:?}");
     }

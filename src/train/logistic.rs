@@ -174,9 +174,8 @@ impl Fit<'_> {
         // scikit-learn stops at a largest gradient entry of 1e-4 of C · Σ loss + ½‖W‖²;
         // this objective is that divided by C · n.
         let tolerance = 1e-4 / (self.c * self.rows.len().max(1) as f64);
-        let params = minimize(initial.params, tolerance, &mut |p: &[f32], grad: &mut [f32]| {
-            self.objective(&layout, p, grad)
-        });
+        let params =
+            minimize(initial.params, tolerance, &mut |p: &[f32], grad: &mut [f32]| self.objective(&layout, p, grad));
         Linear { shape: self.shape, params }
     }
 
@@ -193,11 +192,24 @@ impl Fit<'_> {
             // SAFETY: the strides describe X `[n, dim]`, Wᵀ (W is `[k, dim]`) and logits `[n, k]`.
             unsafe {
                 gemm::gemm(
-                    n, k, dim,
-                    logits.as_mut_ptr(), 1, k as isize, true,
-                    layout.dense.as_ptr(), 1, dim as isize,
-                    weights_dense.as_ptr(), dim as isize, 1,
-                    1.0, 1.0, false, false, false,
+                    n,
+                    k,
+                    dim,
+                    logits.as_mut_ptr(),
+                    1,
+                    k as isize,
+                    true,
+                    layout.dense.as_ptr(),
+                    1,
+                    dim as isize,
+                    weights_dense.as_ptr(),
+                    dim as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
                     gemm::Parallelism::Rayon(rayon::current_num_threads()),
                 );
             }
@@ -208,21 +220,25 @@ impl Fit<'_> {
             .par_chunks_mut(ROWS_PER_TASK * k)
             .zip(self.rows.par_chunks(ROWS_PER_TASK))
             .flat_map_iter(|(logits, rows)| {
-                logits.chunks_exact_mut(k).zip(rows).map(|(z, row)| {
-                    for &(column, value) in &row.sparse {
-                        let w = &weights_sparse[column as usize * k..(column as usize + 1) * k];
-                        z.iter_mut().zip(w).for_each(|(z, w)| *z += value * w);
-                    }
-                    let probs = Linear::activate(multi_label, z);
-                    let weight = self.label_weights.as_ref().map_or(1.0, |w| w[row.labels[0]]);
-                    let loss = f64::from(weight) * example_loss(multi_label, &probs, &row.labels);
-                    z.copy_from_slice(&probs);
-                    for &l in &row.labels {
-                        z[l] -= 1.0;
-                    }
-                    z.iter_mut().for_each(|g| *g *= weight * scale);
-                    loss
-                }).collect::<Vec<_>>()
+                logits
+                    .chunks_exact_mut(k)
+                    .zip(rows)
+                    .map(|(z, row)| {
+                        for &(column, value) in &row.sparse {
+                            let w = &weights_sparse[column as usize * k..(column as usize + 1) * k];
+                            z.iter_mut().zip(w).for_each(|(z, w)| *z += value * w);
+                        }
+                        let probs = Linear::activate(multi_label, z);
+                        let weight = self.label_weights.as_ref().map_or(1.0, |w| w[row.labels[0]]);
+                        let loss = f64::from(weight) * example_loss(multi_label, &probs, &row.labels);
+                        z.copy_from_slice(&probs);
+                        for &l in &row.labels {
+                            z[l] -= 1.0;
+                        }
+                        z.iter_mut().for_each(|g| *g *= weight * scale);
+                        loss
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         let logit_grad = logits;
@@ -233,11 +249,24 @@ impl Fit<'_> {
             // SAFETY: Gᵀ (G is `[n, k]`) times X `[n, dim]` into `[k, dim]`.
             unsafe {
                 gemm::gemm(
-                    k, dim, n,
-                    dense_grad.as_mut_ptr(), 1, dim as isize, false,
-                    logit_grad.as_ptr(), k as isize, 1,
-                    layout.dense.as_ptr(), 1, dim as isize,
-                    0.0, 1.0, false, false, false,
+                    k,
+                    dim,
+                    n,
+                    dense_grad.as_mut_ptr(),
+                    1,
+                    dim as isize,
+                    false,
+                    logit_grad.as_ptr(),
+                    k as isize,
+                    1,
+                    layout.dense.as_ptr(),
+                    1,
+                    dim as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
                     gemm::Parallelism::Rayon(rayon::current_num_threads()),
                 );
             }
@@ -309,11 +338,7 @@ fn difference(out: &mut [f32], a: &[f32], b: &[f32]) {
 /// Minimises a smooth convex `objective(params, grad) -> value` with L-BFGS and a
 /// backtracking (Armijo) line search, until the largest gradient entry is below
 /// `tolerance`, the objective stops falling, or [`MAX_ITERATIONS`].
-pub fn minimize(
-    mut x: Vec<f32>,
-    tolerance: f64,
-    objective: &mut dyn FnMut(&[f32], &mut [f32]) -> f64,
-) -> Vec<f32> {
+pub fn minimize(mut x: Vec<f32>, tolerance: f64, objective: &mut dyn FnMut(&[f32], &mut [f32]) -> f64) -> Vec<f32> {
     let n = x.len();
     let mut g = vec![0.0f32; n];
     let mut f = objective(&x, &mut g);
@@ -334,10 +359,9 @@ pub fn minimize(
             axpy(&mut d, -(a as f32), y);
             alphas.push(a);
         }
-        let gamma = history.back().map_or_else(
-            || 1.0 / dot(&g, &g).sqrt().max(1e-12),
-            |(s, y, _)| dot(s, y) / dot(y, y).max(1e-30),
-        );
+        let gamma = history
+            .back()
+            .map_or_else(|| 1.0 / dot(&g, &g).sqrt().max(1e-12), |(s, y, _)| dot(s, y) / dot(y, y).max(1e-30));
         d.par_iter_mut().for_each(|v| *v *= gamma as f32);
         for ((s, y, rho), a) in history.iter().zip(alphas.iter().rev()) {
             let b = rho * dot(y, &d);
@@ -417,7 +441,8 @@ mod tests {
         let fit = Fit { rows: &rows, shape, c: 1.0, label_weights: None };
         let model = fit.run(None);
         let mut grad = vec![0.0f32; model.params.len()];
-        let layout = Layout { dense: rows.iter().flat_map(|r| r.dense.clone()).collect(), by_column: ByColumn::new(&rows, 3) };
+        let layout =
+            Layout { dense: rows.iter().flat_map(|r| r.dense.clone()).collect(), by_column: ByColumn::new(&rows, 3) };
         fit.objective(&layout, &model.params, &mut grad);
         assert!(grad.iter().all(|g| g.abs() < 1e-4), "{grad:?}");
         // Column 0 marks label 0: its weight favours label 0.

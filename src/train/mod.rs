@@ -45,23 +45,134 @@ impl Rng {
 
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use crate::cli::TrainArgs;
-use crate::commands::train::TrainContext;
 use crate::hashing::file_sha256;
+use cache::FeatureSet;
 use optim::Fitted;
+
+/// What a training run was asked for: plain settings that `commands::train` lowers the
+/// command line into (the library never sees the command line).
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub train: PathBuf,
+    pub dev: Option<PathBuf>,
+    /// The head directory the run publishes to.
+    pub out: PathBuf,
+    pub name: Option<String>,
+    pub seed: u64,
+    /// Buckets of the hashed lexical features; 0: none.
+    pub lexical_buckets: usize,
+    /// The most lexical rows a head keeps (0: all).
+    pub max_lexical_rows: usize,
+    pub classifier: ClassifierConfig,
+    pub tagger: TaggerConfig,
+}
+
+/// Settings only a document classifier reads.
+#[derive(Clone, Debug)]
+pub struct ClassifierConfig {
+    /// Several labels per document, even where each has one.
+    pub multi_label: bool,
+    /// Folds of the cross-validation that chooses the settings.
+    pub folds: usize,
+    pub pooling: PoolingChoice,
+    /// Choose the settings on and fit on training and development data together.
+    pub refit_with_dev: bool,
+}
+
+/// How a classifier pools the encoder features of a document's windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolingChoice {
+    /// Chosen by cross-validation when some document has several windows.
+    Auto,
+    Mean,
+    MeanMax,
+}
+
+/// Settings only a tagger reads (Adam with early stopping on the development data).
+#[derive(Clone, Debug)]
+pub struct TaggerConfig {
+    pub epochs: usize,
+    pub patience: usize,
+    pub learning_rate: f32,
+    pub dense_learning_rate: f32,
+    pub l2: f32,
+    pub batch_size: usize,
+}
+
+/// What the fitting code needs to know about the run.
+pub struct TrainContext<'a> {
+    pub config: &'a TrainConfig,
+    pub encoder_dir: &'a Path,
+    pub encoder_fingerprint: &'a str,
+    pub layers: &'a [usize],
+    /// Where the head is written before it is moved to `config.out`.
+    pub staging: &'a Path,
+}
+
+/// Training and development examples with their features: `--dev`, a held-out share
+/// of the training data drawn with the seed, or (for a classifier) none.
+pub struct Split<'a, T> {
+    pub train: Vec<Example<'a, T>>,
+    pub dev: Vec<Example<'a, T>>,
+    /// Where the development data came from, for the head's record.
+    pub dev_source: String,
+}
+
+/// One labelled example and where its features are.
+pub struct Example<'a, T> {
+    pub item: &'a T,
+    pub features: &'a FeatureSet,
+    pub index: usize,
+}
+
+impl<'a, T> Split<'a, T> {
+    /// `dev_share`: the share of `train` held out when no `dev` is given (`None`: none).
+    pub fn new(
+        train: (&'a [T], &'a FeatureSet),
+        dev: Option<(&'a [T], &'a FeatureSet)>,
+        dev_share: Option<f64>,
+        seed: u64,
+    ) -> Result<Self> {
+        let examples = |(items, features): (&'a [T], &'a FeatureSet)| -> Vec<Example<'a, T>> {
+            items.iter().enumerate().map(|(index, item)| Example { item, features, index }).collect()
+        };
+        if let Some(dev) = dev {
+            return Ok(Split { train: examples(train), dev: examples(dev), dev_source: "--dev".into() });
+        }
+        let Some(dev_share) = dev_share else {
+            return Ok(Split { train: examples(train), dev: Vec::new(), dev_source: "none".into() });
+        };
+        if !(dev_share > 0.0 && dev_share < 1.0) {
+            bail!("--dev-share must lie between 0 and 1, not {dev_share}");
+        }
+        let mut all = examples(train);
+        Rng::new(seed).shuffle(&mut all);
+        let held_out = ((all.len() as f64 * dev_share).round() as usize).max(1);
+        if held_out >= all.len() {
+            bail!("too little training data to hold out a development part: give --dev");
+        }
+        let train = all.split_off(held_out);
+        Ok(Split {
+            train,
+            dev: all,
+            dev_source: format!("{:.0}% of the training data, seed {seed}", dev_share * 100.0),
+        })
+    }
+}
 
 /// Folder names that say nothing about what a head does (`runs/blurbs/head`).
 const GENERIC_FOLDER_NAMES: [&str; 6] = ["head", "model", "out", "output", "classifier", "tagger"];
 
 /// The head's name in output records: --name, else the output directory's name, or its
 /// parent's when that name is a generic one such as `head`.
-pub fn head_name(args: &TrainArgs) -> String {
+pub fn head_name(args: &TrainConfig) -> String {
     if let Some(name) = &args.name {
         return name.clone();
     }
-    let absolute = args.out.canonicalize().unwrap_or_else(|_| std::path::absolute(&args.out).unwrap_or(args.out.clone()));
+    let absolute =
+        args.out.canonicalize().unwrap_or_else(|_| std::path::absolute(&args.out).unwrap_or(args.out.clone()));
     let mut names = absolute.components().rev().filter_map(|c| match c {
         Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
         _ => None,
@@ -83,7 +194,7 @@ pub fn label_index<'a>(
     labels: &'a [String],
     dev: impl Iterator<Item = (usize, &'a [String])>,
     what: &str,
-    args: &TrainArgs,
+    args: &TrainConfig,
 ) -> Result<std::collections::BTreeMap<&'a str, usize>> {
     let index: std::collections::BTreeMap<&str, usize> =
         labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
@@ -96,7 +207,7 @@ pub fn label_index<'a>(
 }
 
 /// The development data's name for messages: --dev, or the training file it was held out of.
-pub fn dev_name(args: &TrainArgs) -> String {
+pub fn dev_name(args: &TrainConfig) -> String {
     args.dev.as_ref().map_or_else(|| format!("{} (held-out part)", args.train.display()), |p| p.display().to_string())
 }
 
@@ -127,7 +238,7 @@ pub fn head_record(
     dev_examples: usize,
     fit: serde_json::Value,
 ) -> Result<serde_json::Value> {
-    let args = context.args;
+    let args = context.config;
     let data = |path: &Path| -> Result<serde_json::Value> {
         Ok(serde_json::json!({"path": path.display().to_string(), "sha256": file_sha256(path)?}))
     };
@@ -156,7 +267,7 @@ pub fn decimal(x: f32) -> serde_json::Value {
 }
 
 /// The settings and outcome of a head fitted by epochs of Adam (the tagger).
-pub fn epoch_fit_record(args: &TrainArgs, fitted: &Fitted, score_name: &str) -> serde_json::Value {
+pub fn epoch_fit_record(args: &TaggerConfig, fitted: &Fitted, score_name: &str) -> serde_json::Value {
     serde_json::json!({
         "learning_rate": decimal(args.learning_rate),
         "dense_learning_rate": decimal(args.dense_learning_rate),

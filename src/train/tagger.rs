@@ -12,9 +12,8 @@ use serde_json::json;
 
 use super::cache::FeatureSet;
 use super::data::{parse_tag, TaggedSentence};
-use super::head_record;
 use super::optim::{Adam, EpochLoop, Standardizer};
-use crate::commands::train::{Example, Split, TrainContext};
+use super::{head_record, Example, Split, TrainContext};
 use crate::eval::entities::{entity_metrics, SpanMode};
 use crate::logging;
 use crate::model::trained::{
@@ -35,13 +34,8 @@ struct Prepared<'a> {
 }
 
 pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()> {
-    let args = context.args;
-    if args.refit_with_dev {
-        bail!("--refit-with-dev is for classifiers; a tagger is fitted on the training data only");
-    }
-    if args.cross_validate.is_some() || args.pooling != crate::cli::PoolingArg::Auto {
-        bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
-    }
+    let args = context.config;
+    let tagging = &args.tagger;
     // Tags: O first, then B-/I- of each type in alphabetical order.
     let kinds: BTreeSet<String> = split
         .train
@@ -89,11 +83,11 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         k,
         dim,
         buckets,
-        dense_rate: args.dense_learning_rate / args.learning_rate,
+        dense_rate: tagging.dense_learning_rate / tagging.learning_rate,
         standardizer: &standardizer,
         constraints: Transitions::iob2_constraints(&tags),
     };
-    let mut adam = Adam::new(model.len(), args.learning_rate, args.l2);
+    let mut adam = Adam::new(model.len(), tagging.learning_rate, tagging.l2);
     let log_path = context.staging.join("train-log.jsonl");
     let words_total: usize = train_set.iter().map(|s| s.tags.len()).sum();
     logging::info(
@@ -106,13 +100,13 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         json!({"train_sentences": train_set.len(), "train_words": words_total, "dev_sentences": dev_set.len(), "tags": k, "dim": dim}),
     );
     let fitted = EpochLoop {
-        learning_rate: args.learning_rate,
-        max_epochs: args.epochs,
-        patience: args.patience,
+        learning_rate: tagging.learning_rate,
+        max_epochs: tagging.epochs,
+        patience: tagging.patience,
         score_name: "strict_iob2_f1",
         log_path: &log_path,
         examples: train_set.len(),
-        batch_size: args.batch_size,
+        batch_size: tagging.batch_size,
         seed: args.seed,
     }
     .run(
@@ -152,7 +146,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
             &split.dev_source,
             split.train.len(),
             split.dev.len(),
-            super::epoch_fit_record(args, &fitted, "strict_iob2_f1"),
+            super::epoch_fit_record(tagging, &fitted, "strict_iob2_f1"),
         )?,
         weights_sha256: String::new(), // set by save_head
     };
