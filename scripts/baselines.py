@@ -25,6 +25,7 @@ Usage: baselines.py [SET ...] (default: all).
 """
 
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -79,12 +80,14 @@ def baseline_predict(train_texts, train_labels, test_texts):
     return list(search.predict(test_texts)), search.best_params_
 
 
-def read_tsv(path, text_column, label_column, header=True):
+def read_tsv(path, text_column, label_column, header=True, id_column=None):
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     start = 1 if header else 0
-    # docclass names a row by its file and 1-based line.
-    return [(f"{path.relative_to(ROOT)}:{i + 1}", r[text_column], r[label_column]) for i, r in enumerate(rows) if i >= start]
+    # docclass names a row by its id column, else by its file and 1-based line.
+    def id_of(i, r):
+        return r[id_column] if id_column is not None else f"{path.relative_to(ROOT)}:{i + 1}"
+    return [(id_of(i, r), r[text_column], r[label_column]) for i, r in enumerate(rows) if i >= start]
 
 
 def write_tsv(path, rows):
@@ -104,9 +107,19 @@ def run(*args):
 
 
 def docclass_predict(name, train_rows, test_rows):
-    """docclass train on train_rows, eval on test_rows; predicted labels in test order."""
-    if name.startswith("ler_court_cls/"):
-        return area_of_law()
+    """docclass train on train_rows, eval on test_rows; predicted labels in test order,
+    kept between runs of the same docclass binary."""
+    cached = WORK / name / "docclass.json"
+    binary = hashlib.sha256(DOCCLASS.read_bytes()).hexdigest()
+    if cached.exists() and json.loads(cached.read_text())[0] == binary:
+        return tuple(json.loads(cached.read_text())[1])
+    result = area_of_law() if name.startswith("ler_court_cls/") else docclass_run(name, train_rows, test_rows)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps([binary, result]))
+    return result
+
+
+def docclass_run(name, train_rows, test_rows):
     work = WORK / name
     write_tsv(work / "train.tsv", train_rows)
     write_tsv(work / "test.tsv", test_rows)
@@ -135,7 +148,7 @@ def splits(name):
     """(gold file, rows in gold order, list of (train indices, test indices))."""
     if name == "germeval2019_blurbs":
         gold = ROOT / "datasets/germeval2019_blurbs/blurbs.tsv"
-        rows = read_tsv(gold, 2, 1)
+        rows = read_tsv(gold, 2, 1, id_column=0)
         labels = [r[2] for r in rows]
         folds = StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(rows)), labels)
         return gold, rows, [(list(a), list(b)) for a, b in folds]
@@ -195,7 +208,7 @@ def evaluate(name):
         with open(path, "w", encoding="utf-8") as f:
             for id_, label in predicted[system].items():
                 f.write(json.dumps({"id": id_, "label": label, "model": system}) + "\n")
-        run("eval", "--predictions", path, "--gold", gold, *gold_args(name), "--system", system,
+        run("eval", "--predictions", path, "--gold", gold.relative_to(ROOT), *gold_args(name), "--system", system,
             "--report", WORK / name / f"{system}-report", "--force")
     run("eval", "--compare", WORK / name / "baseline-report", WORK / name / "docclass-report", "--report", out, "--force")
     (out / "folds.json").write_text(json.dumps(details, indent=2) + "\n")

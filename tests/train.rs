@@ -227,6 +227,8 @@ fn a_classifier_chooses_its_settings_by_cross_validation_and_reports_what_each_h
     }
     assert!(cv["lexical_only"]["mean"].as_f64().unwrap() >= 0.9, "{cv}");
     assert_eq!(cv["grid"].as_array().unwrap().len(), 10, "5 C values for each model: {cv}");
+    let log = fs::read_to_string(head.join("train-log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 4 + 10 + 1, "a line per fold, per setting, and the summary: {log}");
     let report = dir.path().join("report");
     let run = docclass(&["eval", "--model", path_str(&head), path_str(&test), "--report", path_str(&report)]);
     assert!(run.status.success(), "{}", stderr(&run));

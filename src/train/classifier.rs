@@ -375,6 +375,8 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     // fit starting from the one before.
     let n = documents.len();
     let mut oof: Vec<Vec<Vec<Vec<f32>>>> = settings.iter().map(|grid| vec![vec![Vec::new(); n]; grid.len()]).collect();
+    // The training log: a line per fold, per setting, and the summary.
+    let mut log_lines: Vec<serde_json::Value> = Vec::new();
     for (f, held_out) in fold_members.iter().enumerate() {
         let fold_started = Instant::now();
         let fit_part: Vec<&Document> =
@@ -406,6 +408,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
             ),
             json!({"fold": f + 1, "folds": folds, "seconds": fold_started.elapsed().as_secs_f64()}),
         );
+        log_lines.push(json!({"fold": f + 1, "folds": folds, "documents_held_out": held_out.len(), "seconds": fold_started.elapsed().as_secs_f64()}));
     }
     let gold: Vec<&[usize]> = documents.iter().map(|d| &d.labels[..]).collect();
     let evaluate = |logits: Vec<Vec<f32>>| -> Scored {
@@ -472,6 +475,10 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         },
         "grid": grid,
     });
+    log_lines.extend(evaluated.iter().map(model_summary));
+    log_lines.push(json!({"cross_validation": cross_validation.clone()}));
+    let log: String = log_lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(context.staging.join(TRAIN_LOG), log)?;
     let show = |e: Option<&Evaluated>| e.map_or_else(|| "–".to_string(), |e| format!("{:.4}", e.scored.mean));
     logging::info(
         "cross_validation",
@@ -592,6 +599,9 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         [("idf", idf_tensor)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
     save_head(context.staging, &spec, &f32_tensors, &f16_tensors, &lexical)
 }
+
+/// The settings cross-validation compared, fold by fold.
+const TRAIN_LOG: &str = "train-log.jsonl";
 
 /// The model card `train` writes beside a head that has none.
 const MODEL_CARD: &str = "README.md";
