@@ -506,3 +506,49 @@ fn progress_without_a_terminal_moved_heads_and_head_names() {
     assert!(found.status.success(), "{}", stderr(&found));
     assert_eq!(read_records(&out)[0]["label"], "arbeit");
 }
+
+/// Several labels per document: one sigmoid per label, settings chosen on micro-F1.
+#[test]
+fn a_multi_label_classifier_learns_labels_that_occur_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_path = dir.path().join("multi.tsv");
+    let mut rows = String::from("labels\ttext\n");
+    for i in 0..72 {
+        let (tax, labour) = (i % 3 != 1, i % 3 != 0);
+        let mut words = vec![FILLER[i % 6]];
+        let mut labels = Vec::new();
+        if tax {
+            words.extend(["Finanzamt", "Steuerbescheid"]);
+            labels.push("steuer");
+        }
+        if labour {
+            words.extend(["Arbeitgeber", "Kündigung"]);
+            labels.push("arbeit");
+        }
+        words.push(FILLER[(i + 3) % 6]);
+        rows.push_str(&format!("{}\t{}\n", labels.join("|"), words.join(" ")));
+    }
+    fs::write(&train_path, rows).unwrap();
+    let head = dir.path().join("multi");
+    let run = train(&[
+        path_str(&train_path),
+        "--encoder",
+        path_str(&fixture("bert-base")),
+        "--out",
+        path_str(&head),
+        "--cache",
+        path_str(&dir.path().join("cache")),
+        "--lexical-buckets",
+        "4096",
+        "--label-column",
+        "labels",
+        "--label-separator",
+        "|",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let spec = json(&head.join("head.json"));
+    assert_eq!(spec["multi_label"], true);
+    let cv = &spec["training"]["cross_validation"];
+    assert_eq!(cv["score"], "micro_f1");
+    assert!(cv["mean"].as_f64().unwrap() >= 0.9, "{cv}");
+}
