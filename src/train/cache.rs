@@ -5,10 +5,11 @@
 //!
 //! The store for one (encoder fingerprint, layers, window length) is a folder named by
 //! their SHA-256. A text's key is the SHA-256 of the text and its word spans (labels do
-//! not enter it). The folder holds segments, one per encoding run, each named by the
+//! not enter it). The folder holds segments of up to 1,024 texts, each named by the
 //! SHA-256 of its keys, written as `.NAME.partial` and renamed when complete, so a
-//! killed run leaves no half file that looks valid. A request reads the keys of every
-//! segment, takes what is there, and encodes only the rest into a new segment.
+//! killed run leaves no half file that looks valid and keeps the segments it finished.
+//! A request reads the keys of every segment, takes what is there, and encodes only the
+//! rest into new segments.
 //! Features of every encoder layer, once stored, serve any choice of layers.
 //!
 //! Segment layout (little-endian): `DCFEAT02`, u64 header length, a JSON header
@@ -32,6 +33,8 @@ use crate::logging;
 const MAGIC: &[u8; 8] = b"DCFEAT02";
 /// Texts encoded together; bounds the f32 features held before conversion to f16.
 const CHUNK_TEXTS: usize = 256;
+/// Texts per stored segment: what a killed run loses at most.
+const SEGMENT_TEXTS: usize = 4 * CHUNK_TEXTS;
 
 type TextKey = [u8; 32];
 
@@ -209,9 +212,7 @@ pub fn features(
         );
     }
     if !missing.is_empty() {
-        let encoded = compute(pipeline, layers, options, request, &missing)?;
-        let missing_keys: Vec<TextKey> = missing.iter().map(|&i| keys[i]).collect();
-        stores[0].0.write_segment(&missing_keys, &encoded)?;
+        encode_into(&stores[0].0, pipeline, layers, options, request, &missing, &keys)?;
         // Read back through the store like every other text.
         stores[0].0 = Store::open(cache_dir, pipeline, encoder_fingerprint, layers)?;
     }
@@ -245,14 +246,18 @@ fn assemble(stores: &[(Store, Columns)], keys: &[TextKey]) -> Result<FeatureSet>
     Ok(out.unwrap_or_else(|| FeatureSet::empty(0)))
 }
 
-/// Encodes the texts `which` of `request`.
-fn compute(
+/// Encodes the texts `which` of `request` (whose keys are `keys`) into segments of
+/// `store`, one per [`SEGMENT_TEXTS`] texts, so that a run killed while encoding keeps
+/// what it had encoded.
+fn encode_into(
+    store: &Store,
     pipeline: &Pipeline,
     layers: &[usize],
     options: &PipelineOptions,
     request: &FeatureRequest,
     which: &[usize],
-) -> Result<FeatureSet> {
+    keys: &[TextKey],
+) -> Result<()> {
     let started = Instant::now();
     let bar = logging::progress_bar(
         which.len() as u64,
@@ -260,21 +265,25 @@ fn compute(
         false,
     );
     bar.set_prefix(request.label.to_string());
-    let mut set = FeatureSet::empty(0);
-    for chunk in which.chunks(CHUNK_TEXTS) {
-        let refs: Vec<&str> = chunk.iter().map(|&i| request.texts[i].as_str()).collect();
-        let spans: Vec<Vec<(usize, usize)>> = chunk.iter().map(|&i| request.spans(i).to_vec()).collect();
-        let features = pipeline.text_features(&refs, &spans, layers, options).with_context(|| {
-            format!("{}: encoding texts {} to {}", request.label, chunk[0] + 1, chunk[chunk.len() - 1] + 1)
-        })?;
-        for f in features {
-            set.dim = f.mean.len();
-            set.means.extend(f.mean.iter().map(|&x| f16::from_f32(x)));
-            set.maxes.extend(f.max.iter().map(|&x| f16::from_f32(x)));
-            set.words.extend(f.words.iter().map(|&x| f16::from_f32(x)));
-            set.word_offsets.push((set.words.len() / set.dim) as u64);
+    for segment in which.chunks(SEGMENT_TEXTS) {
+        let mut set = FeatureSet::empty(0);
+        for chunk in segment.chunks(CHUNK_TEXTS) {
+            let refs: Vec<&str> = chunk.iter().map(|&i| request.texts[i].as_str()).collect();
+            let spans: Vec<Vec<(usize, usize)>> = chunk.iter().map(|&i| request.spans(i).to_vec()).collect();
+            let features = pipeline.text_features(&refs, &spans, layers, options).with_context(|| {
+                format!("{}: encoding texts {} to {}", request.label, chunk[0] + 1, chunk[chunk.len() - 1] + 1)
+            })?;
+            for f in features {
+                set.dim = f.mean.len();
+                set.means.extend(f.mean.iter().map(|&x| f16::from_f32(x)));
+                set.maxes.extend(f.max.iter().map(|&x| f16::from_f32(x)));
+                set.words.extend(f.words.iter().map(|&x| f16::from_f32(x)));
+                set.word_offsets.push((set.words.len() / set.dim) as u64);
+            }
+            bar.inc(chunk.len() as u64);
         }
-        bar.inc(chunk.len() as u64);
+        let segment_keys: Vec<TextKey> = segment.iter().map(|&i| keys[i]).collect();
+        store.write_segment(&segment_keys, &set)?;
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
@@ -283,7 +292,7 @@ fn compute(
         &format!("{}: encoded {} texts in {seconds:.0} s", request.label, which.len()),
         json!({"data": request.label, "texts": which.len(), "seconds": seconds}),
     );
-    Ok(set)
+    Ok(())
 }
 
 fn f16_bytes(values: &[f16]) -> &[u8] {
