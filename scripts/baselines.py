@@ -100,6 +100,8 @@ def write_tsv(path, rows):
 
 def run(*args):
     started = time.time()
+    # Paths as seen from the checkout, so that reports name no machine's folders.
+    args = [a.relative_to(ROOT) if isinstance(a, Path) and a.is_relative_to(ROOT) else a for a in args]
     result = subprocess.run([str(DOCCLASS), *map(str, args)], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"docclass {' '.join(map(str, args))} failed:\n{result.stderr}")
