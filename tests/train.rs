@@ -65,6 +65,15 @@ fn train(args: &[&str]) -> std::process::Output {
     docclass(&all)
 }
 
+/// `train DATA` of a classifier on the tiny encoder, its features cached in `dir/cache`.
+fn train_classifier(dir: &Path, data: &Path, head: &Path, extra: &[&str]) -> std::process::Output {
+    let (encoder, cache) = (fixture("bert-base"), dir.join("cache"));
+    let mut args = vec![path_str(data), "--encoder", path_str(&encoder), "--out", path_str(head)];
+    args.extend(["--cache", path_str(&cache), "--lexical-buckets", "4096"]);
+    args.extend_from_slice(extra);
+    train(&args)
+}
+
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -196,19 +205,7 @@ fn a_classifier_chooses_its_settings_by_cross_validation_and_reports_what_each_h
     fs::write(&train_path, synthetic_documents(80, 0)).unwrap();
     fs::write(&test, synthetic_documents(20, 1000)).unwrap();
     let head = dir.path().join("topic");
-    let run = train(&[
-        path_str(&train_path),
-        "--encoder",
-        path_str(&fixture("bert-base")),
-        "--out",
-        path_str(&head),
-        "--cache",
-        path_str(&dir.path().join("cache")),
-        "--lexical-buckets",
-        "4096",
-        "--cross-validate",
-        "4",
-    ]);
+    let run = train_classifier(dir.path(), &train_path, &head, &["--cross-validate", "4"]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(stderr(&run).contains("4-fold cross-validation, mean macro_f1: lexical only"), "{}", stderr(&run));
     let spec = json(&head.join("head.json"));
@@ -310,24 +307,12 @@ fn multi_window_documents_pool_mean_and_max_alike_in_training_and_inference() {
     fs::write(&train_path, long(60, 0)).unwrap();
     fs::write(&dev, long(20, 1000)).unwrap();
     let head = dir.path().join("long");
-    let (encoder, cache) = (fixture("bert-base"), dir.path().join("cache"));
-    let run = train(&[
-        path_str(&train_path),
-        "--dev",
-        path_str(&dev),
-        "--out",
-        path_str(&head),
-        "--encoder",
-        path_str(&encoder),
-        "--max-len",
-        "12",
-        "--cache",
-        path_str(&cache),
-        "--lexical-buckets",
-        "4096",
-        "--pooling",
-        "mean-max",
-    ]);
+    let run = train_classifier(
+        dir.path(),
+        &train_path,
+        &head,
+        &["--dev", path_str(&dev), "--max-len", "12", "--pooling", "mean-max"],
+    );
     assert!(run.status.success(), "{}", stderr(&run));
     let spec = json(&head.join("head.json"));
     assert_eq!(spec["pooling"], "mean_max");
@@ -530,21 +515,7 @@ fn a_multi_label_classifier_learns_labels_that_occur_together() {
     }
     fs::write(&train_path, rows).unwrap();
     let head = dir.path().join("multi");
-    let run = train(&[
-        path_str(&train_path),
-        "--encoder",
-        path_str(&fixture("bert-base")),
-        "--out",
-        path_str(&head),
-        "--cache",
-        path_str(&dir.path().join("cache")),
-        "--lexical-buckets",
-        "4096",
-        "--label-column",
-        "labels",
-        "--label-separator",
-        "|",
-    ]);
+    let run = train_classifier(dir.path(), &train_path, &head, &["--label-column", "labels", "--label-separator", "|"]);
     assert!(run.status.success(), "{}", stderr(&run));
     let spec = json(&head.join("head.json"));
     assert_eq!(spec["multi_label"], true);
