@@ -178,12 +178,7 @@ impl Stage<'_> {
 /// `.NAME.partial` beside the head directory `out`.
 fn staging_dir(out: &Path) -> Result<PathBuf> {
     out.file_name().with_context(|| format!("{}: not a directory name", out.display()))?;
-    let out = if out.parent().is_some_and(|p| p.as_os_str().is_empty()) {
-        Path::new(".").join(out)
-    } else {
-        out.to_path_buf()
-    };
-    Ok(crate::fsutil::partial_path(&out))
+    Ok(crate::fsutil::partial_path(out))
 }
 
 /// An empty staging folder (a killed run's leftovers removed).
