@@ -14,5 +14,6 @@ pub mod intake;
 pub mod logging;
 pub mod model;
 pub mod output;
+pub mod rng;
 pub mod text;
 pub mod train;

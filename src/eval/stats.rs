@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::train::Rng;
+use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct McNemar {

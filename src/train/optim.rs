@@ -11,8 +11,8 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
 
-use super::Rng;
 use crate::logging;
+use crate::rng::Rng;
 
 /// Per-dimension mean and standard deviation of the training features. Heads train on
 /// standardised features (the encoder's outputs have dimensions of very different
