@@ -291,8 +291,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "L,L,…", value_delimiter = ',')]
     pub layers: Vec<usize>,
 
-    /// Seed for the held-out split, initialisation and shuffling: the same seed gives
-    /// the same head.
+    /// Taggers: seed for the held-out split and the shuffling (the same seed gives the
+    /// same head). A classifier's folds are blocks in file order and need none.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
