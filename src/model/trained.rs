@@ -182,20 +182,32 @@ impl DocumentClassifier {
     /// Label probabilities from the text's pooled features (as [`DocumentPooling`] says: the
     /// mean, or the mean followed by the maximum) and its text.
     pub fn probabilities(&self, pooled: &[f32], text: &str) -> Vec<f32> {
-        let mut logits = self.scores.bias.clone();
-        let mut dense = vec![0.0; logits.len()];
-        self.scores.project(pooled, &mut dense);
-        logits.iter_mut().zip(&dense).for_each(|(l, d)| *l += d);
-        if !self.idf.is_empty() {
-            let scheme = self.lexical_scheme();
-            let terms = scheme.tf_idf(&scheme.term_counts(text, self.spec.lexical_buckets), &self.idf);
-            self.scores.add_lexical(terms, &mut logits);
-        }
+        let counts = if self.idf.is_empty() {
+            Vec::new()
+        } else {
+            self.lexical_scheme().term_counts(text, self.spec.lexical_buckets)
+        };
+        let logits = self.logits(pooled, &counts);
         if self.spec.multi_label {
             sigmoid(&logits)
         } else {
             softmax(&logits)
         }
+    }
+}
+
+impl DocumentClassifier {
+    /// The logits from pooled features and the text's term counts (by bucket, as
+    /// [`LexicalScheme::term_counts`] gives them); training scores data with it too.
+    pub fn logits(&self, pooled: &[f32], counts: &[(u32, f32)]) -> Vec<f32> {
+        let mut logits = self.scores.bias.clone();
+        let mut dense = vec![0.0; logits.len()];
+        self.scores.project(pooled, &mut dense);
+        logits.iter_mut().zip(&dense).for_each(|(l, d)| *l += d);
+        if !self.idf.is_empty() {
+            self.scores.add_lexical(self.lexical_scheme().tf_idf(counts, &self.idf), &mut logits);
+        }
+        logits
     }
 }
 

@@ -53,7 +53,8 @@ pub fn document_tokens(text: &str) -> Vec<String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LexicalScheme {
     /// Shortest and longest character n-grams taken inside each word padded with a
-    /// space, as scikit-learn's `char_wb` analyzer takes them; `None`: none. They catch
+    /// space, as scikit-learn's `char_wb` analyzer takes them (but for words shorter
+    /// than the longest n, see `term_counts`); `None`: none. They catch
     /// the parts of German compounds (`Aufenthalts|erlaubnis`) that words miss.
     pub char_ngrams: Option<(usize, usize)>,
     /// A term must occur in this many training documents to be a feature.
@@ -103,7 +104,9 @@ impl LexicalScheme {
                 padded.extend(word.chars());
                 padded.push(' ');
                 for n in shortest..=longest {
-                    // As scikit-learn: a padded word shorter than n gives itself once.
+                    // A padded word no longer than n gives itself, once for each such n.
+                    // (scikit-learn's char_wb counts it once and stops: for words of
+                    // one to three letters docclass counts the whole word more often.)
                     let starts = if padded.len() <= n { 1 } else { padded.len() - n + 1 };
                     for start in 0..starts {
                         utf8.clear();

@@ -108,11 +108,16 @@ pub fn example_loss(multi_label: bool, probs: &[f32], labels: &[usize]) -> f64 {
 }
 
 /// Each label's weight so that every label weighs as much in the loss as any other
-/// (scikit-learn's `class_weight="balanced"`: n / (labels · count)).
-pub fn balanced_weights(rows: &[Row], labels: usize) -> Vec<f32> {
+/// (scikit-learn's `class_weight="balanced"`: n / (labels · count)), from each
+/// example's (first) label.
+pub fn balanced_weights(first_labels: impl Iterator<Item = usize>, labels: usize) -> Vec<f32> {
     let mut counts = vec![0usize; labels];
-    rows.iter().for_each(|r| counts[r.labels[0]] += 1);
-    counts.iter().map(|&c| if c == 0 { 0.0 } else { rows.len() as f32 / (labels * c) as f32 }).collect()
+    let mut n = 0usize;
+    first_labels.for_each(|l| {
+        counts[l] += 1;
+        n += 1;
+    });
+    counts.iter().map(|&c| if c == 0 { 0.0 } else { n as f32 / (labels * c) as f32 }).collect()
 }
 
 /// Rows per parallel task; fixed, so that sums do not depend on the thread count.
@@ -146,14 +151,12 @@ impl ByColumn {
     }
 }
 
-/// How a fit goes: the penalty and each label's weight in the loss.
+/// A fit: the examples, their shape and the penalty.
 pub struct Fit<'a> {
     pub rows: &'a [Row],
     pub shape: Shape,
     /// The inverse of the L2 penalty's strength, as scikit-learn's `C`.
     pub c: f64,
-    /// Per label (single-label data only); `None`: every example weighs 1.
-    pub label_weights: Option<Vec<f32>>,
 }
 
 /// A fit's data laid out for its objective: the dense features as one row-major
@@ -229,13 +232,12 @@ impl Fit<'_> {
                             z.iter_mut().zip(w).for_each(|(z, w)| *z += value * w);
                         }
                         let probs = Linear::activate(multi_label, z);
-                        let weight = self.label_weights.as_ref().map_or(1.0, |w| w[row.labels[0]]);
-                        let loss = f64::from(weight) * example_loss(multi_label, &probs, &row.labels);
+                        let loss = example_loss(multi_label, &probs, &row.labels);
                         z.copy_from_slice(&probs);
                         for &l in &row.labels {
                             z[l] -= 1.0;
                         }
-                        z.iter_mut().for_each(|g| *g *= weight * scale);
+                        z.iter_mut().for_each(|g| *g *= scale);
                         loss
                     })
                     .collect::<Vec<_>>()
@@ -438,7 +440,7 @@ mod tests {
             })
             .collect();
         let shape = Shape { labels: 2, dense: 1, sparse: 3, multi_label: false };
-        let fit = Fit { rows: &rows, shape, c: 1.0, label_weights: None };
+        let fit = Fit { rows: &rows, shape, c: 1.0 };
         let model = fit.run(None);
         let mut grad = vec![0.0f32; model.params.len()];
         let layout =

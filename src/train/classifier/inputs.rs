@@ -1,6 +1,5 @@
 //! What a classifier's two models read: each document's pooled encoder features and
-//! lexical term counts, turned into rows by inputs fitted on a fold's training part; and
-//! the finished head's function, to score data as saved.
+//! lexical term counts, turned into rows by inputs fitted on a fold's training part.
 
 use half::f16;
 
@@ -19,10 +18,11 @@ pub(super) struct Document<'e> {
 }
 
 impl Document<'_> {
-    pub(super) fn pooled(&self, pooling: DocumentPooling) -> Vec<f32> {
-        let mut out: Vec<f32> = self.mean.iter().map(|x| x.to_f32()).collect();
+    /// The mean, followed by the maximum for [`DocumentPooling::MeanMax`], as cached.
+    pub(super) fn pooled(&self, pooling: DocumentPooling) -> Vec<f16> {
+        let mut out = self.mean.to_vec();
         if pooling == DocumentPooling::MeanMax {
-            out.extend(self.max.iter().map(|x| x.to_f32()));
+            out.extend_from_slice(self.max);
         }
         out
     }
@@ -40,8 +40,7 @@ pub(super) const NO_COLUMN: u32 = u32::MAX;
 
 impl Inputs {
     pub(super) fn dense(documents: &[&Document], pooling: DocumentPooling) -> Self {
-        let rows: Vec<Vec<f16>> =
-            documents.iter().map(|d| d.pooled(pooling).iter().map(|&x| f16::from_f32(x)).collect()).collect();
+        let rows: Vec<Vec<f16>> = documents.iter().map(|d| d.pooled(pooling)).collect();
         let dim = rows.first().map_or(0, Vec::len);
         Inputs::Dense { pooling, standardizer: Standardizer::fit(rows.iter().map(|r| &r[..]), dim) }
     }
@@ -74,7 +73,7 @@ impl Inputs {
         let labels = document.labels.clone();
         match self {
             Inputs::Dense { pooling, standardizer } => {
-                let pooled: Vec<f16> = document.pooled(*pooling).iter().map(|&x| f16::from_f32(x)).collect();
+                let pooled = document.pooled(*pooling);
                 let mut dense = vec![0.0; standardizer.mean.len()];
                 standardizer.apply(&pooled, &mut dense);
                 Row { dense, sparse: Vec::new(), labels }
@@ -94,34 +93,3 @@ impl Inputs {
 
 /// The lexical features every head `train` writes reads.
 pub(super) const SCHEME: LexicalScheme = LexicalScheme::WORDS_AND_CHARS;
-
-/// The saved head's function, for scoring the development data: dense weights on raw
-/// pooled features, bias, lexical table by bucket, IDF.
-#[derive(Clone, Copy)]
-pub(super) struct FoldedHead<'a> {
-    pub(super) dense: &'a [f32],
-    pub(super) bias: &'a [f32],
-    pub(super) lexical: &'a [f32],
-    pub(super) idf: &'a [f32],
-    pub(super) k: usize,
-    pub(super) pooling: DocumentPooling,
-}
-
-impl FoldedHead<'_> {
-    pub(super) fn logits(&self, document: &Document) -> Vec<f32> {
-        let pooled = document.pooled(self.pooling);
-        let mut logits: Vec<f32> = self
-            .dense
-            .chunks_exact(pooled.len())
-            .zip(self.bias)
-            .map(|(w, b)| b + w.iter().zip(&pooled).map(|(a, x)| a * x).sum::<f32>())
-            .collect();
-        if !self.idf.is_empty() {
-            for (b, v) in SCHEME.tf_idf(&document.counts, self.idf) {
-                let row = &self.lexical[b as usize * self.k..(b as usize + 1) * self.k];
-                logits.iter_mut().zip(row).for_each(|(l, w)| *l += v * w);
-            }
-        }
-        logits
-    }
-}

@@ -36,9 +36,11 @@ use super::logistic::{Fit, Linear, Row};
 use super::{decimal, head_record, Example, PoolingChoice, Split, TrainContext};
 use crate::decode::scores::argmax;
 use crate::logging;
-use crate::model::trained::{save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
+use crate::model::trained::{
+    save_head, DocumentClassifier, DocumentPooling, HeadKind, HeadSpec, LexicalTable, LinearScores, HEAD_FORMAT,
+};
 use card::model_card;
-use inputs::{Document, FoldedHead, Inputs, SCHEME};
+use inputs::{Document, Inputs, SCHEME};
 use selection::{blocked_folds, Blend, Evaluated, Scored, Setting, Task};
 
 use super::MIN_EXAMPLES;
@@ -239,22 +241,42 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         idf_tensor = idf;
     }
     let (dense, bias) = standardizer.fold(&scaled_dense, &bias);
+    let mut spec = HeadSpec {
+        format: HEAD_FORMAT.into(),
+        kind: HeadKind::DocumentClassifier,
+        name: super::head_name(args),
+        labels: labels.clone(),
+        multi_label,
+        layers: context.layers.to_vec(),
+        encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
+        encoder_fingerprint: context.encoder_fingerprint.to_string(),
+        lexical_buckets: if lexical_setting.is_some() { buckets } else { 0 },
+        lexical_scheme: lexical_setting.map(|_| SCHEME),
+        pooling,
+        abbreviations: Vec::new(),
+        training: serde_json::Value::Null, // below, once the head is measured
+        weights_sha256: String::new(),     // set by save_head
+    };
     // The head keeps the strongest lexical rows, as f16: measured against the full
     // table on the training documents, and the development data is scored as saved.
     let lexical = LexicalTable::prune(&lexical_table, k, args.max_lexical_rows);
-    let mut saved_table = vec![0.0f32; lexical_table.len()];
-    for (i, &b) in lexical.ids.iter().enumerate() {
-        for (t, &w) in
-            saved_table[b as usize * k..(b as usize + 1) * k].iter_mut().zip(&lexical.rows[i * k..(i + 1) * k])
-        {
-            *t = f16::from_f32(w).to_f32();
-        }
-    }
-    let full = FoldedHead { dense: &dense, bias: &bias, lexical: &lexical_table, idf: &idf_tensor, k, pooling };
-    let saved_idf: Vec<f32> = idf_tensor.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
-    let saved = FoldedHead { lexical: &saved_table, idf: &saved_idf, ..full };
-    let same_label = documents.par_iter().filter(|d| argmax(&full.logits(d)) == argmax(&saved.logits(d))).count();
-    let touched_rows = lexical_table.chunks_exact(k.max(1)).filter(|r| r.iter().any(|&w| w != 0.0)).count();
+    let head_with = |lexical: LexicalTable, idf: Vec<f32>| DocumentClassifier {
+        spec: spec.clone(),
+        scores: LinearScores { dense: dense.clone(), bias: bias.clone(), lexical, labels: k },
+        idf,
+    };
+    let as_f16 = |values: &[f32]| values.iter().map(|&v| f16::from_f32(v).to_f32()).collect::<Vec<_>>();
+    let full = head_with(LexicalTable::prune(&lexical_table, k, 0), idf_tensor.clone());
+    let saved = head_with(
+        LexicalTable { ids: lexical.ids.clone(), rows: as_f16(&lexical.rows), labels: k },
+        as_f16(&idf_tensor),
+    );
+    let logits = |head: &DocumentClassifier, d: &Document| {
+        let pooled: Vec<f32> = d.pooled(pooling).iter().map(|x| x.to_f32()).collect();
+        head.logits(&pooled, &d.counts)
+    };
+    let same_label = documents.par_iter().filter(|d| argmax(&logits(&full, d)) == argmax(&logits(&saved, d))).count();
+    let touched_rows = full.scores.lexical.ids.len();
     let storage = json!({
         "lexical_rows": touched_rows,
         "lexical_rows_kept": lexical.ids.len(),
@@ -272,42 +294,25 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
             storage.clone(),
         );
     }
-    let spec = HeadSpec {
-        format: HEAD_FORMAT.into(),
-        kind: HeadKind::DocumentClassifier,
-        name: super::head_name(args),
-        labels: labels.clone(),
-        multi_label,
-        layers: context.layers.to_vec(),
-        encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
-        encoder_fingerprint: context.encoder_fingerprint.to_string(),
-        lexical_buckets: if lexical_setting.is_some() { buckets } else { 0 },
-        lexical_scheme: lexical_setting.map(|_| SCHEME),
-        pooling,
-        abbreviations: Vec::new(),
-        training: {
-            let mut fit = json!({
-                "fit": "L2 logistic regression (L-BFGS) per model, C chosen by cross-validation, stacked on out-of-fold logits",
-                "cross_validation": cross_validation,
-                "refit_with_dev": args.classifier.refit_with_dev,
-                "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-                "storage": storage,
-            });
-            if !held.is_empty() {
-                let logits: Vec<Vec<f32>> = held.par_iter().map(|d| saved.logits(d)).collect();
-                let gold: Vec<&[usize]> = held.iter().map(|d| &d.labels[..]).collect();
-                let score = task.score(&logits, &gold);
-                logging::info(
-                    "dev_score",
-                    &format!("development data ({}): {score_name} {score:.4}", split.dev_source),
-                    json!({"score": score_name, "value": score, "documents": held.len()}),
-                );
-                fit["dev_score"] = json!({"name": score_name, "value": score});
-            }
-            head_record(context, &split.dev_source, split.train.len(), split.dev.len(), fit)?
-        },
-        weights_sha256: String::new(), // set by save_head
-    };
+    let mut fit = json!({
+        "fit": "L2 logistic regression (L-BFGS) per model, C chosen by cross-validation, stacked on out-of-fold logits",
+        "cross_validation": cross_validation,
+        "refit_with_dev": args.classifier.refit_with_dev,
+        "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        "storage": storage,
+    });
+    if !held.is_empty() {
+        let held_logits: Vec<Vec<f32>> = held.par_iter().map(|d| logits(&saved, d)).collect();
+        let gold: Vec<&[usize]> = held.iter().map(|d| &d.labels[..]).collect();
+        let score = task.score(&held_logits, &gold);
+        logging::info(
+            "dev_score",
+            &format!("development data ({}): {score_name} {score:.4}", split.dev_source),
+            json!({"score": score_name, "value": score, "documents": held.len()}),
+        );
+        fit["dev_score"] = json!({"name": score_name, "value": score});
+    }
+    spec.training = head_record(context, &split.dev_source, split.train.len(), split.dev.len(), fit)?;
     // A hand-written model card in the head folder is kept; else one is written.
     if !args.out.join(MODEL_CARD).exists() {
         let card = model_card(&spec, dense_best, lexical_best, &combined, &split.dev_source);
@@ -351,7 +356,7 @@ fn out_of_fold_logits(
             let shape = inputs.shape(k, multi_label);
             let mut previous: Option<Linear> = None;
             for (s, setting) in grid.iter().enumerate() {
-                let model = Fit { rows: &rows, shape, c: setting.c(), label_weights: None }.run(previous.as_ref());
+                let model = Fit { rows: &rows, shape, c: setting.c() }.run(previous.as_ref());
                 for (&i, row) in held_out.iter().zip(&held_rows) {
                     oof[g][s][i] = model.logits(row);
                 }
@@ -386,7 +391,7 @@ fn refit(inputs: &Inputs, documents: &[&Document], k: usize, multi_label: bool, 
     let grid: &[f64] = if matches!(inputs, Inputs::Lexical { .. }) { &LEXICAL_GRID } else { &DENSE_GRID };
     let mut model: Option<Linear> = None;
     for &step in grid.iter().filter(|&&g| g <= c) {
-        model = Some(Fit { rows: &rows, shape, c: step, label_weights: None }.run(model.as_ref()));
+        model = Some(Fit { rows: &rows, shape, c: step }.run(model.as_ref()));
     }
     model.expect("c is on its grid")
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::super::logistic::{balanced_weights, example_loss, minimize, Linear, Row};
+use super::super::logistic::{balanced_weights, example_loss, minimize, Linear};
 use crate::decode::scores::argmax;
 use crate::eval::classification::{classification_metrics, prf};
 use crate::model::trained::DocumentPooling;
@@ -126,13 +126,8 @@ impl Blend {
     /// logits of `models` (each: one logit row per example).
     pub(super) fn fit(task: &Task, models: &[&[Vec<f32>]], gold: &[&[usize]], balanced: bool) -> Blend {
         let (k, m) = (task.labels.len(), models.len());
-        let label_weights: Vec<f32> = if balanced {
-            let rows: Vec<Row> =
-                gold.iter().map(|g| Row { dense: vec![], sparse: vec![], labels: g.to_vec() }).collect();
-            balanced_weights(&rows, k)
-        } else {
-            vec![1.0; k]
-        };
+        let label_weights: Vec<f32> =
+            if balanced { balanced_weights(gold.iter().map(|g| g[0]), k) } else { vec![1.0; k] };
         let n = gold.len().max(1) as f32;
         let mut objective = |p: &[f32], grad: &mut [f32]| -> f64 {
             let blend = Blend { weights: p[..m].to_vec(), bias: p[m..].to_vec(), balanced };
