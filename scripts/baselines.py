@@ -25,6 +25,7 @@ Usage: baselines.py [SET ...] (default: all).
 """
 
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -128,7 +129,7 @@ def docclass_run(name, train_rows, test_rows):
     _, train_seconds = run("train", work / "train.tsv", "--out", work / "head", "--force", "--name", "docclass")
     _, eval_seconds = run("eval", "--model", work / "head", work / "test.tsv", "--report", work / "report", "--force")
     head = json.loads((work / "head" / "head.json").read_text())
-    with open(work / "report" / "predictions.jsonl", encoding="utf-8") as f:
+    with gzip.open(work / "report" / "predictions.jsonl.gz", "rt", encoding="utf-8") as f:
         labels = [json.loads(line)["label"] for line in f]
     return labels, head["training"]["cross_validation"], train_seconds + eval_seconds
 
@@ -141,7 +142,7 @@ def area_of_law():
                            "--out", head, "--force", "--refit-with-dev")
     _, eval_seconds = run("eval", "--model", head, "datasets/ler_court_cls/test.tsv", "--report", report, "--force")
     cv = json.loads((head / "head.json").read_text())["training"]["cross_validation"]
-    with open(report / "predictions.jsonl", encoding="utf-8") as f:
+    with gzip.open(report / "predictions.jsonl.gz", "rt", encoding="utf-8") as f:
         labels = [json.loads(line)["label"] for line in f]
     return labels, cv, train_seconds + eval_seconds
 

@@ -8,7 +8,7 @@ scripts/baselines_area_of_law.sh in the reference venv):
 - test: fitted on train + dev, scored on test.tsv (as the committed head is).
 
 Writes eval/area-of-law/baselines/{results.json,README.md} and each system's test
-predictions as docclass records (predictions/<system>.jsonl), so that `docclass eval
+predictions as docclass records (.cache/baselines/area-of-law/<system>.jsonl), so that `docclass eval
 --predictions` scores them and `eval --compare` tests them against the docclass head.
 """
 
@@ -31,6 +31,8 @@ from sklearn.svm import LinearSVC
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "datasets" / "ler_court_cls"
 OUT = ROOT / "eval" / "area-of-law" / "baselines"
+# Per-document predictions are regenerated, not committed.
+PREDICTIONS = ROOT / ".cache" / "baselines" / "area-of-law"
 FOLDS = 5
 csv.field_size_limit(sys.maxsize)
 
@@ -122,8 +124,8 @@ def main():
                                 [all_texts[i] for i in folds[k]], [all_labels[i] for i in folds[k]]))
         predicted = fit_predict(system, all_texts, all_labels, test_texts)
         test = f1_score(test_labels, predicted, average="macro")
-        (OUT / "predictions").mkdir(parents=True, exist_ok=True)
-        with open(OUT / "predictions" / f"{slug(name)}.jsonl", "w", encoding="utf-8") as f:
+        (PREDICTIONS).mkdir(parents=True, exist_ok=True)
+        with open(PREDICTIONS / f"{slug(name)}.jsonl", "w", encoding="utf-8") as f:
             # Line 1 of test.tsv is the header: the first passage is line 2, as docclass numbers it.
             for line, label in enumerate(predicted, start=2):
                 f.write(json.dumps({"id": f"datasets/ler_court_cls/test.tsv:{line}", "label": label}) + "\n")

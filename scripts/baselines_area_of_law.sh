@@ -15,7 +15,7 @@ source scripts/reference_venv.sh
 DOCCLASS=target/release/docclass
 BASELINES=eval/area-of-law/baselines
 for system in char-wb-2-5-grams-linearsvc-c-1 word-1-2-grams-lr-c-30 word-1-2-char-wb-2-5-grams-lr-c-30; do
-  "$DOCCLASS" eval --predictions "$BASELINES/predictions/$system.jsonl" --gold datasets/ler_court_cls/test.tsv \
+  "$DOCCLASS" eval --predictions ".cache/baselines/area-of-law/$system.jsonl" --gold datasets/ler_court_cls/test.tsv \
     --report "$BASELINES/$system-test" --force
   "$DOCCLASS" eval --compare eval/area-of-law/ler_court_cls-test "$BASELINES/$system-test" \
     --report "$BASELINES/head-vs-$system" --force

@@ -2,12 +2,13 @@
 and numpy from the same gold data and predictions, and compares them to 1e-6.
 
 Run by scripts/reference_check.sh (which makes a throw-away venv); reads the reports in
-eval/ (their predictions.jsonl and the gold data named in metrics.json, checked by
+eval/ (their predictions.jsonl.gz and the gold data named in metrics.json, checked by
 sha256) and the multi-label fixture in tests/fixtures/reference/, and writes
   eval/reference/comparison.json, eval/reference/comparison.md  (what agreed, max |diff|)
   eval/reference/expected.json  (the reference values; tests/eval.rs checks docclass against them)
 Gold data is read here independently of docclass (TSV/JSONL columns, CoNLL with a tag map).
 """
+import gzip
 import hashlib
 import json
 import math
@@ -105,7 +106,9 @@ def read_conll(path, tag_map_path):
 
 def read_predictions(path):
     records = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    raw = Path(path).read_bytes()
+    text = gzip.decompress(raw).decode("utf-8") if raw[:2] == b"\x1f\x8b" else raw.decode("utf-8")
+    for line in text.splitlines():
         if line.strip():
             record = json.loads(line)
             records[str(record["id"])] = record
@@ -231,7 +234,7 @@ def main():
             metrics = json.loads((ROOT / case["report"] / "metrics.json").read_text())
             if metrics["data"]["sha256"] != sha256(gold_path):
                 sys.exit(f"reference: {case['gold']} is not the file {case['report']} was made from")
-            predictions_path = f"{case['report']}/predictions.jsonl"
+            predictions_path = f"{case['report']}/predictions.jsonl.gz"
         else:
             metrics = docclass_metrics_for(case)
             predictions_path = case["predictions"]

@@ -74,6 +74,30 @@ pub struct RunArgs {
     pub log_format: crate::logging::LogFormat,
 }
 
+/// How documents are cut into windows and how subword tags become entities: the same
+/// for `classify` and `eval`, so that `eval` scores what `classify` runs.
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// Tokens shared by neighbouring windows of a long document (default: a quarter of a
+    /// window, 127 for e5).
+    #[arg(long, value_name = "N")]
+    pub stride: Option<usize>,
+
+    /// Documents needing more windows are reported as errors.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub max_windows: usize,
+
+    /// Only the first window of each document (faster; the rest of the text is ignored).
+    #[arg(long)]
+    pub truncate: bool,
+
+    /// How subword tags become entities: `first` (tag of a word's first token),
+    /// `average` (of the tag scores averaged over the word), `max` (of its most
+    /// confident token), or `simple` (token by token; may split words).
+    #[arg(long, value_enum, default_value_t = Aggregation::First)]
+    pub aggregation: Aggregation,
+}
+
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
     #[command(flatten)]
@@ -111,28 +135,12 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// Tokens shared by neighbouring windows of a long document (default: a quarter of a
-    /// window, 127 for e5).
-    #[arg(long, value_name = "N")]
-    pub stride: Option<usize>,
-
-    /// Documents needing more windows are reported as errors.
-    #[arg(long, value_name = "N", default_value_t = 2000)]
-    pub max_windows: usize,
-
-    /// Only the first window of each document (faster; the rest of the text is ignored).
-    #[arg(long)]
-    pub truncate: bool,
+    #[command(flatten)]
+    pub windows: WindowArgs,
 
     /// Keep only the K best labels in `scores` (default: all).
     #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
-
-    /// How subword tags become entities: `first` (tag of a word's first token),
-    /// `average` (of the tag scores averaged over the word), `max` (of its most
-    /// confident token), or `simple` (token by token; may split words).
-    #[arg(long, value_enum, default_value_t = Aggregation::First)]
-    pub aggregation: Aggregation,
 
     /// JSON field / CSV column that holds the text.
     #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
@@ -225,11 +233,11 @@ pub struct DataArgs {
 
     /// Column (name, or 1-based position) of the text.
     #[arg(long, value_name = "NAME|N", default_value = "text")]
-    pub text_column: crate::train::data::Column,
+    pub text_column: crate::ingest::labelled::Column,
 
     /// Column (name, or 1-based position) of the label.
     #[arg(long, value_name = "NAME|N", default_value = "label")]
-    pub label_column: crate::train::data::Column,
+    pub label_column: crate::ingest::labelled::Column,
 
     /// The TSV/CSV file has no header row.
     #[arg(long)]
@@ -370,7 +378,7 @@ pub struct EvalArgs {
     pub data: Option<PathBuf>,
 
     /// Score this results file (JSONL records with `id` and `label`/`labels`/`scores`,
-    /// or `tags`/`entities`) instead of running a model.
+    /// or `tags`/`entities`; plain or gzip) instead of running a model.
     #[arg(long, value_name = "RESULTS.jsonl", requires = "gold", conflicts_with = "compare")]
     pub predictions: Option<PathBuf>,
 
@@ -387,8 +395,8 @@ pub struct EvalArgs {
     #[arg(long, num_args = 2, value_names = ["REPORT_A", "REPORT_B"])]
     pub compare: Vec<PathBuf>,
 
-    /// Report directory: metrics.json, report.md, report.html, documents.jsonl (and
-    /// predictions.jsonl when a model ran).
+    /// Report directory: metrics.json, report.md, report.html, documents.jsonl.gz (and
+    /// predictions.jsonl.gz when a model ran).
     #[arg(long, value_name = "DIR")]
     pub report: PathBuf,
 
@@ -422,6 +430,9 @@ pub struct EvalArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    pub windows: WindowArgs,
 }
 
 #[derive(Debug, Args)]

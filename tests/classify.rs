@@ -249,9 +249,10 @@ fn model_problems_are_clear_fatal_errors() {
 
 /// The real encoder on real court passages, zero-shot with the shipped label file.
 #[test]
+#[ignore = "needs the real encoder or datasets: run scripts/setup.sh"]
 fn real_encoder_classifies_court_passages_zero_shot() {
-    let Some(model) = real_model() else { return };
-    let Some(test_split) = dataset("ler_court_cls/test.tsv") else { return };
+    let model = real_model();
+    let test_split = dataset("ler_court_cls/test.tsv");
     let dir = tempfile::tempdir().unwrap();
     // Every 60th passage: 14 documents from all seven courts.
     let text = fs::read_to_string(test_split).unwrap();
@@ -279,8 +280,9 @@ fn real_encoder_classifies_court_passages_zero_shot() {
 
 /// Byte-identical output of the real encoder for one and two threads and two batch sizes.
 #[test]
+#[ignore = "needs the real encoder or datasets: run scripts/setup.sh"]
 fn real_encoder_output_is_deterministic() {
-    let Some(model) = real_model() else { return };
+    let model = real_model();
     let dir = tempfile::tempdir().unwrap();
     let texts: Vec<String> = (0..6).map(|i| tricky_text().chars().take((i + 1) * 150).collect()).collect();
     let input = write_jsonl(dir.path(), &texts);

@@ -2,7 +2,7 @@
 //! through the document reader: one item per line or row, never a panic.
 #![no_main]
 
-use docclass::ingest::{DocumentReader, FieldNames};
+use docclass::ingest::{DocumentReader, FieldNames, ReadLimits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("input.{extension}"));
     std::fs::write(&path, bytes).unwrap();
-    for item in DocumentReader::new(Box::new(std::iter::once(Ok(path))), FieldNames::default(), 1 << 20) {
+    let limits = ReadLimits { document_bytes: 1 << 20, extract_time: std::time::Duration::from_secs(10) };
+    for item in DocumentReader::new(Box::new(std::iter::once(Ok(path))), FieldNames::default(), limits) {
         let _ = item;
     }
 });

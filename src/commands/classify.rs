@@ -17,16 +17,16 @@ use sha2::{Digest, Sha256};
 
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
+use crate::fsutil::sidecar;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Item, Next, ReadLimits};
 use crate::intake::checkpoint::{read_journal, Checkpoint, Counts, Journal, RunFiles};
 use crate::intake::state::{text_sha256, Entry, State};
-use crate::intake::{sidecar, RunLock};
+use crate::intake::RunLock;
 use crate::logging;
 use crate::model::bundle::model_fingerprint;
 use crate::model::ModelBundle;
 use crate::output::{open_writer, refuse_existing, OutputFormat};
-use crate::text::WindowOptions;
 
 pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;
@@ -214,16 +214,7 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
         );
     }
     let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = PipelineOptions {
-        windows: WindowOptions {
-            stride: pipeline.text.stride(args.stride)?,
-            max_windows: args.max_windows.max(1),
-            truncate: args.truncate,
-        },
-        batch_tokens: args.run.batch_tokens.max(1),
-        aggregation: args.aggregation,
-        top_k: args.top_k,
-    };
+    let options = super::pipeline_options(&pipeline, &args.run, &args.windows, args.top_k)?;
     if let Some(labels) = &args.zero_shot {
         pipeline.add_zero_shot(labels, args.temperature, &options)?;
     }
@@ -242,7 +233,7 @@ fn complete(files: &RunFiles, state: Option<&mut State>) -> Result<()> {
     if files.partial.exists() {
         std::fs::rename(&files.partial, &files.target)
             .with_context(|| format!("renaming {} to {}", files.partial.display(), files.target.display()))?;
-        crate::intake::sync_parent(&files.target);
+        crate::fsutil::sync_parent(&files.target);
     }
     if let Some(state) = state {
         state.record(read_journal(&files.journal)?)?;

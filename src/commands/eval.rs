@@ -1,7 +1,7 @@
 //! `docclass eval`: score predictions against gold data and write a report directory.
 //!
 //! The predictions come from running a model on the gold data (written to
-//! `predictions.jsonl` first) or from a results file of any system (--predictions);
+//! `predictions.jsonl.gz` first) or from a results file of any system (--predictions);
 //! both are read back and scored the same way. `--compare A B` puts two reports side
 //! by side.
 
@@ -16,13 +16,13 @@ use crate::cli::{EvalArgs, TrainTask};
 use crate::eval::alignment::{align, parse_predictions, Gold};
 use crate::eval::report;
 use crate::eval::scoring::{score, ScoringOptions};
+use crate::fsutil::{gzip, read_text, write_durably};
 use crate::hashing::{file_sha256, sha256_hex};
-use crate::infer::{Pipeline, PipelineOptions};
+use crate::infer::Pipeline;
+use crate::ingest::labelled::{read_conll, read_documents, TaggedSentence};
 use crate::ingest::{Document, Source};
-use crate::intake::write_durably;
 use crate::model::bundle::model_fingerprint;
 use crate::model::ModelBundle;
-use crate::train::data::{read_conll, read_documents, TaggedSentence};
 
 /// Version of metrics.json's layout (documented in eval/README.md).
 pub const METRICS_SCHEMA: &str = "docclass-eval/2";
@@ -46,15 +46,12 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     let gold = read_gold(&args, &gold_path)?;
     let started = Instant::now();
     let (predictions_path, predictions_text, run) = match &args.predictions {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-            (path.clone(), text, None)
-        }
+        Some(path) => (path.clone(), read_text(path)?, None),
         None => {
             let (text, run) = run_model(&args, &gold)?;
             std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
-            let path = args.report.join("predictions.jsonl");
-            write_durably(&path, text.as_bytes())?;
+            let path = args.report.join(report::PREDICTIONS_FILE);
+            write_durably(&path, &gzip(text.as_bytes()))?;
             (path, text, Some(run))
         }
     };
@@ -128,7 +125,7 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
     let dir = model_dir(args.model.model.clone());
     let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = PipelineOptions::whole_texts(&pipeline, args.run.batch_tokens)?;
+    let options = super::pipeline_options(&pipeline, &args.run, &args.windows, None)?;
     let mut out = String::new();
     let mut tokens = 0;
     let ids = gold.ids();
@@ -192,16 +189,24 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
     Ok((out, run))
 }
 
-/// metrics.json, documents.jsonl, report.md and report.html, each written whole or not at all.
+/// metrics.json, documents.jsonl.gz, report.md and report.html, each written whole or not at all.
 pub fn write_report(dir: &Path, metrics: &Value, documents: &[Value]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_durably(&dir.join("metrics.json"), (serde_json::to_string_pretty(metrics)? + "\n").as_bytes())?;
     if !documents.is_empty() {
         let lines: Vec<String> = documents.iter().map(Value::to_string).collect();
-        write_durably(&dir.join(report::DOCUMENTS_FILE), (lines.join("\n") + "\n").as_bytes())?;
+        write_durably(&dir.join(report::DOCUMENTS_FILE), &gzip((lines.join("\n") + "\n").as_bytes()))?;
     }
     write_durably(&dir.join("report.md"), report::markdown(metrics).as_bytes())?;
     write_durably(&dir.join("report.html"), report::html(metrics).as_bytes())?;
+    // A report replaced with --force must not keep the plain files of an older docclass
+    // beside the compressed ones.
+    for stale in report::PLAIN_FILES {
+        let path = dir.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("{}: cannot remove", path.display()))?;
+        }
+    }
     Ok(())
 }
 

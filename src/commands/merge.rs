@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::Outcome;
 use crate::cli::MergeArgs;
-use crate::intake::sidecar;
+use crate::fsutil::sidecar;
 use crate::logging;
 use crate::output::{csv_row, refuse_existing, OutputFormat, CSV_HEADER};
 

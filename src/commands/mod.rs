@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, RunArgs, WindowArgs};
+use crate::infer::{Pipeline, PipelineOptions};
+use crate::text::WindowOptions;
 
 /// How a run ended, as the exit status tells a scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +74,26 @@ pub fn configure_run(run: &RunArgs) -> Result<usize> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the thread pool")?;
     Ok(threads)
+}
+
+/// The run options of `classify` and `eval` from their flags: the same windows and
+/// entity aggregation, so that `eval` scores what `classify` runs.
+pub fn pipeline_options(
+    pipeline: &Pipeline,
+    run: &RunArgs,
+    windows: &WindowArgs,
+    top_k: Option<usize>,
+) -> Result<PipelineOptions> {
+    Ok(PipelineOptions {
+        windows: WindowOptions {
+            stride: pipeline.text.stride(windows.stride)?,
+            max_windows: windows.max_windows.max(1),
+            truncate: windows.truncate,
+        },
+        batch_tokens: run.batch_tokens.max(1),
+        aggregation: windows.aggregation,
+        top_k,
+    })
 }
 
 /// Peak resident memory of this process in bytes (VmHWM), where the OS tells it.

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use super::Outcome;
 use crate::cli::ModelCommand;
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::model::{Head, ModelBundle};
+use crate::model::ModelBundle;
 
 pub fn run(command: ModelCommand) -> Result<Outcome> {
     match command {
@@ -31,16 +31,7 @@ pub fn run(command: ModelCommand) -> Result<Outcome> {
             let config = bundle.encoder_config().clone();
             let prefix = bundle.settings.input_prefix.clone();
             let pipeline = Pipeline::new(bundle, None)?;
-            let heads: Vec<String> = pipeline
-                .heads
-                .iter()
-                .map(|h| match h {
-                    Head::Classification(c) => format!("{} ({} labels)", c.name, c.labels.len()),
-                    Head::TokenClassification(t) => format!("{} ({} tags)", t.name, t.labels.len()),
-                    Head::ZeroShot(z) => z.name.clone(),
-                    Head::Trained(t) => format!("{} (trained, {} labels)", t.spec().name, t.spec().labels.len()),
-                })
-                .collect();
+            let heads: Vec<String> = pipeline.heads.iter().map(|h| h.describe()).collect();
             let options = PipelineOptions::first_window_only(512);
             let (embeddings, tokens) =
                 pipeline.embed_texts(&["Das Verwaltungsgericht weist die Klage ab."], &options)?;

@@ -11,11 +11,13 @@ use super::{configure_run, Outcome};
 
 use crate::cli::{DataArgs, PoolingArg, TrainArgs, TrainTask};
 use crate::infer::{Pipeline, PipelineOptions};
+use crate::ingest::labelled::{
+    read_conll, read_documents, read_tag_map, DocumentColumns, LabelledDocument, TaggedSentence,
+};
 use crate::logging;
 use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
-use crate::train::data::{read_conll, read_documents, read_tag_map, DocumentColumns, LabelledDocument, TaggedSentence};
 use crate::train::{ClassifierConfig, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {

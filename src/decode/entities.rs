@@ -12,6 +12,7 @@
 
 use serde::Serialize;
 
+use super::iob2::lenient_split;
 use super::scores::argmax;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,17 +48,6 @@ struct Tagged {
     score: f32,
     start: usize,
     end: usize,
-}
-
-/// transformers' `get_tag`: `B-X` -> (B, X), `I-X` -> (I, X), anything else -> (I, itself).
-fn split_tag(label: &str) -> (bool, &str) {
-    if let Some(kind) = label.strip_prefix("B-") {
-        (true, kind)
-    } else if let Some(kind) = label.strip_prefix("I-") {
-        (false, kind)
-    } else {
-        (false, label)
-    }
 }
 
 /// Entity spans in text order, with `text` cut from `text` by character offsets.
@@ -131,7 +121,7 @@ fn group(units: &[Tagged], labels: &[String]) -> Vec<Span> {
     let mut current: Vec<&Tagged> = Vec::new();
     let mut flush = |current: &mut Vec<&Tagged>| {
         if let Some(first) = current.first() {
-            let (_, kind) = split_tag(&labels[first.tag]);
+            let (_, kind) = lenient_split(&labels[first.tag]);
             if kind != "O" {
                 let score = current.iter().map(|u| u.score).sum::<f32>() / current.len() as f32;
                 spans.push(Span {
@@ -146,8 +136,8 @@ fn group(units: &[Tagged], labels: &[String]) -> Vec<Span> {
     };
     for unit in units {
         if let Some(last) = current.last() {
-            let (begins, kind) = split_tag(&labels[unit.tag]);
-            let (_, last_kind) = split_tag(&labels[last.tag]);
+            let (begins, kind) = lenient_split(&labels[unit.tag]);
+            let (_, last_kind) = lenient_split(&labels[last.tag]);
             if kind != last_kind || begins {
                 flush(&mut current);
             }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::train::data::{parse_tag, LabelledDocument, TaggedSentence};
+use crate::decode::iob2::{self, parse_tag};
+use crate::ingest::labelled::{LabelledDocument, TaggedSentence};
 
 /// Gold data: labelled documents, or tagged sentences (id `PATH:LINE` of the first word).
 pub enum Gold {
@@ -321,7 +322,7 @@ fn label_warnings(cases: &[ClassificationCase], multi_label: bool, warnings: &mu
 
 fn type_warnings(cases: &[TaggingCase], warnings: &mut Vec<String>) {
     let kinds = |tags: &mut dyn Iterator<Item = &String>| -> BTreeSet<String> {
-        tags.filter_map(|t| parse_tag(t).filter(|(p, _)| *p != 'O').map(|(_, k)| k.to_string())).collect()
+        tags.filter_map(|t| iob2::entity_type(t).map(String::from)).collect()
     };
     let gold = kinds(&mut cases.iter().flat_map(|c| &c.gold));
     let predicted = kinds(&mut cases.iter().flat_map(|c| &c.predicted));

@@ -9,8 +9,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::classification::{classification_metrics, multi_label_metrics, prf};
-use super::report::{escape, html_table, inline, md_table, page, strings as owned, Section, DOCUMENTS_FILE};
+use super::report::documents_file;
+use super::report::{escape, html_table, inline, md_table, page, strings as owned, Section};
 use super::stats::{mcnemar, paired_bootstrap, BootstrapInterval, McNemar};
+use crate::fsutil::read_text;
 
 /// What was scored, with the paths of the metrics each side reports.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,10 +81,9 @@ fn read_side(dir: &Path) -> Result<Side> {
         &std::fs::read_to_string(&metrics_path).with_context(|| format!("{}: cannot read", metrics_path.display()))?,
     )
     .with_context(|| format!("{}: not valid JSON", metrics_path.display()))?;
-    let documents_path = dir.join(DOCUMENTS_FILE);
-    let text = std::fs::read_to_string(&documents_path).with_context(|| {
-        format!("{}: cannot read (reports of docclass before metrics schema 2 lack it)", documents_path.display())
-    })?;
+    let documents_path = documents_file(dir);
+    let text =
+        read_text(&documents_path).context("reports of docclass before metrics schema 2 lack the per-document file")?;
     let documents = text
         .lines()
         .enumerate()
@@ -162,7 +163,7 @@ pub fn run(a_dir: &Path, b_dir: &Path, args: &CompareOptions) -> Result<()> {
         "per_class_bootstrap": significance.per_class,
     });
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
-    let write = |name: &str, content: String| crate::intake::write_durably(&args.report.join(name), content.as_bytes());
+    let write = |name: &str, content: String| crate::fsutil::write_durably(&args.report.join(name), content.as_bytes());
     write("comparison.json", serde_json::to_string_pretty(&comparison)? + "\n")?;
     let (markdown, html) = render(&comparison, task);
     write("report.md", markdown)?;

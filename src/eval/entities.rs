@@ -9,44 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::classification::prf;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpanMode {
-    Default,
-    StrictIob2,
-}
-
-/// An entity: type and word range `[start, end)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Span {
-    pub kind: String,
-    pub start: usize,
-    pub end: usize,
-}
-
-pub fn spans(tags: &[String], mode: SpanMode) -> Vec<Span> {
-    let mut out = Vec::new();
-    let mut open: Option<Span> = None;
-    for (i, tag) in tags.iter().enumerate() {
-        let (prefix, kind) = match tag.split_once('-') {
-            Some((p, k)) if p == "B" || p == "I" => (p, k),
-            _ => ("O", ""),
-        };
-        let continues = prefix == "I" && open.as_ref().is_some_and(|s| s.kind == kind);
-        if continues {
-            open.as_mut().expect("checked").end = i + 1;
-            continue;
-        }
-        out.extend(open.take());
-        let starts = prefix == "B" || (prefix == "I" && mode == SpanMode::Default);
-        if starts {
-            open = Some(Span { kind: kind.to_string(), start: i, end: i + 1 });
-        }
-    }
-    out.extend(open);
-    out
-}
+use crate::decode::iob2::{spans, Span, SpanMode};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TypeScores {
@@ -178,15 +141,6 @@ mod tests {
 
     fn tags(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
-    }
-
-    #[test]
-    fn default_mode_starts_entities_at_stray_inside_tags_strict_mode_does_not() {
-        let t = tags("I-PER I-PER O B-LOC I-ORG");
-        let default: Vec<_> = spans(&t, SpanMode::Default).into_iter().map(|s| (s.kind, s.start, s.end)).collect();
-        assert_eq!(default, vec![("PER".into(), 0, 2), ("LOC".into(), 3, 4), ("ORG".into(), 4, 5)]);
-        let strict: Vec<_> = spans(&t, SpanMode::StrictIob2).into_iter().map(|s| (s.kind, s.start, s.end)).collect();
-        assert_eq!(strict, vec![("LOC".into(), 3, 4)]);
     }
 
     #[test]

@@ -5,8 +5,24 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-/// Gold and prediction per document, which `eval --compare` reads.
-pub const DOCUMENTS_FILE: &str = "documents.jsonl";
+/// Gold and prediction per document, which `--compare` reads (gzip; reports before
+/// 2026-12 have it plain as `documents.jsonl`).
+pub const DOCUMENTS_FILE: &str = "documents.jsonl.gz";
+const PLAIN_DOCUMENTS_FILE: &str = "documents.jsonl";
+/// The per-document files as reports before 2026-12 wrote them, uncompressed.
+pub const PLAIN_FILES: [&str; 2] = [PLAIN_DOCUMENTS_FILE, "predictions.jsonl"];
+/// The records of a model run, as `classify` writes them (gzip).
+pub const PREDICTIONS_FILE: &str = "predictions.jsonl.gz";
+
+/// The per-document file of a report directory: compressed, or plain from older reports.
+pub fn documents_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let plain = dir.join(PLAIN_DOCUMENTS_FILE);
+    if !dir.join(DOCUMENTS_FILE).exists() && plain.exists() {
+        plain
+    } else {
+        dir.join(DOCUMENTS_FILE)
+    }
+}
 
 fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)

@@ -11,7 +11,8 @@ use super::classification::{
     calibration, classification_metrics, coverage, log_loss, multi_label_metrics, Calibration, ClassificationMetrics,
     Coverage, MultiLabelMetrics,
 };
-use super::entities::{entity_errors, entity_metrics, spans, EntityMetrics, ErrorCounts, ErrorKind, Span, SpanMode};
+use super::entities::{entity_errors, entity_metrics, EntityMetrics, ErrorCounts, ErrorKind};
+use crate::decode::iob2::{spans, Span, SpanMode};
 
 pub struct ScoringOptions {
     pub target_accuracy: f64,

@@ -5,22 +5,16 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::batching::plan_batches;
-use super::features::word_means;
-use crate::decode::entities::{decode_entities, Aggregation, Entity, TokenScores};
-use crate::decode::scores::{argmax, rank, sigmoid, softmax, weighted_mean, window_max};
-use crate::eval::entities::{spans as spans_of_tags, SpanMode};
+use crate::decode::entities::Aggregation;
+use crate::decode::iob2;
+use crate::decode::scores::weighted_mean;
 use crate::ingest::{Document, Item};
-use crate::model::encoder::{first_token, mean_pool};
-use crate::model::heads::{ClassificationHead, Pooling};
-use crate::model::trained::{DocumentPooling, Tagger, TrainedHead};
-use crate::model::{Head, ModelBundle, PackedBatch};
+use crate::model::heads::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
+use crate::model::{ModelBundle, PackedBatch};
 use crate::output::record::{Classification, Record};
-use crate::text::lexical::split_words;
-use crate::text::windows::token_owners;
 use crate::text::{DocTokens, TextEncoder, Window, WindowOptions};
 
 #[derive(Clone, Copy, Debug)]
@@ -60,22 +54,21 @@ impl PipelineOptions {
 pub struct Pipeline {
     pub encoder: crate::model::Encoder,
     pub text: TextEncoder,
-    pub heads: Vec<Head>,
+    pub heads: Vec<Box<dyn TaskHead>>,
     pub model_name: String,
 }
 
 /// What one window contributes to its document.
 #[derive(Default)]
 pub(crate) struct WindowOutput {
-    /// Mean of the window's token states (zero-shot heads).
+    /// Mean of the window's token states (embeddings).
     pub(crate) mean: Option<Vec<f32>>,
     /// Feature extraction for training: the asked-for layers, concatenated per token,
     /// for the window's content tokens (`content × dim`), and their mean over the whole
     /// window (`dim`), as `mean` is for the last layer.
     pub(crate) layer_rows: Option<Vec<f32>>,
     pub(crate) layer_mean: Option<Vec<f32>>,
-    /// Per head index: label probabilities of a classification head, or the tag
-    /// probabilities of a token head, row after row for the window's content tokens.
+    /// Per head index: what the head's `forward` gave for this window.
     heads: Vec<Vec<f32>>,
 }
 
@@ -140,8 +133,7 @@ impl Pipeline {
                 }
             }
         }
-        let has_zero_shot = self.heads.iter().any(|h| matches!(h, Head::ZeroShot(_)));
-        let outputs = self.encode_windows(&window_ids, options.batch_tokens, has_zero_shot, None)?;
+        let outputs = self.encode_windows(&window_ids, options.batch_tokens, false, None)?;
         let mut per_doc: Vec<Vec<WindowOutput>> = prepared.iter().map(|_| Vec::new()).collect();
         for (&d, out) in window_doc.iter().zip(outputs) {
             per_doc[d].push(out);
@@ -161,111 +153,40 @@ impl Pipeline {
         Ok((records, stats))
     }
 
-    /// Entities of a trained tagger: words split as in its training corpus, each word's
-    /// emission from the mean of its tokens' projected features, Viterbi over the words.
-    fn tag_words(&self, tagger: &Tagger, text: &str, p: &Prepared, outs: &[WindowOutput], h: usize) -> Vec<Entity> {
-        let spans = split_words(text, &tagger.abbreviations);
-        if spans.is_empty() {
-            return Vec::new();
-        }
-        let chars: Vec<char> = text.chars().collect();
-        let (labels, confidence) = self.word_tags(tagger, &chars, &spans, p, outs, h);
-        spans_of_tags(&labels, SpanMode::StrictIob2)
-            .into_iter()
-            .map(|span| {
-                let (start, end) = (spans[span.start].0, spans[span.end - 1].1);
-                let words = span.end - span.start;
-                Entity {
-                    text: chars[start..end].iter().collect(),
-                    label: span.kind,
-                    start,
-                    end,
-                    score: confidence[span.start..span.end].iter().sum::<f32>() / words as f32,
-                }
-            })
-            .collect()
-    }
-
     /// Names of the classification heads (trained, checkpoint, zero-shot), in output order.
     pub fn classification_head_names(&self) -> Vec<String> {
-        self.heads
-            .iter()
-            .filter_map(|h| match h {
-                Head::Classification(c) => Some(c.name.clone()),
-                Head::ZeroShot(z) => Some(z.name.clone()),
-                Head::Trained(TrainedHead::Classifier(c)) => Some(c.spec.name.clone()),
-                _ => None,
-            })
-            .collect()
+        self.heads_for(Task::ClassifyDocuments).map(|h| h.name().to_string()).collect()
     }
 
     /// The labels of the classification head `name` (default: the first).
     pub fn classification_labels(&self, name: Option<&str>) -> Vec<String> {
-        self.heads
-            .iter()
-            .filter_map(|h| match h {
-                Head::Classification(c) => Some((&c.name, &c.labels)),
-                Head::ZeroShot(z) => Some((&z.name, &z.labels)),
-                Head::Trained(TrainedHead::Classifier(c)) => Some((&c.spec.name, &c.spec.labels)),
-                _ => None,
-            })
-            .find(|(n, _)| name.is_none_or(|name| name == n.as_str()))
-            .map(|(_, labels)| labels.clone())
+        self.heads_for(Task::ClassifyDocuments)
+            .find(|h| name.is_none_or(|name| name == h.name()))
+            .map(|h| h.labels().to_vec())
             .unwrap_or_default()
     }
 
-    /// The entity types of the trained tagger, if any.
+    /// The entity types of the word tagger, if any.
     pub fn tagger_types(&self) -> Vec<String> {
-        self.heads
-            .iter()
-            .find_map(|h| match h {
-                Head::Trained(TrainedHead::Tagger(t)) => {
-                    Some(t.spec.labels.iter().filter_map(|l| l.strip_prefix("B-")).map(String::from).collect())
-                }
-                _ => None,
-            })
-            .unwrap_or_default()
+        self.heads_for(Task::TagWords).next().map(|h| iob2::entity_types(h.labels())).unwrap_or_default()
     }
 
-    /// The tag of each word span and its marginal probability.
-    fn word_tags(
-        &self,
-        tagger: &Tagger,
-        chars: &[char],
-        spans: &[(usize, usize)],
-        p: &Prepared,
-        outs: &[WindowOutput],
-        h: usize,
-    ) -> (Vec<String>, Vec<f32>) {
-        let k = tagger.scores.labels;
-        let words: Vec<String> = spans.iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
-        let owners = token_owners(&p.windows, p.tokens.len());
-        let token_row = |j: usize| -> &[f32] {
-            let w = owners[j].0;
-            let row = j - p.windows[w].content.start;
-            &outs[w].heads[h][row * k..(row + 1) * k]
-        };
-        let dense_rows = word_means(&p.tokens.offsets, token_row, spans, k);
-        let (tags, confidence) = tagger.decode(&tagger.emissions(&dense_rows, &words));
-        (tags.iter().map(|&t| tagger.spec.labels[t].clone()).collect(), confidence)
+    fn heads_for(&self, task: Task) -> impl Iterator<Item = &dyn TaskHead> {
+        self.heads.iter().map(|h| h.as_ref()).filter(move |h| h.task() == task)
     }
 
     /// Tags of pre-tokenized texts (such as CoNLL sentences: words joined by spaces, with
-    /// each word's character span) from the pipeline's trained tagger.
+    /// each word's character span) from the pipeline's word tagger.
     pub fn tag_pretokenized(
         &self,
         texts: &[String],
         word_spans: &[Vec<(usize, usize)>],
         options: &PipelineOptions,
     ) -> Result<(Vec<Vec<String>>, usize)> {
-        let (h, tagger) = self
+        let h = self
             .heads
             .iter()
-            .enumerate()
-            .find_map(|(h, head)| match head {
-                Head::Trained(TrainedHead::Tagger(t)) => Some((h, t)),
-                _ => None,
-            })
+            .position(|head| head.task() == Task::TagWords)
             .context("the model has no tagger trained by docclass train")?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let encoded = self.encode_texts(&refs, options, false, None)?;
@@ -275,8 +196,8 @@ impl Pipeline {
             .zip(&encoded.outputs)
             .zip(texts.par_iter().zip(word_spans))
             .map(|((p, outs), (text, spans))| {
-                let chars: Vec<char> = text.chars().collect();
-                self.word_tags(tagger, &chars, spans, p, outs, h).0
+                let document = document_outputs(text, p, outs, h, options);
+                self.heads[h].word_tags(&document, spans).expect("a word tagger tags words")
             })
             .collect();
         Ok((tags, encoded.tokens))
@@ -320,10 +241,10 @@ impl Pipeline {
         Ok(EncodedTexts { prepared, outputs, tokens })
     }
 
-    /// Runs the encoder over all windows in planned batches and computes every head's
-    /// output per window, and the window's mean token state if `needs_mean` (zero-shot
-    /// heads, embeddings), and the concatenated states of `feature_layers` if given (for
-    /// training heads). Results come back in the order of `window_ids`.
+    /// Runs the encoder over all windows in planned batches and every head's forward pass
+    /// per window, and keeps the window's mean token state if `needs_mean` (embeddings)
+    /// and the concatenated states of `feature_layers` if given (for training heads).
+    /// Results come back in the order of `window_ids`.
     pub(crate) fn encode_windows(
         &self,
         window_ids: &[Vec<u32>],
@@ -333,19 +254,30 @@ impl Pipeline {
     ) -> Result<Vec<WindowOutput>> {
         let lens: Vec<usize> = window_ids.iter().map(Vec::len).collect();
         let mut outputs: Vec<WindowOutput> = window_ids.iter().map(|_| WindowOutput::default()).collect();
+        let layers = self.layers_needed(feature_layers);
+        let last = self.encoder.config().layers;
+        let frame = (self.text.leading_len(), self.text.trailing_len());
         for batch_indices in plan_batches(&lens, batch_tokens) {
             let mut batch = PackedBatch::default();
             for &i in &batch_indices {
                 batch.push(&window_ids[i]);
             }
-            let layers = self.layers_needed(feature_layers);
-            let states = LayerStates {
-                layers: layers.clone(),
-                states: self.encoder.forward_layers(&batch, &layers).context("encoder forward pass")?,
-            };
-            let mut results = self.run_heads(&states, &batch, needs_mean).context("task heads")?;
+            let states = self.encoder.forward_layers(&batch, &layers).context("encoder forward pass")?;
+            let states = BatchStates::new(layers.clone(), states, last, batch.lens.clone(), frame);
+            let mut results: Vec<WindowOutput> = batch.lens.iter().map(|_| WindowOutput::default()).collect();
+            for head in &self.heads {
+                let per_window = head.forward(&states).with_context(|| format!("head {}", head.name()))?;
+                for (out, values) in results.iter_mut().zip(per_window) {
+                    out.heads.push(values);
+                }
+            }
+            if needs_mean {
+                for (out, row) in results.iter_mut().zip(states.window_means(&[last])?) {
+                    out.mean = Some(row);
+                }
+            }
             if let Some(feature_layers) = feature_layers {
-                self.keep_features(&states.concat(feature_layers)?, &batch, &mut results)?;
+                Self::keep_features(&states, feature_layers, &mut results)?;
             }
             for (&i, out) in batch_indices.iter().zip(results) {
                 outputs[i] = out;
@@ -354,14 +286,13 @@ impl Pipeline {
         Ok(outputs)
     }
 
-    /// The encoder layers a batch must return: the last (for checkpoint and zero-shot
-    /// heads), those of the trained heads, and `feature_layers`.
+    /// The encoder layers a batch must return: those the heads read, the last (for
+    /// embeddings), and `feature_layers`.
     fn layers_needed(&self, feature_layers: Option<&[usize]>) -> Vec<usize> {
-        let mut layers = vec![self.encoder.config().layers];
+        let last = self.encoder.config().layers;
+        let mut layers = vec![last];
         for head in &self.heads {
-            if let Head::Trained(t) = head {
-                layers.extend(&t.spec().layers);
-            }
+            layers.extend(head.layers(last));
         }
         layers.extend(feature_layers.unwrap_or_default());
         layers.sort_unstable();
@@ -369,141 +300,25 @@ impl Pipeline {
         layers
     }
 
-    /// Fills `layer_rows` and `layer_mean` of each window from `features` `[tokens, dim]`.
-    fn keep_features(&self, features: &Tensor, batch: &PackedBatch, outs: &mut [WindowOutput]) -> Result<()> {
-        let starts = batch.starts();
-        let means = mean_pool(features, &starts, &batch.lens)?.to_vec2::<f32>()?;
+    /// Fills `layer_rows` and `layer_mean` of each window with the states of `layers`.
+    fn keep_features(states: &BatchStates, layers: &[usize], outs: &mut [WindowOutput]) -> Result<()> {
+        let features = states.layers(layers)?;
         let dim = features.dim(1)?;
-        let rows = features.flatten_all()?.to_vec1::<f32>()?;
-        let leading = self.text.leading_len();
-        for ((out, mean), (&start, &len)) in outs.iter_mut().zip(means).zip(starts.iter().zip(&batch.lens)) {
-            let content = len - leading - self.text.trailing_len();
-            out.layer_rows = Some(rows[(start + leading) * dim..(start + leading + content) * dim].to_vec());
+        let rows = states.content_rows(&features.flatten_all()?.to_vec1::<f32>()?, dim);
+        for ((out, mean), rows) in outs.iter_mut().zip(states.window_means(layers)?).zip(rows) {
+            out.layer_rows = Some(rows);
             out.layer_mean = Some(mean);
         }
         Ok(())
     }
 
-    fn run_heads(
-        &self,
-        states: &LayerStates,
-        batch: &PackedBatch,
-        needs_mean: bool,
-    ) -> candle_core::Result<Vec<WindowOutput>> {
-        let hidden = &states.concat(&[self.encoder.config().layers])?;
-        let starts = batch.starts();
-        let mut outs: Vec<WindowOutput> = batch.lens.iter().map(|_| WindowOutput::default()).collect();
-        let mean = if needs_mean
-            || self.heads.iter().any(|h| matches!(h, Head::Classification(c) if c.pooling == Pooling::Mean))
-        {
-            Some(mean_pool(hidden, &starts, &batch.lens)?)
-        } else {
-            None
-        };
-        if needs_mean {
-            let rows = mean.as_ref().expect("computed above").to_vec2::<f32>()?;
-            for (out, row) in outs.iter_mut().zip(rows) {
-                out.mean = Some(row);
-            }
-        }
-        let leading = self.text.leading_len();
-        for head in &self.heads {
-            let per_window: Vec<Vec<f32>> = match head {
-                Head::Classification(c) => {
-                    let pooled = match c.pooling {
-                        Pooling::First => first_token(hidden, &starts)?,
-                        Pooling::Mean => mean.clone().expect("computed for mean-pooled heads"),
-                    };
-                    c.logits(&pooled)?.to_vec2::<f32>()?.iter().map(|l| class_probabilities(c, l)).collect()
-                }
-                Head::TokenClassification(t) => {
-                    let n_labels = t.labels.len();
-                    let logits = t.logits(hidden)?.flatten_all()?.to_vec1::<f32>()?;
-                    starts
-                        .iter()
-                        .zip(&batch.lens)
-                        .map(|(&start, &len)| {
-                            let content = len - leading - self.text.trailing_len();
-                            let rows = &logits[(start + leading) * n_labels..(start + leading + content) * n_labels];
-                            rows.chunks(n_labels).flat_map(softmax).collect()
-                        })
-                        .collect()
-                }
-                Head::ZeroShot(_) => vec![Vec::new(); batch.lens.len()],
-                // A trained classifier reads the window's mean features.
-                Head::Trained(TrainedHead::Classifier(c)) => {
-                    mean_pool(&states.concat(&c.spec.layers)?, &starts, &batch.lens)?.to_vec2::<f32>()?
-                }
-                // A tagger reads `dense · x` of each content token: linear, so the mean
-                // over a word's tokens equals `dense` applied to the word's mean features.
-                Head::Trained(TrainedHead::Tagger(t)) => {
-                    let k = t.scores.labels;
-                    let features = states.concat(&t.spec.layers)?;
-                    let dim = features.dim(1)?;
-                    let dense = Tensor::from_slice(&t.scores.dense, (k, dim), features.device())?;
-                    let projected = features.matmul(&dense.t()?)?.flatten_all()?.to_vec1::<f32>()?;
-                    starts
-                        .iter()
-                        .zip(&batch.lens)
-                        .map(|(&start, &len)| {
-                            let content = len - leading - self.text.trailing_len();
-                            projected[(start + leading) * k..(start + leading + content) * k].to_vec()
-                        })
-                        .collect()
-                }
-            };
-            for (out, values) in outs.iter_mut().zip(per_window) {
-                out.heads.push(values);
-            }
-        }
-        Ok(outs)
-    }
-
     fn assemble(&self, doc: Document, p: &Prepared, outs: &[WindowOutput], options: &PipelineOptions) -> Record {
-        let weights: Vec<f32> = p.windows.iter().map(|w| w.content.len() as f32).collect();
         let mut classifications = Vec::new();
         let mut entity_lists = Vec::new();
         for (h, head) in self.heads.iter().enumerate() {
-            match head {
-                Head::Classification(c) => {
-                    let probs = weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
-                    classifications
-                        .push((c.name.clone(), classification(&c.labels, &probs, c.multi_label, options.top_k)));
-                }
-                Head::ZeroShot(z) => {
-                    let embedding = document_mean(&p.windows, outs);
-                    let probs = z.probabilities(&embedding);
-                    classifications.push((z.name.clone(), classification(&z.labels, &probs, false, options.top_k)));
-                }
-                Head::TokenClassification(t) => {
-                    let n_labels = t.labels.len();
-                    let owners = token_owners(&p.windows, p.tokens.len());
-                    let tokens: Vec<TokenScores> = owners
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &(w, _))| {
-                            let row = j - p.windows[w].content.start;
-                            let (start, end) = p.tokens.offsets[j];
-                            TokenScores {
-                                probs: &outs[w].heads[h][row * n_labels..(row + 1) * n_labels],
-                                start,
-                                end,
-                                word: p.tokens.word_ids[j],
-                            }
-                        })
-                        .collect();
-                    entity_lists.push(decode_entities(&doc.text, &tokens, &t.labels, options.aggregation));
-                }
-                Head::Trained(TrainedHead::Classifier(c)) => {
-                    let mut pooled = weighted_mean(outs.iter().zip(&weights).map(|(o, &w)| (o.heads[h].as_slice(), w)));
-                    if c.spec.pooling == DocumentPooling::MeanMax {
-                        pooled.extend(window_max(outs.iter().map(|o| o.heads[h].as_slice())));
-                    }
-                    let probs = c.probabilities(&pooled, &doc.text);
-                    let result = classification(&c.spec.labels, &probs, c.spec.multi_label, options.top_k);
-                    classifications.push((c.spec.name.clone(), result));
-                }
-                Head::Trained(TrainedHead::Tagger(t)) => entity_lists.push(self.tag_words(t, &doc.text, p, outs, h)),
+            match head.assemble(&document_outputs(&doc.text, p, outs, h, options)) {
+                HeadResult::Classification(c) => classifications.push((head.name().to_string(), c)),
+                HeadResult::Entities(e) => entity_lists.push(e),
             }
         }
         // The first classification head fills `label`/`scores`, the others `heads`; a
@@ -527,43 +342,21 @@ impl Pipeline {
     }
 }
 
-/// The encoder states of the layers one batch returned.
-struct LayerStates {
-    layers: Vec<usize>,
-    states: Vec<Tensor>,
-}
-
-impl LayerStates {
-    /// The states of `layers`, concatenated along the hidden dimension.
-    fn concat(&self, layers: &[usize]) -> candle_core::Result<Tensor> {
-        let parts: Vec<&Tensor> = layers
-            .iter()
-            .map(|l| &self.states[self.layers.iter().position(|k| k == l).expect("layers_needed covers every head")])
-            .collect();
-        if parts.len() == 1 {
-            Ok(parts[0].clone())
-        } else {
-            Tensor::cat(&parts, 1)
-        }
-    }
-}
-
-fn class_probabilities(head: &ClassificationHead, logits: &[f32]) -> Vec<f32> {
-    if head.multi_label {
-        sigmoid(logits)
-    } else {
-        softmax(logits)
-    }
-}
-
-fn classification(labels: &[String], probs: &[f32], multi_label: bool, top_k: Option<usize>) -> Classification {
-    let best = argmax(probs);
-    Classification {
-        label: labels[best].clone(),
-        score: probs[best],
-        scores: rank(labels, probs, top_k),
-        labels: multi_label
-            .then(|| labels.iter().zip(probs).filter(|(_, &p)| p >= 0.5).map(|(l, _)| l.clone()).collect()),
+/// What head `h` sees of one document.
+fn document_outputs<'a>(
+    text: &'a str,
+    p: &'a Prepared,
+    outs: &'a [WindowOutput],
+    h: usize,
+    options: &PipelineOptions,
+) -> DocumentOutputs<'a> {
+    DocumentOutputs {
+        text,
+        tokens: &p.tokens,
+        windows: &p.windows,
+        outputs: outs.iter().map(|o| o.heads[h].as_slice()).collect(),
+        top_k: options.top_k,
+        aggregation: options.aggregation,
     }
 }
 

@@ -8,8 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::pipeline::{Pipeline, PipelineOptions};
-use crate::model::heads::{unit_length, ZeroShotHead};
-use crate::model::Head;
+use crate::model::heads::zero_shot::{unit_length, ZeroShotHead};
 
 /// e5 was trained with a contrastive temperature of 0.01; cosine similarities of e5
 /// embeddings sit in a narrow band, so the softmax needs a small temperature to spread.
@@ -64,7 +63,7 @@ impl Pipeline {
             unit_descriptions.push((index, unit_length(&embedding)));
         }
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "zero-shot".into());
-        self.heads.push(Head::ZeroShot(ZeroShotHead { name, labels, descriptions: unit_descriptions, temperature }));
+        self.heads.push(Box::new(ZeroShotHead { name, labels, descriptions: unit_descriptions, temperature }));
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod extract;
 pub mod formats;
+pub mod labelled;
 pub mod walk;
 
 use serde::Serialize;

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::state::Entry;
-use super::{sidecar, write_durably};
+use crate::fsutil::{sidecar, write_durably};
 
 /// What a run has done so far; also the end-of-run summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ pub struct Journal {
 impl Journal {
     /// Opens the journal, cut back to `bytes` (0: a new one).
     pub fn open(path: &Path, bytes: u64) -> Result<Self> {
-        Ok(Self { out: BufWriter::new(super::open_cut_back(path, bytes)?) })
+        Ok(Self { out: BufWriter::new(crate::fsutil::open_cut_back(path, bytes)?) })
     }
 
     pub fn add(&mut self, entry: &Entry) -> Result<()> {

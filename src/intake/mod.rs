@@ -8,50 +8,9 @@ pub mod state;
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-
-/// A sibling of `path` named `.NAME.SUFFIX`: where a run keeps its files beside the output.
-pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{suffix}"))
-}
-
-/// Writes `content` to `path` so that a reader sees the old or the new file, never a
-/// part: a temporary sibling, synced, renamed over it.
-pub fn write_durably(path: &Path, content: &[u8]) -> Result<()> {
-    let partial = sidecar(path, "tmp");
-    let mut file = File::create(&partial).with_context(|| format!("{}: cannot create", partial.display()))?;
-    file.write_all(content)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("{}: cannot write", partial.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("{}: cannot replace", path.display()))?;
-    sync_parent(path);
-    Ok(())
-}
-
-/// Opens `path` for appending after its first `keep` bytes (created when missing): an
-/// interrupted run's file cut back to what its checkpoint covers.
-pub fn open_cut_back(path: &Path, keep: u64) -> Result<File> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?;
-    file.set_len(keep).with_context(|| format!("{}: cannot cut back", path.display()))?;
-    file.seek(std::io::SeekFrom::End(0))?;
-    Ok(file)
-}
-
-/// Makes a rename in the folder durable (power loss); best effort where unsupported.
-pub fn sync_parent(path: &Path) {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(dir) = File::open(parent) {
-        dir.sync_all().ok();
-    }
-}
 
 /// An exclusive lock on a file beside the output (or state): held while the run lives,
 /// released by the operating system when the process ends, even by `kill -9`.

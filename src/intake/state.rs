@@ -82,6 +82,6 @@ impl State {
             text += &serde_json::to_string(e)?;
             text.push('\n');
         }
-        super::write_durably(&self.path, text.as_bytes())
+        crate::fsutil::write_durably(&self.path, text.as_bytes())
     }
 }

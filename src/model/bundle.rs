@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 
 use super::config::{EncoderConfig, HfConfig};
 use super::encoder::Encoder;
-use super::heads::{ClassificationHead, Head, TokenClassificationHead};
+use super::heads::{ClassificationHead, TaskHead, TokenClassificationHead};
 use super::trained;
 use super::weights::SafetensorFiles;
 
@@ -43,7 +43,7 @@ pub struct ModelBundle {
     pub config: HfConfig,
     pub encoder: Encoder,
     pub tokenizer: Tokenizer,
-    pub heads: Vec<Head>,
+    pub heads: Vec<Box<dyn TaskHead>>,
     pub settings: ModelSettings,
 }
 
@@ -86,7 +86,7 @@ impl ModelBundle {
             let head_dir = dir.join(head);
             let loaded = trained::load_head(&head_dir, &encoder_fingerprint, hidden)
                 .map_err(|e| ModelError::Invalid { path: head_dir.clone(), message: format!("{e:#}") })?;
-            bundle.heads.push(Head::Trained(loaded));
+            bundle.heads.push(loaded);
         }
         bundle.name = directory_name(dir);
         Ok(bundle)
@@ -284,23 +284,17 @@ pub fn model_fingerprint(dir: &Path) -> Result<String, ModelError> {
 }
 
 /// Heads named by `architectures` in config.json.
-fn load_hf_heads(vb: &VarBuilder, config: &HfConfig, encoder: &EncoderConfig) -> candle_core::Result<Vec<Head>> {
-    let mut heads = Vec::new();
+fn load_hf_heads(
+    vb: &VarBuilder,
+    config: &HfConfig,
+    encoder: &EncoderConfig,
+) -> candle_core::Result<Vec<Box<dyn TaskHead>>> {
+    let mut heads: Vec<Box<dyn TaskHead>> = Vec::new();
     for arch in &config.architectures {
         if arch.ends_with("ForSequenceClassification") {
-            heads.push(Head::Classification(ClassificationHead::load_hf(
-                vb,
-                config,
-                encoder.hidden,
-                "classification",
-            )?));
+            heads.push(Box::new(ClassificationHead::load_hf(vb, config, encoder.hidden, "classification")?));
         } else if arch.ends_with("ForTokenClassification") {
-            heads.push(Head::TokenClassification(TokenClassificationHead::load_hf(
-                vb,
-                config,
-                encoder.hidden,
-                "entities",
-            )?));
+            heads.push(Box::new(TokenClassificationHead::load_hf(vb, config, encoder.hidden, "entities")?));
         }
     }
     Ok(heads)

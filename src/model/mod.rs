@@ -12,4 +12,4 @@ pub mod weights;
 pub use bundle::{ModelBundle, ModelError};
 pub use config::{Architecture, EncoderConfig, HfConfig};
 pub use encoder::{Encoder, PackedBatch};
-pub use heads::{ClassificationHead, Head, TokenClassificationHead, ZeroShotHead};
+pub use heads::{ClassificationHead, TaskHead, TokenClassificationHead, ZeroShotHead};

@@ -1,14 +1,9 @@
-//! Heads trained by `docclass train`, as `classify` runs them. A head directory holds
-//! `head.json` (what the head is, which encoder and layers it reads, how it was
-//! trained) and `head.safetensors` (its weights). Both heads are linear in the encoder
-//! features, so a window's contribution is computed once per window and documents
-//! combine them by (weighted) means, exactly as training averaged the features:
-//! - [`DocumentClassifier`]: logistic regression on the text's mean features plus
-//!   TF-IDF of hashed word n-grams.
-//! - [`Tagger`]: a linear-chain CRF over words (mean features of the word's tokens plus
-//!   hashed word features), decoded with Viterbi under IOB2 constraints.
+//! The files of a head `docclass train` writes, and the weights both kinds share. A head
+//! directory holds `head.json` (what the head is, which encoder and layers it reads, how
+//! it was trained) and `head.safetensors` (its weights). The heads themselves are
+//! [`DocumentClassifier`] and [`Tagger`] in `model::heads`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -17,9 +12,10 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::scores::{sigmoid, softmax};
+use super::heads::tagger::Transitions;
+use super::heads::{DocumentClassifier, Tagger, TaskHead};
 use crate::hashing::sha256_hex;
-use crate::text::lexical::{word_features, LexicalScheme};
+use crate::text::lexical::LexicalScheme;
 
 pub const HEAD_FILE: &str = "head.json";
 pub const WEIGHTS_FILE: &str = "head.safetensors";
@@ -167,229 +163,8 @@ impl LinearScores {
     }
 }
 
-pub struct DocumentClassifier {
-    pub spec: HeadSpec,
-    pub scores: LinearScores,
-    /// Inverse document frequency per lexical bucket.
-    pub idf: Vec<f32>,
-}
-
-impl DocumentClassifier {
-    pub fn lexical_scheme(&self) -> LexicalScheme {
-        self.spec.lexical_scheme.unwrap_or(LexicalScheme::WORDS_ONLY)
-    }
-
-    /// Label probabilities from the text's pooled features (as [`DocumentPooling`] says: the
-    /// mean, or the mean followed by the maximum) and its text.
-    pub fn probabilities(&self, pooled: &[f32], text: &str) -> Vec<f32> {
-        let counts = if self.idf.is_empty() {
-            Vec::new()
-        } else {
-            self.lexical_scheme().term_counts(text, self.spec.lexical_buckets)
-        };
-        let logits = self.logits(pooled, &counts);
-        if self.spec.multi_label {
-            sigmoid(&logits)
-        } else {
-            softmax(&logits)
-        }
-    }
-}
-
-impl DocumentClassifier {
-    /// The logits from pooled features and the text's term counts (by bucket, as
-    /// [`LexicalScheme::term_counts`] gives them); training scores data with it too.
-    pub fn logits(&self, pooled: &[f32], counts: &[(u32, f32)]) -> Vec<f32> {
-        let mut logits = self.scores.bias.clone();
-        let mut dense = vec![0.0; logits.len()];
-        self.scores.project(pooled, &mut dense);
-        logits.iter_mut().zip(&dense).for_each(|(l, d)| *l += d);
-        if !self.idf.is_empty() {
-            self.scores.add_lexical(self.lexical_scheme().tf_idf(counts, &self.idf), &mut logits);
-        }
-        logits
-    }
-}
-
-/// Which tag may follow which under IOB2: `I-X` only after `B-X` or `I-X`, and never first.
-pub struct Transitions {
-    /// `[from, to]`.
-    pub scores: Vec<f32>,
-    pub start: Vec<f32>,
-    pub end: Vec<f32>,
-    pub allowed: Vec<bool>,
-    pub allowed_start: Vec<bool>,
-}
-
-impl Transitions {
-    pub fn iob2_constraints(tags: &[String]) -> (Vec<bool>, Vec<bool>) {
-        let k = tags.len();
-        let inside_of = |t: &str| t.strip_prefix("I-").map(str::to_string);
-        let kind_of = |t: &str| t.split_once('-').map(|(_, k)| k.to_string());
-        let mut allowed = vec![true; k * k];
-        let mut allowed_start = vec![true; k];
-        for (to, tag) in tags.iter().enumerate() {
-            if let Some(kind) = inside_of(tag) {
-                allowed_start[to] = false;
-                for (from, prev) in tags.iter().enumerate() {
-                    allowed[from * k + to] = kind_of(prev).as_deref() == Some(kind.as_str());
-                }
-            }
-        }
-        (allowed, allowed_start)
-    }
-}
-
-pub struct Tagger {
-    pub spec: HeadSpec,
-    pub scores: LinearScores,
-    pub transitions: Transitions,
-    pub abbreviations: HashSet<String>,
-}
-
-/// Impossible under the constraints; finite so that sums stay finite.
-const FORBIDDEN: f32 = -1.0e4;
-
-impl Tagger {
-    /// Emission scores `[words, tags]`: `dense_rows` (the words' `dense · x`, already
-    /// projected) plus bias and lexical features.
-    pub fn emissions(&self, dense_rows: &[f32], words: &[String]) -> Vec<f32> {
-        let k = self.scores.labels;
-        let mut out = dense_rows.to_vec();
-        let mut buckets = Vec::new();
-        for (i, row) in out.chunks_exact_mut(k).enumerate() {
-            row.iter_mut().zip(&self.scores.bias).for_each(|(e, b)| *e += b);
-            if self.spec.lexical_buckets > 0 {
-                buckets.clear();
-                word_features(words, i, self.spec.lexical_buckets, &mut buckets);
-                self.scores.add_lexical(buckets.iter().map(|&b| (b, 1.0)), row);
-            }
-        }
-        out
-    }
-
-    /// The best tag sequence and each word's marginal probability of its tag.
-    pub fn decode(&self, emissions: &[f32]) -> (Vec<usize>, Vec<f32>) {
-        let tags = viterbi(&self.transitions, emissions, self.scores.labels);
-        let marginals = forward_backward(&self.transitions, emissions, self.scores.labels).0;
-        let k = self.scores.labels;
-        let confidence = tags.iter().enumerate().map(|(i, &t)| marginals[i * k + t]).collect();
-        (tags, confidence)
-    }
-}
-
-fn transition(t: &Transitions, from: usize, to: usize, k: usize) -> f32 {
-    if t.allowed[from * k + to] {
-        t.scores[from * k + to]
-    } else {
-        FORBIDDEN
-    }
-}
-
-fn start_score(t: &Transitions, tag: usize) -> f32 {
-    if t.allowed_start[tag] {
-        t.start[tag]
-    } else {
-        FORBIDDEN
-    }
-}
-
-/// The highest-scoring tag sequence for `[n, k]` emissions.
-pub fn viterbi(t: &Transitions, emissions: &[f32], k: usize) -> Vec<usize> {
-    let n = emissions.len() / k;
-    if n == 0 {
-        return Vec::new();
-    }
-    let mut score: Vec<f32> = (0..k).map(|y| start_score(t, y) + emissions[y]).collect();
-    let mut back = vec![0usize; n * k];
-    for i in 1..n {
-        let mut next = vec![0.0f32; k];
-        for to in 0..k {
-            let (best_from, best) = (0..k)
-                .map(|from| (from, score[from] + transition(t, from, to, k)))
-                .fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
-            next[to] = best + emissions[i * k + to];
-            back[i * k + to] = best_from;
-        }
-        score = next;
-    }
-    let mut last =
-        (0..k).map(|y| (y, score[y] + t.end[y])).fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a }).0;
-    let mut tags = vec![0usize; n];
-    for i in (0..n).rev() {
-        tags[i] = last;
-        last = back[i * k + last];
-    }
-    tags
-}
-
-fn log_sum_exp(values: impl Iterator<Item = f32> + Clone) -> f32 {
-    let max = values.clone().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    max + values.map(|v| (v - max).exp()).sum::<f32>().ln()
-}
-
-/// Marginals `[n, k]` of each word's tag, the expected transition counts `[k, k]`, and
-/// the log partition function.
-pub fn forward_backward(t: &Transitions, emissions: &[f32], k: usize) -> (Vec<f32>, Vec<f32>, f32) {
-    let n = emissions.len() / k;
-    let mut alpha = vec![0.0f32; n * k];
-    let mut beta = vec![0.0f32; n * k];
-    for y in 0..k {
-        alpha[y] = start_score(t, y) + emissions[y];
-    }
-    for i in 1..n {
-        for to in 0..k {
-            let prev = &alpha[(i - 1) * k..i * k];
-            alpha[i * k + to] =
-                log_sum_exp((0..k).map(|from| prev[from] + transition(t, from, to, k))) + emissions[i * k + to];
-        }
-    }
-    for y in 0..k {
-        beta[(n - 1) * k + y] = t.end[y];
-    }
-    for i in (0..n.saturating_sub(1)).rev() {
-        for from in 0..k {
-            beta[i * k + from] = log_sum_exp(
-                (0..k).map(|to| transition(t, from, to, k) + emissions[(i + 1) * k + to] + beta[(i + 1) * k + to]),
-            );
-        }
-    }
-    let log_z = log_sum_exp((0..k).map(|y| alpha[(n - 1) * k + y] + t.end[y]));
-    let marginals: Vec<f32> = alpha.iter().zip(&beta).map(|(a, b)| (a + b - log_z).exp()).collect();
-    let mut pairs = vec![0.0f32; k * k];
-    for i in 1..n {
-        for from in 0..k {
-            for to in 0..k {
-                let s =
-                    alpha[(i - 1) * k + from] + transition(t, from, to, k) + emissions[i * k + to] + beta[i * k + to]
-                        - log_z;
-                pairs[from * k + to] += s.exp();
-            }
-        }
-    }
-    (marginals, pairs, log_z)
-}
-
-/// A trained head, loaded.
-pub enum TrainedHead {
-    Classifier(DocumentClassifier),
-    Tagger(Tagger),
-}
-
-impl TrainedHead {
-    pub fn spec(&self) -> &HeadSpec {
-        match self {
-            TrainedHead::Classifier(c) => &c.spec,
-            TrainedHead::Tagger(t) => &t.spec,
-        }
-    }
-}
-
 /// Loads a head directory; `encoder_fingerprint` must match the one it was trained on.
-pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result<TrainedHead> {
+pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result<Box<dyn TaskHead>> {
     let spec_path = dir.join(HEAD_FILE);
     let spec: HeadSpec = serde_json::from_str(
         &std::fs::read_to_string(&spec_path).with_context(|| format!("{}: cannot read", spec_path.display()))?,
@@ -443,10 +218,10 @@ pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result
     Ok(match spec.kind {
         HeadKind::DocumentClassifier => {
             let idf = if scores.lexical.ids.is_empty() { Vec::new() } else { get("idf", spec.lexical_buckets)? };
-            TrainedHead::Classifier(DocumentClassifier { spec, scores, idf })
+            Box::new(DocumentClassifier { spec, scores, idf })
         }
         HeadKind::Tagger => {
-            let (allowed, allowed_start) = Transitions::iob2_constraints(&spec.labels);
+            let (allowed, allowed_start) = crate::decode::iob2::allowed_transitions(&spec.labels);
             let transitions = Transitions {
                 scores: get("transitions", k * k)?,
                 start: get("start", k)?,
@@ -455,7 +230,7 @@ pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result
                 allowed_start,
             };
             let abbreviations = spec.abbreviations.iter().cloned().collect();
-            TrainedHead::Tagger(Tagger { spec, scores, transitions, abbreviations })
+            Box::new(Tagger { spec, scores, transitions, abbreviations })
         }
     })
 }

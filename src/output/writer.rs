@@ -1,7 +1,7 @@
 //! Writers. Output goes to `.NAME.partial` beside the target, which is renamed over it
 //! only when the run completes, so an existing file is never left half-replaced; `-`
 //! writes to stdout. A killed run's partial file is taken up again from the length its
-//! checkpoint recorded (see [`crate::intake::checkpoint`]).
+//! checkpoint recorded (see `intake::checkpoint`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -64,11 +64,11 @@ impl Sink {
         }
         refuse_existing(target, force)?;
         target.file_name().with_context(|| format!("{}: not a file name", target.display()))?;
-        let partial = crate::intake::sidecar(target, "partial");
+        let partial = crate::fsutil::sidecar(target, "partial");
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
         }
-        let file = crate::intake::open_cut_back(&partial, resume_at)?;
+        let file = crate::fsutil::open_cut_back(&partial, resume_at)?;
         Ok(Sink::File { out: BufWriter::new(file), partial, target: target.to_path_buf() })
     }
 
@@ -102,7 +102,7 @@ impl Sink {
                 file.sync_all().with_context(|| format!("{}: sync failed", partial.display()))?;
                 std::fs::rename(&partial, &target)
                     .with_context(|| format!("renaming {} to {}", partial.display(), target.display()))?;
-                crate::intake::sync_parent(&target);
+                crate::fsutil::sync_parent(&target);
                 Ok(())
             }
         }

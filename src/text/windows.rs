@@ -178,6 +178,42 @@ pub fn token_owners(windows: &[Window], n: usize) -> Vec<(usize, usize)> {
     owners
 }
 
+/// For each word span, the mean of `row(j)` over the tokens `j` whose character span
+/// overlaps it (a token such as `).` can belong to two words). A word that no token
+/// covers (only characters the tokenizer drops) gets zeros. Rows are `dim` long; the
+/// result is flattened `words × dim`.
+pub fn word_means<'a>(
+    token_offsets: &[(usize, usize)],
+    row: impl Fn(usize) -> &'a [f32],
+    words: &[(usize, usize)],
+    dim: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; words.len() * dim];
+    let mut first = 0;
+    for (w, &(start, end)) in words.iter().enumerate() {
+        while first < token_offsets.len() && token_offsets[first].1 <= start {
+            first += 1;
+        }
+        let target = &mut out[w * dim..(w + 1) * dim];
+        let mut count = 0;
+        for (j, &(ts, te)) in token_offsets.iter().enumerate().skip(first) {
+            if ts >= end {
+                break;
+            }
+            if te > start && te > ts {
+                for (t, &x) in target.iter_mut().zip(row(j)) {
+                    *t += x;
+                }
+                count += 1;
+            }
+        }
+        if count > 1 {
+            target.iter_mut().for_each(|t| *t /= count as f32);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +225,16 @@ mod tests {
         let by_window: Vec<usize> = owners.iter().map(|o| o.0).collect();
         // Token 4: distance 1 in window 0, 0 in window 1; token 5: 0 vs 1.
         assert_eq!(by_window, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn word_means_average_the_overlapping_tokens() {
+        // "ab c)." tokens: "ab" 0..2, " c" 2..4 (spans the space), ")." 4..6
+        let offsets = [(0, 2), (2, 4), (4, 6)];
+        let rows = [vec![1.0, 0.0], vec![0.0, 1.0], vec![3.0, 3.0]];
+        // words: "ab" 0..2, "c" 3..4, ")" 4..5, "." 5..6, and one no token covers
+        let words = [(0, 2), (3, 4), (4, 5), (5, 6), (7, 8)];
+        let out = word_means(&offsets, |j| &rows[j], &words, 2);
+        assert_eq!(out, vec![1.0, 0.0, 0.0, 1.0, 3.0, 3.0, 3.0, 3.0, 0.0, 0.0]);
     }
 }

@@ -4,7 +4,6 @@
 
 pub mod cache;
 pub mod classifier;
-pub mod data;
 pub mod logistic;
 pub mod optim;
 pub mod tagger;

@@ -11,14 +11,14 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::cache::FeatureSet;
-use super::data::{parse_tag, TaggedSentence};
 use super::optim::{Adam, EpochLoop, Standardizer};
 use super::{head_record, Example, Split, TrainContext};
-use crate::eval::entities::{entity_metrics, SpanMode};
+use crate::decode::iob2::{self, SpanMode};
+use crate::eval::entities::entity_metrics;
+use crate::ingest::labelled::TaggedSentence;
 use crate::logging;
-use crate::model::trained::{
-    forward_backward, save_head, viterbi, HeadKind, HeadSpec, LexicalTable, Transitions, HEAD_FORMAT,
-};
+use crate::model::heads::tagger::{forward_backward, viterbi, Transitions};
+use crate::model::trained::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::text::lexical::word_features;
 
 /// A word ending in a period must occur this often in training to count as an abbreviation.
@@ -41,7 +41,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         .train
         .iter()
         .flat_map(|e| e.item.tags.iter())
-        .filter_map(|t| parse_tag(t).filter(|(p, _)| *p != 'O').map(|(_, k)| k.to_string()))
+        .filter_map(|t| iob2::entity_type(t).map(String::from))
         .collect();
     if kinds.is_empty() {
         bail!("{}: no entity tags in the training data", args.train.display());
@@ -85,7 +85,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         buckets,
         dense_rate: tagging.dense_learning_rate / tagging.learning_rate,
         standardizer: &standardizer,
-        constraints: Transitions::iob2_constraints(&tags),
+        constraints: iob2::allowed_transitions(&tags),
     };
     let mut adam = Adam::new(model.len(), tagging.learning_rate, tagging.l2);
     let log_path = context.staging.join("train-log.jsonl");
@@ -195,27 +195,12 @@ fn prepare<'a>(
                 .collect();
             let mut tag_ids: Vec<usize> = e.item.tags.iter().map(|t| index[t.as_str()]).collect();
             if repair {
-                repaired += repair_iob2(&mut tag_ids, tags);
+                repaired += iob2::repair(&mut tag_ids, tags);
             }
             Prepared { features: e.features, index: e.index, gold: &e.item.tags, lexical, tags: tag_ids }
         })
         .collect();
     (prepared, repaired)
-}
-
-/// Turns every `I-X` that does not follow `B-X`/`I-X` into `B-X`; returns how many.
-fn repair_iob2(tag_ids: &mut [usize], tags: &[String]) -> usize {
-    let mut repaired = 0;
-    for i in 0..tag_ids.len() {
-        let Some(kind) = tags[tag_ids[i]].strip_prefix("I-") else { continue };
-        let follows = i > 0 && tags[tag_ids[i - 1]].split_once('-').is_some_and(|(_, k)| k == kind);
-        if !follows {
-            let begin = format!("B-{kind}");
-            tag_ids[i] = tags.iter().position(|t| *t == begin).expect("B- exists for every type");
-            repaired += 1;
-        }
-    }
-    repaired
 }
 
 /// Words ending in a period, seen often enough in training, that the corpus keeps as

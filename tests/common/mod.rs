@@ -21,30 +21,32 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-/// The real encoder fetched by scripts/setup.sh, or None with a message saying why
-/// the test is skipped.
-pub fn real_model() -> Option<PathBuf> {
+/// The real encoder fetched by scripts/setup.sh. Tests that need it or a dataset are
+/// `#[ignore]`d, so that a plain `cargo test` says they did not run; the README's test
+/// command (`-- --include-ignored`, run by CI after set-up) runs them, and there a
+/// missing file fails the test.
+pub fn real_model() -> PathBuf {
     let dir = root().join("models/multilingual-e5-small");
-    if dir.join("model.safetensors").exists() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: the real encoder is not fetched ({} is missing); run scripts/setup.sh", dir.display());
-        None
-    }
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "the real encoder is not fetched ({} is missing): run scripts/setup.sh",
+        dir.display()
+    );
+    dir
 }
 
 /// A labelled dataset file: datasets/ (copied by setup) or ../shared/datasets.
-pub fn dataset(relative: &str) -> Option<PathBuf> {
+pub fn dataset(relative: &str) -> PathBuf {
     let candidates = [root().join("datasets").join(relative), root().join("../shared/datasets").join(relative)];
-    let found = candidates.into_iter().find(|p| p.exists());
-    if found.is_none() {
-        eprintln!("SKIPPED: dataset file {relative} not found; run scripts/setup.sh");
-    }
-    found
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("dataset file {relative} not found: run scripts/setup.sh"))
 }
 
+/// JSON lines of a file, plain or gzip.
 pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
+    docclass::fsutil::read_text(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).expect("each output line is JSON"))

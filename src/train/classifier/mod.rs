@@ -31,14 +31,13 @@ use half::f16;
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::data::LabelledDocument;
 use super::logistic::{Fit, Linear, Row};
 use super::{decimal, head_record, Example, PoolingChoice, Split, TrainContext};
 use crate::decode::scores::argmax;
+use crate::ingest::labelled::LabelledDocument;
 use crate::logging;
-use crate::model::trained::{
-    save_head, DocumentClassifier, DocumentPooling, HeadKind, HeadSpec, LexicalTable, LinearScores, HEAD_FORMAT,
-};
+use crate::model::heads::DocumentClassifier;
+use crate::model::trained::{save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, LinearScores, HEAD_FORMAT};
 use card::model_card;
 use inputs::{Document, Inputs, SCHEME};
 use selection::{blocked_folds, Blend, Evaluated, Scored, Setting, Task};

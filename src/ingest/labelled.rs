@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::ingest::decode_text;
+use super::decode_text;
+use crate::decode::iob2::parse_tag;
 
 /// A column given by its header name or by its 1-based position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,18 +260,6 @@ pub fn read_tag_map(path: &Path) -> Result<BTreeMap<String, String>> {
         bail!("{}: the tag map is empty", path.display());
     }
     Ok(map)
-}
-
-/// Splits an IOB2 tag into its prefix (`B`, `I` or `O`) and type.
-pub fn parse_tag(tag: &str) -> Option<(char, &str)> {
-    if tag == "O" {
-        return Some(('O', ""));
-    }
-    let (prefix, kind) = tag.split_once('-')?;
-    match prefix {
-        "B" | "I" if !kind.is_empty() => Some((prefix.chars().next()?, kind)),
-        _ => None,
-    }
 }
 
 /// Sentences of a CoNLL file: one `WORD TAG` per line (space or tab; the word is the

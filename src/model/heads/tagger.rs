@@ -1,0 +1,248 @@
+//! The tagger `docclass train` writes: a linear-chain CRF over words. A word's emission
+//! is the mean of its tokens' projected encoder features plus hashed word features;
+//! tags are decoded with Viterbi under IOB2 constraints, and each word's confidence is
+//! the marginal probability of its tag.
+
+use std::any::Any;
+use std::collections::HashSet;
+
+use candle_core::Tensor;
+
+use super::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
+use crate::decode::entities::Entity;
+use crate::decode::iob2::{self, SpanMode};
+use crate::model::trained::{HeadSpec, LinearScores};
+use crate::text::lexical::{split_words, word_features};
+use crate::text::windows::{token_owners, word_means};
+
+/// Which tag may follow which under IOB2: `I-X` only after `B-X` or `I-X`, and never first.
+pub struct Transitions {
+    /// `[from, to]`.
+    pub scores: Vec<f32>,
+    pub start: Vec<f32>,
+    pub end: Vec<f32>,
+    pub allowed: Vec<bool>,
+    pub allowed_start: Vec<bool>,
+}
+
+pub struct Tagger {
+    pub spec: HeadSpec,
+    pub scores: LinearScores,
+    pub transitions: Transitions,
+    pub abbreviations: HashSet<String>,
+}
+
+/// Impossible under the constraints; finite so that sums stay finite.
+const FORBIDDEN: f32 = -1.0e4;
+
+impl Tagger {
+    /// Emission scores `[words, tags]`: `dense_rows` (the words' `dense · x`, already
+    /// projected) plus bias and lexical features.
+    pub fn emissions(&self, dense_rows: &[f32], words: &[String]) -> Vec<f32> {
+        let k = self.scores.labels;
+        let mut out = dense_rows.to_vec();
+        let mut buckets = Vec::new();
+        for (i, row) in out.chunks_exact_mut(k).enumerate() {
+            row.iter_mut().zip(&self.scores.bias).for_each(|(e, b)| *e += b);
+            if self.spec.lexical_buckets > 0 {
+                buckets.clear();
+                word_features(words, i, self.spec.lexical_buckets, &mut buckets);
+                self.scores.add_lexical(buckets.iter().map(|&b| (b, 1.0)), row);
+            }
+        }
+        out
+    }
+
+    /// The best tag sequence and each word's marginal probability of its tag.
+    pub fn decode(&self, emissions: &[f32]) -> (Vec<usize>, Vec<f32>) {
+        let tags = viterbi(&self.transitions, emissions, self.scores.labels);
+        let marginals = forward_backward(&self.transitions, emissions, self.scores.labels).0;
+        let k = self.scores.labels;
+        let confidence = tags.iter().enumerate().map(|(i, &t)| marginals[i * k + t]).collect();
+        (tags, confidence)
+    }
+}
+
+impl Tagger {
+    /// The tag of each word span of the document and its marginal probability.
+    fn tags_with_confidence(
+        &self,
+        document: &DocumentOutputs,
+        chars: &[char],
+        spans: &[(usize, usize)],
+    ) -> (Vec<String>, Vec<f32>) {
+        let k = self.scores.labels;
+        let words: Vec<String> = spans.iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
+        let windows = document.windows;
+        let owners = token_owners(windows, document.tokens.len());
+        let token_row = |j: usize| -> &[f32] {
+            let w = owners[j].0;
+            let row = j - windows[w].content.start;
+            &document.outputs[w][row * k..(row + 1) * k]
+        };
+        let dense_rows = word_means(&document.tokens.offsets, token_row, spans, k);
+        let (tags, confidence) = self.decode(&self.emissions(&dense_rows, &words));
+        (tags.iter().map(|&t| self.spec.labels[t].clone()).collect(), confidence)
+    }
+}
+
+impl TaskHead for Tagger {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.spec.labels
+    }
+
+    fn task(&self) -> Task {
+        Task::TagWords
+    }
+
+    fn layers(&self, _last: usize) -> Vec<usize> {
+        self.spec.layers.clone()
+    }
+
+    /// `dense · x` of each content token. Linear, so the mean over a word's tokens equals
+    /// `dense` applied to the word's mean features, as training computed it.
+    fn forward(&self, batch: &BatchStates) -> candle_core::Result<Vec<Vec<f32>>> {
+        let k = self.scores.labels;
+        let features = batch.layers(&self.spec.layers)?;
+        let dense = Tensor::from_slice(&self.scores.dense, (k, features.dim(1)?), features.device())?;
+        let projected = features.matmul(&dense.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(batch.content_rows(&projected, k))
+    }
+
+    /// Entities of the words, split as in the training corpus.
+    fn assemble(&self, document: &DocumentOutputs) -> HeadResult {
+        let spans = split_words(document.text, &self.abbreviations);
+        if spans.is_empty() {
+            return HeadResult::Entities(Vec::new());
+        }
+        let chars: Vec<char> = document.text.chars().collect();
+        let (labels, confidence) = self.tags_with_confidence(document, &chars, &spans);
+        let entities = iob2::spans(&labels, SpanMode::StrictIob2)
+            .into_iter()
+            .map(|span| {
+                let (start, end) = (spans[span.start].0, spans[span.end - 1].1);
+                let words = span.end - span.start;
+                Entity {
+                    text: chars[start..end].iter().collect(),
+                    label: span.kind,
+                    start,
+                    end,
+                    score: confidence[span.start..span.end].iter().sum::<f32>() / words as f32,
+                }
+            })
+            .collect();
+        HeadResult::Entities(entities)
+    }
+
+    fn word_tags(&self, document: &DocumentOutputs, words: &[(usize, usize)]) -> Option<Vec<String>> {
+        let chars: Vec<char> = document.text.chars().collect();
+        Some(self.tags_with_confidence(document, &chars, words).0)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (trained, {} labels)", self.spec.name, self.spec.labels.len())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn transition(t: &Transitions, from: usize, to: usize, k: usize) -> f32 {
+    if t.allowed[from * k + to] {
+        t.scores[from * k + to]
+    } else {
+        FORBIDDEN
+    }
+}
+
+fn start_score(t: &Transitions, tag: usize) -> f32 {
+    if t.allowed_start[tag] {
+        t.start[tag]
+    } else {
+        FORBIDDEN
+    }
+}
+
+/// The highest-scoring tag sequence for `[n, k]` emissions.
+pub fn viterbi(t: &Transitions, emissions: &[f32], k: usize) -> Vec<usize> {
+    let n = emissions.len() / k;
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut score: Vec<f32> = (0..k).map(|y| start_score(t, y) + emissions[y]).collect();
+    let mut back = vec![0usize; n * k];
+    for i in 1..n {
+        let mut next = vec![0.0f32; k];
+        for to in 0..k {
+            let (best_from, best) = (0..k)
+                .map(|from| (from, score[from] + transition(t, from, to, k)))
+                .fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+            next[to] = best + emissions[i * k + to];
+            back[i * k + to] = best_from;
+        }
+        score = next;
+    }
+    let mut last =
+        (0..k).map(|y| (y, score[y] + t.end[y])).fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a }).0;
+    let mut tags = vec![0usize; n];
+    for i in (0..n).rev() {
+        tags[i] = last;
+        last = back[i * k + last];
+    }
+    tags
+}
+
+fn log_sum_exp(values: impl Iterator<Item = f32> + Clone) -> f32 {
+    let max = values.clone().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    max + values.map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
+/// Marginals `[n, k]` of each word's tag, the expected transition counts `[k, k]`, and
+/// the log partition function.
+pub fn forward_backward(t: &Transitions, emissions: &[f32], k: usize) -> (Vec<f32>, Vec<f32>, f32) {
+    let n = emissions.len() / k;
+    let mut alpha = vec![0.0f32; n * k];
+    let mut beta = vec![0.0f32; n * k];
+    for y in 0..k {
+        alpha[y] = start_score(t, y) + emissions[y];
+    }
+    for i in 1..n {
+        for to in 0..k {
+            let prev = &alpha[(i - 1) * k..i * k];
+            alpha[i * k + to] =
+                log_sum_exp((0..k).map(|from| prev[from] + transition(t, from, to, k))) + emissions[i * k + to];
+        }
+    }
+    for y in 0..k {
+        beta[(n - 1) * k + y] = t.end[y];
+    }
+    for i in (0..n.saturating_sub(1)).rev() {
+        for from in 0..k {
+            beta[i * k + from] = log_sum_exp(
+                (0..k).map(|to| transition(t, from, to, k) + emissions[(i + 1) * k + to] + beta[(i + 1) * k + to]),
+            );
+        }
+    }
+    let log_z = log_sum_exp((0..k).map(|y| alpha[(n - 1) * k + y] + t.end[y]));
+    let marginals: Vec<f32> = alpha.iter().zip(&beta).map(|(a, b)| (a + b - log_z).exp()).collect();
+    let mut pairs = vec![0.0f32; k * k];
+    for i in 1..n {
+        for from in 0..k {
+            for to in 0..k {
+                let s =
+                    alpha[(i - 1) * k + from] + transition(t, from, to, k) + emissions[i * k + to] + beta[i * k + to]
+                        - log_z;
+                pairs[from * k + to] += s.exp();
+            }
+        }
+    }
+    (marginals, pairs, log_z)
+}
