@@ -1,5 +1,7 @@
 //! Command-line definitions. Every flag is documented where it is defined; `docclass
-//! help COMMAND` prints these texts.
+//! help COMMAND` prints these texts. One file (~500 lines, mostly help text) so that a
+//! reader sees every command's flags side by side, as ripgrep keeps its flags; the
+//! commands lower them into the library's config structs.
 
 use std::path::PathBuf;
 

@@ -55,6 +55,28 @@ pub fn sync_parent(path: &Path) {
     }
 }
 
+/// An existing output file is only replaced with `--force` (`-` is stdout).
+pub fn refuse_existing(target: &Path, force: bool) -> Result<()> {
+    if target != Path::new("-") && target.exists() && !force {
+        anyhow::bail!("{}: output file exists (use --force to overwrite it)", target.display());
+    }
+    Ok(())
+}
+
+/// An output folder that holds files (a head, a report: `what`) is only replaced with
+/// `--force`.
+pub fn refuse_existing_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
+    let occupied = dir.is_dir()
+        && std::fs::read_dir(dir).with_context(|| format!("{}: cannot read", dir.display()))?.next().is_some();
+    if occupied && !force {
+        anyhow::bail!("{} exists and is not empty; give --force to replace the {what} in it", dir.display());
+    }
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("{} exists and is not a directory", dir.display());
+    }
+    Ok(())
+}
+
 /// `bytes` gzip-compressed, with no timestamp or file name in the header, so that the
 /// same content always gives the same file.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {

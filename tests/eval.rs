@@ -344,3 +344,91 @@ fn the_html_report_is_self_contained() {
     }
     assert_eq!(docclass::fsutil::read_text(&report.join("documents.jsonl.gz")).unwrap().lines().count(), 60);
 }
+
+/// Every committed metrics.json and comparison.json reads back into docclass's types
+/// and writes out byte for byte, and each report folder's report.md and report.html are
+/// what the renderer makes of its metrics.json: nothing is lost or renamed on the way.
+#[test]
+fn committed_reports_read_back_and_render_byte_for_byte() {
+    use docclass::eval::metrics::{Comparison, MetricsFile, COMPARISON_SCHEMA, METRICS_SCHEMA};
+    let mut files = Vec::new();
+    let mut pending = vec![root().join("eval")];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().is_some_and(|n| n == "metrics.json" || n == "comparison.json") {
+                files.push(path);
+            }
+        }
+    }
+    let (mut metrics_files, mut comparisons) = (0, 0);
+    for path in &files {
+        let text = fs::read_to_string(path).unwrap();
+        let schema = serde_json::from_str::<Value>(&text).unwrap()["schema"].as_str().map(String::from);
+        let written = match schema.as_deref() {
+            Some(METRICS_SCHEMA) => {
+                let metrics: MetricsFile =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let dir = path.parent().unwrap();
+                for (name, rendered) in [
+                    ("report.md", docclass::eval::report::markdown(&metrics)),
+                    ("report.html", docclass::eval::report::html(&metrics)),
+                ] {
+                    assert!(
+                        fs::read_to_string(dir.join(name)).unwrap() == rendered,
+                        "{}: {name} differs",
+                        dir.display()
+                    );
+                }
+                metrics_files += 1;
+                serde_json::to_string_pretty(&metrics).unwrap()
+            }
+            Some(COMPARISON_SCHEMA) => {
+                let comparison: Comparison =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                comparisons += 1;
+                serde_json::to_string_pretty(&comparison).unwrap()
+            }
+            _ => continue,
+        };
+        let written = written + "\n";
+        if let Some((ours, theirs)) = written.lines().zip(text.lines()).find(|(a, b)| a != b) {
+            panic!("{}: not written back byte for byte: {ours:?} instead of {theirs:?}", path.display());
+        }
+        assert_eq!(written.len(), text.len(), "{}: not written back byte for byte", path.display());
+    }
+    assert!(metrics_files >= 5 && comparisons >= 5, "{metrics_files} metrics files, {comparisons} comparisons");
+}
+
+/// `--compare` of committed reports renders the committed comparison again (its
+/// command line aside).
+#[test]
+fn committed_comparisons_are_reproduced() {
+    let dir = tempfile::tempdir().unwrap();
+    let baselines = root().join("eval/area-of-law/baselines");
+    for system in ["char-wb-2-5-grams-linearsvc-c-1", "word-1-2-grams-lr-c-30", "word-1-2-char-wb-2-5-grams-lr-c-30"] {
+        let committed = baselines.join(format!("head-vs-{system}"));
+        let out = dir.path().join(system);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_docclass"))
+            .current_dir(root())
+            .args(["eval", "--compare", "eval/area-of-law/ler_court_cls-test"])
+            .arg(format!("eval/area-of-law/baselines/{system}-test"))
+            .arg("--report")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", stderr(&run));
+        let without_command = |text: String| -> Vec<String> {
+            text.lines().filter(|l| !l.contains("command")).map(String::from).collect()
+        };
+        for name in ["comparison.json", "report.md"] {
+            assert_eq!(
+                without_command(fs::read_to_string(out.join(name)).unwrap()),
+                without_command(fs::read_to_string(committed.join(name)).unwrap()),
+                "{system}: {name}"
+            );
+        }
+    }
+}

@@ -17,16 +17,18 @@ use sha2::{Digest, Sha256};
 
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
+use crate::fsutil::refuse_existing;
 use crate::fsutil::sidecar;
+use crate::infer::runner::{ChunkLimits, Documents, Records, Resumable, Runner, Tracking};
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Item, Next, ReadLimits};
-use crate::intake::checkpoint::{read_journal, Checkpoint, Counts, Journal, RunFiles};
-use crate::intake::state::{text_sha256, Entry, State};
+use crate::ingest::{walk_inputs, DocumentReader, FieldNames, ReadLimits};
+use crate::intake::checkpoint::{read_journal, Counts, Journal, RunFiles};
+use crate::intake::state::State;
 use crate::intake::RunLock;
 use crate::logging;
 use crate::model::bundle::model_fingerprint;
 use crate::model::ModelBundle;
-use crate::output::{open_writer, refuse_existing, OutputFormat};
+use crate::output::{open_writer, OutputFormat};
 
 pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;
@@ -45,7 +47,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     // A first walk identifies the inputs (for the checkpoint) and sizes the progress bar.
     let (inputs_key, input_files, total_bytes) = survey_inputs(&args.inputs)?;
     let (pipeline, options, model_id) = load_pipeline(&args)?;
-    let mut state = args.state.as_deref().map(State::load).transpose()?;
+    let state = args.state.as_deref().map(State::load).transpose()?;
 
     let run_key = run_key(&model_id, &inputs_key);
     let resumed = if to_stdout { None } else { files.interrupted(&run_key, args.restart)? };
@@ -55,7 +57,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
             "the interrupted run had written all its output; completing its last steps",
             json!({}),
         );
-        complete(&files, state.as_mut())?;
+        complete(&files, state)?;
         return Ok(summarize(&checkpoint.counts, started, threads, args.quiet));
     }
     if let Some(c) = &resumed {
@@ -74,122 +76,49 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     if input_files == 0 {
         logging::warning("no_inputs", "no files found in the given inputs", json!({}));
     }
-    let progress = progress_bar(total_bytes, args.quiet);
     let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
     let limits = ReadLimits {
         document_bytes: args.max_document_bytes,
         extract_time: Duration::from_secs_f64(args.max_extract_seconds),
     };
-    let mut reader = DocumentReader::new(walk_inputs(&args.inputs)?, fields, limits);
+    let reader = DocumentReader::new(walk_inputs(&args.inputs)?, fields, limits);
     let resume_at = resumed.as_ref().map_or(0, |c| c.output_bytes);
-    let mut writer = open_writer(&args.out, format, args.force || resumed.is_some(), resume_at)?;
-    let mut journal = match (&state, to_stdout) {
-        (Some(_), false) => Some(Journal::open(&files.journal, resumed.as_ref().map_or(0, |c| c.journal_bytes))?),
-        _ => None,
+    let writer = open_writer(&args.out, format, args.force || resumed.is_some(), resume_at)?;
+    // Beside a file output the state entries go to a journal that the checkpoint covers;
+    // with stdout they wait for the end in memory.
+    let tracking = match state {
+        Some(state) => {
+            let journal = match to_stdout {
+                false => Some(Journal::open(&files.journal, resumed.as_ref().map_or(0, |c| c.journal_bytes))?),
+                true => None,
+            };
+            Some(Tracking { state, journal, done: Vec::new() })
+        }
+        None => None,
     };
-    // With stdout there is no checkpoint: the state entries wait for the end in memory.
-    let mut done_in_memory: Vec<Entry> = Vec::new();
-    let skip_until = resumed.as_ref().map_or(0, |c| c.next_index);
-    let mut counts = resumed.map(|c| c.counts).unwrap_or_default();
-    let mut index = 0u64;
-    let in_shard = |id: &str| args.shard.is_none_or(|shard| shard.contains(id));
+    let chunks = ChunkLimits { documents: args.chunk_documents, bytes: args.chunk_bytes };
+    let mut runner = Runner::new(Documents::Files(reader), Records::Writer(writer), &model_id, chunks)
+        .tracking(tracking)
+        .shard(args.shard);
+    if !to_stdout {
+        runner = runner.resumable(Resumable { files: RunFiles::new(&args.out), run_key }, resumed.as_ref());
+    }
 
-    loop {
-        // The next chunk: documents of this shard that the state does not have yet.
-        let mut chunk: Vec<Item> = Vec::new();
-        let mut positions: Vec<(u64, Option<String>)> = Vec::new();
-        let mut exhausted = false;
-        let mut chunk_bytes = 0u64;
-        while chunk.len() < args.chunk_documents.max(1) && chunk_bytes < args.chunk_bytes.max(1) {
-            let position = index;
-            let Some(next) = reader.next_wanted(|id| position >= skip_until && in_shard(id)) else {
-                exhausted = true;
-                break;
-            };
-            index += 1;
-            if position < skip_until {
-                continue;
-            }
-            counts.read += 1;
-            // Another shard's document; a one-document file of another shard was not opened.
-            let Next::Item(item) = next else {
-                counts.skipped_other_shards += 1;
-                continue;
-            };
-            let id = match &item {
-                Ok(d) => &d.id,
-                Err(f) => &f.id,
-            };
-            if !in_shard(id) {
-                counts.skipped_other_shards += 1;
-                continue;
-            }
-            // Hashing the text is only needed where a state records it.
-            let sha = item.as_ref().ok().filter(|_| state.is_some()).map(|d| text_sha256(&d.text));
-            if let (Some(state), Some(sha)) = (&state, &sha) {
-                if state.is_done(id, sha, &model_id) {
-                    counts.skipped_unchanged += 1;
-                    continue;
-                }
-            }
-            chunk_bytes += item.as_ref().map_or(0, |d| d.text.len() as u64);
-            chunk.push(item);
-            positions.push((position, sha));
-        }
-        if !chunk.is_empty() {
-            let (mut records, stats) = pipeline.process(chunk, &options)?;
-            for (record, (position, sha)) in records.iter_mut().zip(positions) {
-                record.index = Some(position);
-                writer.write(record)?;
-                match (&record.error, sha) {
-                    (Some(error), _) => {
-                        counts.failed += 1;
-                        *counts.failed_by_reason.entry(failure_reason(error)).or_default() += 1;
-                    }
-                    (None, sha) => {
-                        counts.classified += 1;
-                        if let (Some(_), Some(sha256)) = (&state, sha) {
-                            let entry = Entry { id: record.id.clone(), sha256, model: model_id.clone() };
-                            match &mut journal {
-                                Some(journal) => journal.add(&entry)?,
-                                None => done_in_memory.push(entry),
-                            }
-                        }
-                    }
-                }
-            }
-            counts.tokens += stats.tokens as u64;
-        }
-        // Durable in this order: records and journal, then the checkpoint that covers them.
-        let finished = exhausted;
-        if !to_stdout {
-            let output_bytes = writer.sync()?;
-            let journal_bytes = journal.as_mut().map(Journal::sync).transpose()?.unwrap_or(0);
-            let checkpoint = Checkpoint {
-                run: run_key.clone(),
-                next_index: index,
-                output_bytes,
-                journal_bytes,
-                counts: counts.clone(),
-                finished,
-            };
-            files.save(&checkpoint)?;
-        }
-        progress.inc(chunk_bytes);
+    let progress = progress_bar(total_bytes, args.quiet);
+    runner.run(&pipeline, &options, |bytes, counts| {
+        progress.inc(bytes);
         let rate = counts.classified as f64 / started.elapsed().as_secs_f64().max(1e-9);
         progress.set_message(format!("{} documents, {rate:.1} documents/s", counts.classified));
-        if finished {
-            break;
-        }
+    })?;
+    let (records, tracking, counts) = runner.finish();
+    if let Records::Writer(writer) = records {
+        writer.finish()?;
     }
-    writer.finish()?;
     progress.finish_and_clear();
-    if to_stdout {
-        if let Some(state) = &mut state {
-            state.record(done_in_memory)?;
-        }
-    } else {
-        complete(&files, state.as_mut())?;
+    match (tracking, to_stdout) {
+        (Some(mut tracking), true) => tracking.state.record(tracking.done)?,
+        (tracking, false) => complete(&files, tracking.map(|t| t.state))?,
+        (None, true) => {}
     }
     Ok(summarize(&counts, started, threads, args.quiet))
 }
@@ -229,13 +158,13 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
 
 /// The last steps of a run whose output is complete, each safe to repeat: the output
 /// renamed into place, the journal merged into the state, the run's files removed.
-fn complete(files: &RunFiles, state: Option<&mut State>) -> Result<()> {
+fn complete(files: &RunFiles, state: Option<State>) -> Result<()> {
     if files.partial.exists() {
         std::fs::rename(&files.partial, &files.target)
             .with_context(|| format!("renaming {} to {}", files.partial.display(), files.target.display()))?;
         crate::fsutil::sync_parent(&files.target);
     }
-    if let Some(state) = state {
+    if let Some(mut state) = state {
         state.record(read_journal(&files.journal)?)?;
     }
     files.discard();
@@ -293,23 +222,6 @@ fn run_key(model_id: &str, inputs_key: &str) -> String {
     format!("{:x}", hash.finalize())
 }
 
-/// A failure's reason without its details, for the summary: the message up to its
-/// first `:` or ` (`, numbers replaced by N.
-pub fn failure_reason(error: &str) -> String {
-    let end = [error.find(": "), error.find(" (")].into_iter().flatten().min().unwrap_or(error.len());
-    let mut reason = String::new();
-    for c in error[..end].chars() {
-        if c.is_ascii_digit() {
-            if !reason.ends_with('N') {
-                reason.push('N');
-            }
-        } else {
-            reason.push(c);
-        }
-    }
-    reason
-}
-
 /// Logs the end-of-run summary and turns the counts into the exit status.
 fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> Outcome {
     let seconds = started.elapsed().as_secs_f64();
@@ -345,20 +257,4 @@ fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> 
 /// document count and rate as message.
 fn progress_bar(total_bytes: u64, quiet: bool) -> ProgressBar {
     logging::progress_bar(total_bytes, "{bar:30} {percent:>3}% {msg} · {elapsed} elapsed, ETA {eta}", quiet)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::failure_reason;
-
-    #[test]
-    fn reasons_drop_details() {
-        assert_eq!(failure_reason("cannot open: Permission denied (os error 13)"), "cannot open");
-        assert_eq!(
-            failure_reason("document larger than 16777216 bytes (raise --max-document-bytes)"),
-            "document larger than N bytes"
-        );
-        assert_eq!(failure_reason("empty document (no text)"), "empty document");
-        assert_eq!(failure_reason("row has 3 fields, the header has 2"), "row has N fields, the header has N");
-    }
 }

@@ -9,30 +9,28 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::{EvalArgs, TrainTask};
 use crate::eval::alignment::{align, parse_predictions, Gold};
+use crate::eval::metrics::{DataInfo, Machine, MetricsFile, ModelInfo, PredictionsInfo, Throughput, METRICS_SCHEMA};
 use crate::eval::report;
 use crate::eval::scoring::{score, ScoringOptions};
-use crate::fsutil::{gzip, read_text, write_durably};
+use crate::fsutil::{gzip, read_text, refuse_existing_dir, write_durably};
 use crate::hashing::{file_sha256, sha256_hex};
+use crate::infer::runner::{ChunkLimits, Documents, Records, Runner};
 use crate::infer::Pipeline;
 use crate::ingest::labelled::{read_conll, read_documents, TaggedSentence};
-use crate::ingest::{Document, Source};
+use crate::ingest::{Document, Item, Source};
 use crate::model::bundle::model_fingerprint;
 use crate::model::ModelBundle;
 
-/// Version of metrics.json's layout (documented in eval/README.md).
-pub const METRICS_SCHEMA: &str = "docclass-eval/2";
 const CHUNK: usize = 256;
 
 pub fn run(args: EvalArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;
-    if args.report.is_dir() && std::fs::read_dir(&args.report)?.next().is_some() && !args.force {
-        bail!("{} exists and is not empty; give --force to replace the report in it", args.report.display());
-    }
+    refuse_existing_dir(&args.report, args.force, "report")?;
     if let [a, b] = &args.compare[..] {
         let options = crate::eval::compare::CompareOptions {
             bootstrap: args.bootstrap,
@@ -66,29 +64,42 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     let documents = predictions.len().min(gold.ids().len());
 
     let model = match &run {
-        Some(run) => json!({ "path": run.dir.display().to_string(), "name": run.name, "sha256": run.fingerprint }),
+        Some(run) => ModelInfo {
+            path: Some(run.dir.display().to_string()),
+            name: Some(run.name.clone()),
+            sha256: Some(run.fingerprint.clone()),
+        },
         None => {
-            let recorded = || predictions.first().and_then(|p| p.record.get("model")).cloned();
-            json!({ "name": args.system.clone().map(Value::from).or_else(recorded).unwrap_or(Value::Null) })
+            let recorded = || predictions.first()?.record.get("model")?.as_str().map(String::from);
+            ModelInfo { path: None, name: args.system.clone().or_else(recorded), sha256: None }
         }
     };
-    let mut metrics = json!({
-        "schema": METRICS_SCHEMA,
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "docclass_version": env!("CARGO_PKG_VERSION"),
-        "model": model,
-        "data": { "path": gold_path.display().to_string(), "sha256": file_sha256(&gold_path)?, "documents": documents },
-        "predictions": { "path": predictions_path.display().to_string(), "sha256": sha256_hex(predictions_text.as_bytes()), "ran_model": run.is_some() },
-        "seconds": round(seconds, 1),
-        "throughput": run.as_ref().map(|r| json!({
-            "documents_per_s": round(documents as f64 / seconds, 2),
-            "tokens_per_s": (r.tokens as f64 / seconds).round() as u64,
-            "tokens": r.tokens,
-        })),
-        "machine": { "threads": threads, "cores": std::thread::available_parallelism().map_or(1, |n| n.get()), "cpu": cpu_model(), "os": std::env::consts::OS },
-        "warnings": aligned.warnings,
-    });
-    metrics.as_object_mut().expect("an object").extend(scored.metrics.as_object().expect("an object").clone());
+    let metrics = MetricsFile {
+        schema: METRICS_SCHEMA.to_string(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        docclass_version: env!("CARGO_PKG_VERSION").to_string(),
+        model,
+        data: DataInfo { path: gold_path.display().to_string(), sha256: file_sha256(&gold_path)?, documents },
+        predictions: PredictionsInfo {
+            path: predictions_path.display().to_string(),
+            sha256: sha256_hex(predictions_text.as_bytes()),
+            ran_model: run.is_some(),
+        },
+        seconds: round(seconds, 1),
+        throughput: run.as_ref().map(|r| Throughput {
+            documents_per_s: round(documents as f64 / seconds, 2),
+            tokens_per_s: (r.tokens as f64 / seconds).round() as u64,
+            tokens: r.tokens,
+        }),
+        machine: Machine {
+            threads,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu: cpu_model(),
+            os: std::env::consts::OS.to_string(),
+        },
+        warnings: aligned.warnings.clone(),
+        task: scored.metrics,
+    };
     write_report(&args.report, &metrics, &scored.documents)?;
     crate::logging::info(
         "evaluated",
@@ -150,22 +161,34 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
                 Some("jsonl" | "ndjson") => "jsonl",
                 _ => "tsv",
             };
-            for (chunk, chunk_ids) in documents.chunks(CHUNK).zip(ids.chunks(CHUNK)) {
-                let items = chunk
-                    .iter()
-                    .zip(chunk_ids)
-                    .map(|(d, id)| {
-                        let source = Source { path: path.display().to_string(), line: Some(d.line as u64) };
-                        Ok(Document { id: id.clone(), source, text: d.text.clone(), encoding: "UTF-8", extractor })
-                    })
-                    .collect();
-                let (records, stats) = pipeline.process(items, &options)?;
-                tokens += stats.tokens;
-                progress.inc(chunk.len() as u64);
-                for record in records {
-                    out += &serde_json::to_string(&record)?;
-                    out.push('\n');
-                }
+            let items: Vec<Item> = documents
+                .iter()
+                .zip(&ids)
+                .map(|(d, id)| {
+                    let source = Source { path: path.display().to_string(), line: Some(d.line as u64) };
+                    Ok(Document { id: id.clone(), source, text: d.text.clone(), encoding: "UTF-8", extractor })
+                })
+                .collect();
+            let chunks = ChunkLimits { documents: CHUNK, bytes: u64::MAX };
+            let mut runner = Runner::new(
+                Documents::Memory(items.into_iter()),
+                Records::Memory(Vec::new()),
+                &pipeline.model_name,
+                chunks,
+            );
+            let mut done = 0;
+            runner.run(&pipeline, &options, |_, counts| {
+                progress.inc(counts.read - done);
+                done = counts.read;
+            })?;
+            let (records, _, counts) = runner.finish();
+            tokens += counts.tokens as usize;
+            let Records::Memory(records) = records else { unreachable!("records kept in memory") };
+            for mut record in records {
+                // Gold documents are in gold order already; no input index is needed.
+                record.index = None;
+                out += &serde_json::to_string(&record)?;
+                out.push('\n');
             }
         }
         Gold::Sentences { sentences, .. } => {
@@ -190,12 +213,11 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
 }
 
 /// metrics.json, documents.jsonl.gz, report.md and report.html, each written whole or not at all.
-pub fn write_report(dir: &Path, metrics: &Value, documents: &[Value]) -> Result<()> {
+pub fn write_report(dir: &Path, metrics: &MetricsFile, documents: &[String]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_durably(&dir.join("metrics.json"), (serde_json::to_string_pretty(metrics)? + "\n").as_bytes())?;
     if !documents.is_empty() {
-        let lines: Vec<String> = documents.iter().map(Value::to_string).collect();
-        write_durably(&dir.join(report::DOCUMENTS_FILE), &gzip((lines.join("\n") + "\n").as_bytes()))?;
+        write_durably(&dir.join(report::DOCUMENTS_FILE), &gzip((documents.join("\n") + "\n").as_bytes()))?;
     }
     write_durably(&dir.join("report.md"), report::markdown(metrics).as_bytes())?;
     write_durably(&dir.join("report.html"), report::html(metrics).as_bytes())?;

@@ -14,9 +14,10 @@ use serde_json::json;
 
 use super::Outcome;
 use crate::cli::MergeArgs;
+use crate::fsutil::refuse_existing;
 use crate::fsutil::sidecar;
 use crate::logging;
-use crate::output::{csv_row, refuse_existing, OutputFormat, CSV_HEADER};
+use crate::output::{csv_row, OutputFormat, CSV_HEADER};
 
 /// A part's records, read one at a time.
 enum Rows {

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{configure_run, Outcome};
 
 use crate::cli::{DataArgs, PoolingArg, TrainArgs, TrainTask};
+use crate::fsutil::refuse_existing_dir;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::labelled::{
     read_conll, read_documents, read_tag_map, DocumentColumns, LabelledDocument, TaggedSentence,
@@ -26,7 +27,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let task = args.data.task_of(&args.train);
     let config = lower(&args, task)?;
     if !args.features_only {
-        refuse_existing_dir(&args.out, args.force)?;
+        refuse_existing_dir(&args.out, args.force, "head")?;
     }
     let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
     let bundle =
@@ -240,16 +241,4 @@ impl DataArgs {
 
 fn display(path: &Path) -> String {
     path.display().to_string()
-}
-
-/// A head directory is replaced only with --force.
-fn refuse_existing_dir(dir: &Path, force: bool) -> Result<()> {
-    let occupied = dir.is_dir() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if occupied && !force {
-        bail!("{} exists and is not empty; give --force to replace the head in it", dir.display());
-    }
-    if dir.exists() && !dir.is_dir() {
-        bail!("{} exists and is not a directory", dir.display());
-    }
-    Ok(())
 }

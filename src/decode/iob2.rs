@@ -2,7 +2,7 @@
 //! transitions a tagger may make, and repairing sequences that break the scheme. A tag
 //! is `O`, `B-TYPE` (an entity begins) or `I-TYPE` (it goes on).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Splits an IOB2 tag into its prefix (`B`, `I` or `O`) and type; `None` for anything
 /// else (`B-` without a type, `X-Y`, `PER`).
@@ -42,7 +42,7 @@ pub fn lenient_split(label: &str) -> (bool, &str) {
 /// How spans are read from tags: seqeval's default (conlleval-like: an `I-X` after `O` or
 /// another type starts an entity) or strict IOB2 (an entity is `B-X` followed by `I-X`s;
 /// a stray `I-X` is no entity).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpanMode {
     Default,

@@ -5,9 +5,9 @@
 //! confusion matrix; log loss; calibration; accuracy against coverage; and the
 //! multi-label scores (per label, micro/macro averages, subset accuracy, Hamming loss).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassScores {
     pub label: String,
     pub precision: f64,
@@ -16,21 +16,21 @@ pub struct ClassScores {
     pub support: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Average {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConfusionMatrix {
     /// Row and column labels: gold in rows, predicted in columns.
     pub labels: Vec<String>,
     pub counts: Vec<Vec<usize>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationMetrics {
     pub documents: usize,
     pub accuracy: f64,
@@ -124,7 +124,7 @@ pub fn log_loss(gold_probabilities: &[f64]) -> f64 {
 /// [0, 1] (a confidence of exactly 1 falls in the last bin).
 pub const CALIBRATION_BINS: usize = 10;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationBin {
     pub lower: f64,
     pub upper: f64,
@@ -134,7 +134,7 @@ pub struct CalibrationBin {
     pub accuracy: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub binning: String,
     /// Expected calibration error: Σ (documents in bin / all) · |accuracy − confidence|.
@@ -178,7 +178,7 @@ pub fn calibration(confidence: &[f64], correct: &[bool]) -> Calibration {
 
 /// Accuracy when documents whose top-1 probability is below a threshold are left for a
 /// person.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CoveragePoint {
     pub threshold: f64,
     /// Share of documents with confidence ≥ threshold.
@@ -188,7 +188,7 @@ pub struct CoveragePoint {
     pub accuracy: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Coverage {
     /// At fixed thresholds, for the table.
     pub table: Vec<CoveragePoint>,
@@ -240,7 +240,7 @@ pub fn coverage(confidence: &[f64], correct: &[bool], target_accuracy: f64) -> C
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MultiLabelMetrics {
     pub documents: usize,
     /// Share of documents whose predicted label set equals the gold set.

@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::classification::prf;
 use crate::decode::iob2::{spans, Span, SpanMode};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TypeScores {
     pub precision: f64,
     pub recall: f64,
@@ -19,7 +19,7 @@ pub struct TypeScores {
     pub support: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntityMetrics {
     pub mode: SpanMode,
     pub precision: f64,
@@ -66,7 +66,7 @@ pub fn entity_metrics(gold: &[Vec<String>], predicted: &[Vec<String>], mode: Spa
 /// `wrong_type` (a prediction of another type over its words), `partial` (a prediction
 /// of its type with other boundaries) or `missed` (no prediction touches it); a
 /// prediction that touches no gold entity is `spurious`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorCounts {
     pub exact: usize,
     pub partial: usize,
@@ -75,7 +75,7 @@ pub struct ErrorCounts {
     pub spurious: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     Partial,

@@ -5,6 +5,8 @@ pub mod alignment;
 pub mod classification;
 pub mod compare;
 pub mod entities;
+pub mod html;
+pub mod metrics;
 pub mod report;
 pub mod scoring;
 pub mod stats;

@@ -3,15 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
-use serde_json::{json, Value};
-
 use super::alignment::{Cases, ClassificationCase, TaggingCase};
-use super::classification::{
-    calibration, classification_metrics, coverage, log_loss, multi_label_metrics, Calibration, ClassificationMetrics,
-    Coverage, MultiLabelMetrics,
+use super::classification::{calibration, classification_metrics, coverage, log_loss, multi_label_metrics};
+use super::entities::{entity_errors, entity_metrics, ErrorKind};
+use super::metrics::{
+    ClassificationError, DocumentLine, EntityErrorExample, EntityReport, LabelLine, SingleLabelReport, SpanLine,
+    SpanText, TaskMetrics,
 };
-use super::entities::{entity_errors, entity_metrics, EntityMetrics, ErrorCounts, ErrorKind};
 use crate::decode::iob2::{spans, Span, SpanMode};
 
 pub struct ScoringOptions {
@@ -21,10 +19,14 @@ pub struct ScoringOptions {
 }
 
 pub struct Scored {
-    /// The task's section of metrics.json (`classification`, `multi_label` or `entities`).
-    pub metrics: Value,
+    /// The task's section of metrics.json.
+    pub metrics: TaskMetrics,
     /// One JSON line per document for `--compare`.
-    pub documents: Vec<Value>,
+    pub documents: Vec<String>,
+}
+
+fn lines<T: serde::Serialize>(documents: &[T]) -> Vec<String> {
+    documents.iter().map(|d| serde_json::to_string(d).expect("documents serialize")).collect()
 }
 
 pub fn score(cases: &Cases, options: &ScoringOptions) -> Scored {
@@ -33,18 +35,6 @@ pub fn score(cases: &Cases, options: &ScoringOptions) -> Scored {
         Cases::Classification { cases, multi_label: true } => score_multi_label(cases),
         Cases::Tagging { cases } => score_tagging(cases, options),
     }
-}
-
-#[derive(Serialize)]
-struct SingleLabelReport {
-    #[serde(flatten)]
-    metrics: ClassificationMetrics,
-    /// None where a record lacks any label's probability (e.g. `classify --top-k`).
-    log_loss: Option<f64>,
-    calibration: Option<Calibration>,
-    coverage: Option<Coverage>,
-    /// The most confident mistakes.
-    errors: Vec<Value>,
 }
 
 fn score_single_label(cases: &[ClassificationCase], options: &ScoringOptions) -> Scored {
@@ -79,16 +69,26 @@ fn score_single_label(cases: &[ClassificationCase], options: &ScoringOptions) ->
         .take(options.examples)
         .map(|&i| {
             let c = &cases[i];
-            json!({"id": c.id, "gold": c.gold[0], "predicted": c.predicted[0],
-                   "confidence": c.confidence, "context": snippet(&c.text, 240)})
+            ClassificationError {
+                id: c.id.clone(),
+                gold: c.gold[0].clone(),
+                predicted: c.predicted[0].clone(),
+                confidence: c.confidence,
+                context: snippet(&c.text, 240),
+            }
         })
         .collect();
-    let documents = cases
+    let documents: Vec<LabelLine> = cases
         .iter()
-        .map(|c| json!({"id": c.id, "gold": c.gold, "predicted": c.predicted, "confidence": c.confidence}))
+        .map(|c| DocumentLine {
+            id: c.id.clone(),
+            gold: c.gold.clone(),
+            predicted: c.predicted.clone(),
+            confidence: Some(c.confidence),
+        })
         .collect();
     let report = SingleLabelReport { metrics, log_loss, calibration, coverage, errors };
-    Scored { metrics: json!({ "classification": report }), documents }
+    Scored { metrics: TaskMetrics::Classification(report), documents: lines(&documents) }
 }
 
 /// Every gold and predicted label, sorted, as scikit-learn orders them.
@@ -108,18 +108,17 @@ fn score_multi_label(cases: &[ClassificationCase]) -> Scored {
         |ls: &[String]| -> Vec<usize> { ls.iter().map(|l| labels.binary_search(l).expect("collected")).collect() };
     let gold: Vec<Vec<usize>> = cases.iter().map(|c| indices(&c.gold)).collect();
     let predicted: Vec<Vec<usize>> = cases.iter().map(|c| indices(&c.predicted)).collect();
-    let metrics: MultiLabelMetrics = multi_label_metrics(&labels, &gold, &predicted);
-    let documents = cases.iter().map(|c| json!({"id": c.id, "gold": c.gold, "predicted": c.predicted})).collect();
-    Scored { metrics: json!({ "multi_label": metrics }), documents }
-}
-
-#[derive(Serialize)]
-struct EntityReport {
-    default: EntityMetrics,
-    strict_iob2: EntityMetrics,
-    /// Gold entities by how the predictions met them, and spurious predictions (strict IOB2).
-    error_counts: ErrorCounts,
-    errors: Vec<Value>,
+    let metrics = multi_label_metrics(&labels, &gold, &predicted);
+    let documents: Vec<LabelLine> = cases
+        .iter()
+        .map(|c| DocumentLine {
+            id: c.id.clone(),
+            gold: c.gold.clone(),
+            predicted: c.predicted.clone(),
+            confidence: None,
+        })
+        .collect();
+    Scored { metrics: TaskMetrics::MultiLabel(metrics), documents: lines(&documents) }
 }
 
 fn score_tagging(cases: &[TaggingCase], options: &ScoringOptions) -> Scored {
@@ -131,19 +130,33 @@ fn score_tagging(cases: &[TaggingCase], options: &ScoringOptions) -> Scored {
         for e in errors.iter().filter(|e| e.kind == kind).take(options.examples) {
             let case = &cases[e.sentence];
             let describe = |s: &Option<Span>| {
-                s.as_ref().map(|s| json!({"type": s.kind, "text": case.words[s.start..s.end].join(" "), "words": [s.start, s.end]}))
+                s.as_ref().map(|s| SpanText {
+                    kind: s.kind.clone(),
+                    text: case.words[s.start..s.end].join(" "),
+                    words: (s.start, s.end),
+                })
             };
             let marked = e.gold.as_ref().or(e.predicted.as_ref()).expect("an error has a span");
-            examples.push(json!({"kind": kind, "id": case.id, "gold": describe(&e.gold),
-                                 "predicted": describe(&e.predicted), "context": context(&case.words, marked, 8)}));
+            examples.push(EntityErrorExample {
+                kind,
+                id: case.id.clone(),
+                gold: describe(&e.gold),
+                predicted: describe(&e.predicted),
+                context: context(&case.words, marked, 8),
+            });
         }
     }
-    let span_list = |tags: &[String]| -> Vec<Value> {
-        spans(tags, SpanMode::StrictIob2).into_iter().map(|s| json!([s.kind, s.start, s.end])).collect()
+    let span_list = |tags: &[String]| -> Vec<(String, usize, usize)> {
+        spans(tags, SpanMode::StrictIob2).into_iter().map(|s| (s.kind, s.start, s.end)).collect()
     };
-    let documents = cases
+    let documents: Vec<SpanLine> = cases
         .iter()
-        .map(|c| json!({"id": c.id, "gold": span_list(&c.gold), "predicted": span_list(&c.predicted)}))
+        .map(|c| DocumentLine {
+            id: c.id.clone(),
+            gold: span_list(&c.gold),
+            predicted: span_list(&c.predicted),
+            confidence: None,
+        })
         .collect();
     let report = EntityReport {
         default: entity_metrics(&gold, &predicted, SpanMode::Default),
@@ -151,7 +164,7 @@ fn score_tagging(cases: &[TaggingCase], options: &ScoringOptions) -> Scored {
         error_counts,
         errors: examples,
     };
-    Scored { metrics: json!({ "entities": report }), documents }
+    Scored { metrics: TaskMetrics::Entities(report), documents: lines(&documents) }
 }
 
 /// The first `chars` characters of a text on one line.

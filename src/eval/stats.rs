@@ -2,11 +2,11 @@
 //! on the documents one gets right and the other wrong, and paired bootstrap
 //! confidence intervals of a metric's difference.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct McNemar {
     /// Documents A gets right and B wrong, and the reverse.
     pub only_a_right: usize,
@@ -33,7 +33,7 @@ pub fn mcnemar(a_right: &[bool], b_right: &[bool]) -> McNemar {
     McNemar { only_a_right, only_b_right, p_value: if n == 0 { 1.0 } else { (2.0 * tail).min(1.0) } }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BootstrapInterval {
     pub metric: String,
     pub a: f64,

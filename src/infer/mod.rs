@@ -5,6 +5,7 @@
 pub mod batching;
 pub mod features;
 pub mod pipeline;
+pub mod runner;
 pub mod zero_shot;
 
 pub use batching::plan_batches;

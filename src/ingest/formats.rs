@@ -4,6 +4,9 @@
 //! file (see [`super::extract`]). `.eml`: the mail, and each attachment in one of these
 //! formats as a document `MAIL#N:NAME` (attached mails in turn). Any other extension gives an error record, so
 //! that no file of an archive is silently passed over.
+//!
+//! Longer than most files (~500 lines): the row readers (JSONL, CSV, TSV) and the
+//! per-file formats share one lazy reader, its limits and its one error-record path.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};

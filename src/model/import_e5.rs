@@ -216,7 +216,7 @@ pub fn import(
         .collect::<Result<_>>()?;
     // Write to a temporary name first, so that a killed import never leaves a truncated model.
     let weights = out_dir.join("model.safetensors");
-    let partial = out_dir.join("model.safetensors.partial");
+    let partial = crate::fsutil::partial_path(&weights);
     safetensors::serialize_to_file(&views, None, &partial).with_context(|| format!("writing {}", partial.display()))?;
 
     let config = serde_json::json!({

@@ -4,4 +4,4 @@ pub mod record;
 pub mod writer;
 
 pub use record::Record;
-pub use writer::{csv_row, open_writer, refuse_existing, OutputFormat, RecordWriter, CSV_HEADER};
+pub use writer::{csv_row, open_writer, OutputFormat, RecordWriter, CSV_HEADER};

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::record::Record;
 
@@ -34,14 +34,6 @@ impl OutputFormat {
     }
 }
 
-/// An existing output file is only replaced with `--force`.
-pub fn refuse_existing(target: &Path, force: bool) -> Result<()> {
-    if target != Path::new("-") && target.exists() && !force {
-        bail!("{}: output file exists (use --force to overwrite it)", target.display());
-    }
-    Ok(())
-}
-
 pub trait RecordWriter {
     fn write(&mut self, record: &Record) -> Result<()>;
     /// Flushes and syncs what is written; returns the partial file's length (0 for stdout).
@@ -62,7 +54,7 @@ impl Sink {
         if target == Path::new("-") {
             return Ok(Sink::Stdout(BufWriter::new(std::io::stdout())));
         }
-        refuse_existing(target, force)?;
+        crate::fsutil::refuse_existing(target, force)?;
         target.file_name().with_context(|| format!("{}: not a file name", target.display()))?;
         let partial = crate::fsutil::sidecar(target, "partial");
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
