@@ -144,6 +144,14 @@ pub struct ClassifyArgs {
     #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
 
+    /// Explain each document's label in `evidence`: for a head `docclass train` wrote,
+    /// the K strongest parts of the label's logit (n-grams with every occurrence's
+    /// character offsets, and windows of the text), with the bias and the rest, which
+    /// add up to the logit exactly; for zero-shot, the closest label description.
+    /// JSONL output only.
+    #[arg(long, value_name = "K")]
+    pub explain: Option<usize>,
+
     /// JSON field / CSV column that holds the text.
     #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
     pub text_field: String,

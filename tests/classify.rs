@@ -322,9 +322,16 @@ fn several_heads_share_one_pipeline() {
     fs::write(&labels, "label\tdescription\nrecht\tGericht und Klage\nort\tStadt und Straße\nort\tWohnort\n").unwrap();
     let input = write_jsonl(dir.path(), &["Der Kläger wohnt in Köln.".into(), tricky_text()]);
     let out = dir.path().join("out.jsonl");
-    let run = classify(&fixture("xlm-roberta-seqcls"), &input, &out, &["--zero-shot", path_str(&labels), "--quiet"]);
+    let run = classify(
+        &fixture("xlm-roberta-seqcls"),
+        &input,
+        &out,
+        &["--zero-shot", path_str(&labels), "--quiet", "--explain", "3"],
+    );
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     for record in read_records(&out) {
+        // A checkpoint's head is not linear in features docclass knows: no evidence.
+        assert!(record.get("evidence").is_none(), "{record}");
         let own: Vec<&str> =
             record["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
         assert_eq!(own.len(), 3, "the checkpoint's own head: {record}");
@@ -334,6 +341,14 @@ fn several_heads_share_one_pipeline() {
             zero_shot["scores"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
         labels.sort();
         assert_eq!(labels, vec!["ort", "recht"], "one entry per label, however many descriptions: {record}");
+        // The zero-shot label comes with the description of it closest to the document.
+        let evidence = &zero_shot["evidence"];
+        assert_eq!(evidence["kind"], "description");
+        assert_eq!(evidence["label"], zero_shot["label"]);
+        let of_label: &[&str] =
+            if zero_shot["label"] == "ort" { &["Stadt und Straße", "Wohnort"] } else { &["Gericht und Klage"] };
+        assert!(of_label.contains(&evidence["description"].as_str().unwrap()), "{evidence}");
+        assert!(evidence["cosine"].as_f64().unwrap().abs() <= 1.0 + 1e-6);
     }
 }
 

@@ -339,6 +339,41 @@ fn multi_window_documents_pool_mean_and_max_alike_in_training_and_inference() {
     let evaluated = json(&report.join("metrics.json"))["classification"]["macro_f1"].as_f64().unwrap();
     assert!((evaluated - trained).abs() < 1e-9, "eval {evaluated} against training's dev score {trained}");
     assert!(evaluated >= 0.9, "{evaluated}");
+
+    // Evidence adds up to the logit over several windows, with the maximum's dimensions
+    // given to the windows that hold them; with every contribution listed nothing is left.
+    let texts: Vec<String> =
+        fs::read_to_string(&dev).unwrap().lines().skip(1).map(|l| l.split_once('\t').unwrap().1.to_string()).collect();
+    for (top, rest_is_zero) in [("4", false), ("100000", true)] {
+        let out = dir.path().join(format!("explained-{top}.jsonl"));
+        let run = docclass(&[
+            "classify",
+            "--model",
+            path_str(&head),
+            path_str(&dev),
+            "--out",
+            path_str(&out),
+            "--max-len",
+            "12",
+            "--explain",
+            top,
+            "--quiet",
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let records = read_records(&out);
+        assert_eq!(records.len(), texts.len());
+        for (record, text) in records.iter().zip(&texts) {
+            common::check_linear_evidence(record, text, top.parse().unwrap());
+            let contributions = record["evidence"]["contributions"].as_array().unwrap();
+            if rest_is_zero {
+                assert_eq!(record["evidence"]["rest"], 0.0);
+                let windows = contributions.iter().filter(|c| c["source"] == "window").count();
+                assert_eq!(windows as u64, record["windows"].as_u64().unwrap());
+                assert!(contributions.iter().any(|c| c["block"] == "characters"));
+                assert!(contributions.iter().any(|c| c["block"] == "words"));
+            }
+        }
+    }
 }
 
 #[test]
@@ -424,6 +459,28 @@ fn default_pipeline_classifies_court_passages_and_finds_legal_entities() {
             let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
             assert_eq!(char_slice(passage, start, end), e["text"].as_str().unwrap());
         }
+    }
+
+    // The committed head explains its labels exactly, in one window and in several.
+    for max_len in ["512", "64"] {
+        let explained = dir.path().join(format!("explained-{max_len}.jsonl"));
+        let run = docclass(&[
+            "classify",
+            path_str(&input),
+            "--out",
+            path_str(&explained),
+            "--explain",
+            "8",
+            "--max-len",
+            max_len,
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let records = read_records(&explained);
+        for (record, line) in records.iter().zip(&sample[1..]) {
+            common::check_linear_evidence(record, line.split_once('\t').unwrap().1, 8);
+        }
+        let windows = records.iter().map(|r| r["windows"].as_u64().unwrap()).min().unwrap();
+        assert!(max_len != "64" || windows > 1, "every passage spans several windows of 64 tokens");
     }
 
     // Entities of a real test sentence, with offsets into the text.

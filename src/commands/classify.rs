@@ -143,7 +143,7 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
         );
     }
     let mut pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = super::pipeline_options(&pipeline, &args.run, &args.windows, args.top_k)?;
+    let options = super::pipeline_options(&pipeline, &args.run, &args.windows, args.top_k, args.explain)?;
     if let Some(labels) = &args.zero_shot {
         pipeline.add_zero_shot(labels, args.temperature, &options)?;
     }

@@ -136,7 +136,7 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
     let dir = model_dir(args.model.model.clone());
     let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = super::pipeline_options(&pipeline, &args.run, &args.windows, None)?;
+    let options = super::pipeline_options(&pipeline, &args.run, &args.windows, None, None)?;
     let mut out = String::new();
     let mut tokens = 0;
     let ids = gold.ids();

@@ -83,6 +83,7 @@ pub fn pipeline_options(
     run: &RunArgs,
     windows: &WindowArgs,
     top_k: Option<usize>,
+    explain: Option<usize>,
 ) -> Result<PipelineOptions> {
     Ok(PipelineOptions {
         windows: WindowOptions {
@@ -93,6 +94,7 @@ pub fn pipeline_options(
         batch_tokens: run.batch_tokens.max(1),
         aggregation: windows.aggregation,
         top_k,
+        explain,
     })
 }
 

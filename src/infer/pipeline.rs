@@ -24,6 +24,8 @@ pub struct PipelineOptions {
     pub batch_tokens: usize,
     pub aggregation: Aggregation,
     pub top_k: Option<usize>,
+    /// Evidence for the chosen label with this many contributions (`classify --explain`).
+    pub explain: Option<usize>,
 }
 
 impl PipelineOptions {
@@ -35,6 +37,7 @@ impl PipelineOptions {
             batch_tokens: batch_tokens.max(1),
             aggregation: Aggregation::First,
             top_k: None,
+            explain: None,
         })
     }
 
@@ -46,6 +49,7 @@ impl PipelineOptions {
             batch_tokens,
             aggregation: Aggregation::First,
             top_k: None,
+            explain: None,
         }
     }
 }
@@ -357,6 +361,7 @@ fn document_outputs<'a>(
         outputs: outs.iter().map(|o| o.heads[h].as_slice()).collect(),
         top_k: options.top_k,
         aggregation: options.aggregation,
+        explain: options.explain,
     }
 }
 

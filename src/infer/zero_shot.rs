@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::pipeline::{Pipeline, PipelineOptions};
-use crate::model::heads::zero_shot::{unit_length, ZeroShotHead};
+use crate::model::heads::zero_shot::{unit_length, Description, ZeroShotHead};
 
 /// e5 was trained with a contrastive temperature of 0.01; cosine similarities of e5
 /// embeddings sit in a narrow band, so the softmax needs a small temperature to spread.
@@ -55,12 +55,16 @@ impl Pipeline {
         let (embeddings, _) = self.embed_texts(&descriptions, options).context("embedding the label descriptions")?;
         let mut labels: Vec<String> = Vec::new();
         let mut unit_descriptions = Vec::with_capacity(entries.len());
-        for ((label, _), embedding) in entries.iter().zip(embeddings) {
+        for ((label, text), embedding) in entries.iter().zip(embeddings) {
             let index = labels.iter().position(|l| l == label).unwrap_or_else(|| {
                 labels.push(label.clone());
                 labels.len() - 1
             });
-            unit_descriptions.push((index, unit_length(&embedding)));
+            unit_descriptions.push(Description {
+                label: index,
+                text: text.clone(),
+                embedding: unit_length(&embedding),
+            });
         }
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "zero-shot".into());
         self.heads.push(Box::new(ZeroShotHead { name, labels, descriptions: unit_descriptions, temperature }));

@@ -18,6 +18,54 @@ pub struct Classification {
     /// Multi-label heads: every label whose sigmoid score is at least 0.5.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// Why the head chose `label` (`classify --explain K`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// Why a document got its label.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// A linear head's logit for the label, taken apart exactly: `bias` + the
+    /// `contributions` + `rest` = `logit`.
+    Linear {
+        label: String,
+        logit: f32,
+        bias: f32,
+        /// The strongest contributions (by absolute value), strongest first.
+        contributions: Vec<Contribution>,
+        /// The sum of all other contributions.
+        rest: f32,
+    },
+    /// A zero-shot head: the label description closest to the document.
+    Description { label: String, description: String, cosine: f32 },
+}
+
+/// One part of a linear head's logit.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Contribution {
+    /// A hashed lexical feature: word uni- or bigrams, or character n-grams (`block`),
+    /// with every occurrence as character offsets into the original text and the text
+    /// there (several texts where different n-grams share the feature's bucket).
+    Terms { block: TermBlock, texts: Vec<String>, occurrences: Vec<Span>, value: f32 },
+    /// A window's encoder features: `window` by position, its characters `start..end`.
+    Window { window: usize, start: usize, end: usize, value: f32 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TermBlock {
+    Words,
+    Characters,
+}
+
+/// Characters `start..end` of the original text (Unicode scalar values, as entities).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -25,26 +25,50 @@ pub fn bucket(parts: &[&[u8]], buckets: usize) -> u32 {
 }
 
 /// Lower-cased word tokens of a document for n-gram counting: runs of letters and
-/// digits, and every other visible character (`§`, `/`, `-`) on its own.
-pub fn document_tokens(text: &str) -> Vec<String> {
+/// digits, and every other visible character (`§`, `/`, `-`) on its own; each with the
+/// characters `start..end` of `text` it was read from.
+pub fn document_tokens(text: &str) -> Vec<(String, usize, usize)> {
     let mut tokens = Vec::new();
     let mut current = String::new();
-    for c in text.chars() {
+    let mut start = 0;
+    let mut chars = 0;
+    for (i, c) in text.chars().enumerate() {
+        chars = i + 1;
         if c.is_alphanumeric() {
+            if current.is_empty() {
+                start = i;
+            }
             current.extend(c.to_lowercase());
             continue;
         }
         if !current.is_empty() {
-            tokens.push(std::mem::take(&mut current));
+            tokens.push((std::mem::take(&mut current), start, i));
         }
         if !c.is_whitespace() && !c.is_control() {
-            tokens.push(c.to_string());
+            tokens.push((c.to_string(), i, i + 1));
         }
     }
     if !current.is_empty() {
-        tokens.push(current);
+        tokens.push((current, start, chars));
     }
     tokens
+}
+
+/// The words of `text` (split at whitespace) with the character offset each starts at.
+fn words_with_offsets(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut offset = 0;
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let skipped = rest.find(|c: char| !c.is_whitespace())?;
+        offset += rest[..skipped].chars().count();
+        rest = &rest[skipped..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        let start = offset;
+        offset += word.chars().count();
+        rest = tail;
+        Some((start, word))
+    })
 }
 
 /// Which lexical features a document classifier reads, recorded in its `head.json`.
@@ -70,7 +94,7 @@ impl LexicalScheme {
     /// Where the word block ends: with character n-grams, words take the first half of
     /// the buckets and character n-grams the second, so that each block is normalised
     /// on its own.
-    fn word_buckets(&self, buckets: usize) -> usize {
+    pub fn word_buckets(&self, buckets: usize) -> usize {
         if self.char_ngrams.is_some() {
             buckets / 2
         } else {
@@ -84,38 +108,8 @@ impl LexicalScheme {
 
     /// Counts of the document's terms, by bucket, sorted by bucket.
     pub fn term_counts(&self, text: &str, buckets: usize) -> Vec<(u32, f32)> {
-        let word_buckets = self.word_buckets(buckets);
-        let tokens = document_tokens(text);
-        let mut ids: Vec<u32> = Vec::with_capacity(tokens.len() * 2);
-        for (i, token) in tokens.iter().enumerate() {
-            ids.push(bucket(&[b"w", token.as_bytes()], word_buckets));
-            if let Some(next) = tokens.get(i + 1) {
-                ids.push(bucket(&[b"b", token.as_bytes(), next.as_bytes()], word_buckets));
-            }
-        }
-        if let Some((shortest, longest)) = self.char_ngrams {
-            let char_buckets = buckets - word_buckets;
-            let lower = text.to_lowercase();
-            let mut padded: Vec<char> = Vec::new();
-            let mut utf8 = String::new();
-            for word in lower.split_whitespace() {
-                padded.clear();
-                padded.push(' ');
-                padded.extend(word.chars());
-                padded.push(' ');
-                for n in shortest..=longest {
-                    // A padded word no longer than n gives itself, once for each such n.
-                    // (scikit-learn's char_wb counts it once and stops: for words of
-                    // one to three letters docclass counts the whole word more often.)
-                    let starts = if padded.len() <= n { 1 } else { padded.len() - n + 1 };
-                    for start in 0..starts {
-                        utf8.clear();
-                        utf8.extend(&padded[start..(start + n).min(padded.len())]);
-                        ids.push(word_buckets as u32 + bucket(&[b"c", utf8.as_bytes()], char_buckets));
-                    }
-                }
-            }
-        }
+        let mut ids: Vec<u32> = Vec::new();
+        self.visit_terms(text, buckets, |bucket, _, _| ids.push(bucket));
         ids.sort_unstable();
         let mut counts: Vec<(u32, f32)> = Vec::new();
         for id in ids {
@@ -125,6 +119,63 @@ impl LexicalScheme {
             }
         }
         counts
+    }
+
+    /// Calls `visit(bucket, start, end)` for every term of the document, with the
+    /// characters `start..end` of `text` it was read from: word uni- and bigrams, then
+    /// character n-grams (whose padding spaces lie outside the range).
+    pub fn visit_terms(&self, text: &str, buckets: usize, mut visit: impl FnMut(u32, usize, usize)) {
+        let word_buckets = self.word_buckets(buckets);
+        let tokens = document_tokens(text);
+        for (i, (token, start, end)) in tokens.iter().enumerate() {
+            visit(bucket(&[b"w", token.as_bytes()], word_buckets), *start, *end);
+            if let Some((next, _, next_end)) = tokens.get(i + 1) {
+                visit(bucket(&[b"b", token.as_bytes(), next.as_bytes()], word_buckets), *start, *next_end);
+            }
+        }
+        let Some((shortest, longest)) = self.char_ngrams else { return };
+        let char_buckets = buckets - word_buckets;
+        let mut padded: Vec<char> = Vec::new();
+        // The character of `text` each lower-cased character comes from (a few characters
+        // lower-case to two).
+        let mut origin: Vec<usize> = Vec::new();
+        let mut utf8 = String::new();
+        for (word_start, word) in words_with_offsets(text) {
+            padded.clear();
+            origin.clear();
+            padded.push(' ');
+            origin.push(usize::MAX);
+            // The whole word lower-cased at once, as `str::to_lowercase` treats a final Σ.
+            let lower_word = word.to_lowercase();
+            let mut lower = lower_word.chars();
+            for (k, c) in word.chars().enumerate() {
+                for _ in 0..c.to_lowercase().count() {
+                    padded.push(lower.next().expect("a word lower-cases character by character"));
+                    origin.push(word_start + k);
+                }
+            }
+            padded.push(' ');
+            origin.push(usize::MAX);
+            let last = padded.len() - 2;
+            for n in shortest..=longest {
+                // A padded word no longer than n gives itself, once for each such n.
+                // (scikit-learn's char_wb counts it once and stops: for words of one to
+                // three letters docclass counts the whole word more often.)
+                let starts = if padded.len() <= n { 1 } else { padded.len() - n + 1 };
+                for start in 0..starts {
+                    let end = (start + n).min(padded.len());
+                    utf8.clear();
+                    utf8.extend(&padded[start..end]);
+                    // The characters of the word inside the n-gram, without the pads.
+                    let (first, final_char) = (start.max(1), (end - 1).min(last));
+                    visit(
+                        word_buckets as u32 + bucket(&[b"c", utf8.as_bytes()], char_buckets),
+                        origin[first],
+                        origin[final_char] + 1,
+                    );
+                }
+            }
+        }
     }
 
     /// TF-IDF with sublinear term frequency (1 + ln tf), as scikit-learn's
@@ -353,5 +404,58 @@ mod tests {
         let idf = scheme.inverse_document_frequency(docs.iter().map(|d| &d[..]), 64);
         let row = scheme.tf_idf(&scheme.term_counts("a z", 64), &idf);
         assert_eq!(row, vec![(bucket(&[b"w", b"a"], 64), 1.0)]);
+    }
+
+    /// The bucket counts of the implementation before terms carried their offsets.
+    fn counts_before_offsets(scheme: &LexicalScheme, text: &str, buckets: usize) -> Vec<(u32, f32)> {
+        let word_buckets = scheme.word_buckets(buckets);
+        let tokens: Vec<String> = document_tokens(text).into_iter().map(|(t, _, _)| t).collect();
+        let mut ids = Vec::new();
+        for (i, token) in tokens.iter().enumerate() {
+            ids.push(bucket(&[b"w", token.as_bytes()], word_buckets));
+            if let Some(next) = tokens.get(i + 1) {
+                ids.push(bucket(&[b"b", token.as_bytes(), next.as_bytes()], word_buckets));
+            }
+        }
+        let (shortest, longest) = scheme.char_ngrams.unwrap();
+        for word in text.to_lowercase().split_whitespace() {
+            let padded: Vec<char> = std::iter::once(' ').chain(word.chars()).chain([' ']).collect();
+            for n in shortest..=longest {
+                let starts = if padded.len() <= n { 1 } else { padded.len() - n + 1 };
+                for start in 0..starts {
+                    let gram: String = padded[start..(start + n).min(padded.len())].iter().collect();
+                    ids.push(word_buckets as u32 + bucket(&[b"c", gram.as_bytes()], buckets - word_buckets));
+                }
+            }
+        }
+        ids.sort_unstable();
+        let mut counts: Vec<(u32, f32)> = Vec::new();
+        for id in ids {
+            match counts.last_mut() {
+                Some((last, n)) if *last == id => *n += 1.0,
+                _ => counts.push((id, 1.0)),
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn every_term_knows_the_characters_it_was_read_from() {
+        let text = "Der ΟΔΟΣ-Bescheid\tvom 3.\u{a0}Mai: İstanbul §\u{200b}60 AufenthG, STRAẞE  a";
+        let chars: Vec<char> = text.chars().collect();
+        let scheme = LexicalScheme::WORDS_AND_CHARS;
+        assert_eq!(scheme.term_counts(text, 1 << 12), counts_before_offsets(&scheme, text, 1 << 12));
+        let mut terms = 0;
+        scheme.visit_terms(text, 1 << 12, |_, start, end| {
+            assert!(start < end && end <= chars.len(), "{start}..{end}");
+            let slice: String = chars[start..end].iter().collect();
+            assert!(!slice.starts_with(char::is_whitespace) && !slice.ends_with(char::is_whitespace), "{slice:?}");
+            terms += 1;
+        });
+        assert!(terms > 100);
+        // Character n-grams of "İs" cover the one character İ, which lower-cases to two.
+        let mut spans = Vec::new();
+        LexicalScheme { char_ngrams: Some((2, 2)), min_df: 1 }.visit_terms("İs", 64, |_, s, e| spans.push((s, e)));
+        assert!(spans.contains(&(0, 1)) && spans.contains(&(0, 2)), "{spans:?}");
     }
 }

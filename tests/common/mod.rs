@@ -65,3 +65,43 @@ pub fn classify(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Outpu
     docclass(&args)
 }
 pub mod corpus;
+
+/// Checks a record's linear `evidence` against its text: it explains the record's label,
+/// the bias, the contributions and the rest add up to the logit (to 1e-4), every listed
+/// occurrence slices the original text to one of its term's texts, every window range
+/// lies in the text, and at most `top` contributions are listed, strongest first.
+pub fn check_linear_evidence(record: &serde_json::Value, text: &str, top: usize) {
+    let evidence = &record["evidence"];
+    assert_eq!(evidence["kind"], "linear", "{record}");
+    assert_eq!(evidence["label"], record["label"]);
+    let contributions = evidence["contributions"].as_array().unwrap();
+    assert!(contributions.len() <= top && !contributions.is_empty(), "{evidence}");
+    let value = |c: &serde_json::Value| c["value"].as_f64().unwrap();
+    let total = evidence["bias"].as_f64().unwrap()
+        + contributions.iter().map(value).sum::<f64>()
+        + evidence["rest"].as_f64().unwrap();
+    let logit = evidence["logit"].as_f64().unwrap();
+    assert!((total - logit).abs() <= 1e-4, "bias + contributions + rest = {total}, logit {logit}: {evidence}");
+    assert!(contributions.windows(2).all(|w| value(&w[0]).abs() >= value(&w[1]).abs()), "{evidence}");
+    let chars = text.chars().count();
+    for c in contributions {
+        match c["source"].as_str().unwrap() {
+            "terms" => {
+                let texts: Vec<&str> = c["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+                let occurrences = c["occurrences"].as_array().unwrap();
+                assert!(!occurrences.is_empty(), "{c}");
+                for o in occurrences {
+                    let (start, end) = (o["start"].as_u64().unwrap() as usize, o["end"].as_u64().unwrap() as usize);
+                    assert!(start < end && end <= chars, "{c}");
+                    let slice = char_slice(text, start, end);
+                    assert!(texts.contains(&slice.as_str()), "{slice:?} is none of {texts:?}");
+                }
+            }
+            "window" => {
+                let (start, end) = (c["start"].as_u64().unwrap() as usize, c["end"].as_u64().unwrap() as usize);
+                assert!(start < end && end <= chars, "{c}");
+            }
+            other => panic!("unknown contribution source {other}"),
+        }
+    }
+}

@@ -159,6 +159,8 @@ pub struct DocumentOutputs<'a> {
     pub outputs: Vec<&'a [f32]>,
     pub top_k: Option<usize>,
     pub aggregation: Aggregation,
+    /// Explain the chosen label with this many contributions (heads that can).
+    pub explain: Option<usize>,
 }
 
 impl DocumentOutputs<'_> {
@@ -180,5 +182,6 @@ pub fn classification(labels: &[String], probs: &[f32], multi_label: bool, top_k
         scores: rank(labels, probs, top_k),
         labels: multi_label
             .then(|| labels.iter().zip(probs).filter(|(_, &p)| p >= 0.5).map(|(l, _)| l.clone()).collect()),
+        evidence: None,
     }
 }
