@@ -36,6 +36,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Run a model on labelled data and write metrics.json and report.md.
     Eval(EvalArgs),
+    /// Pick the documents of a results file whose labels would teach the model most, as
+    /// a CSV queue for people to label; `train --review` reads their labels back.
+    Review(ReviewArgs),
     /// Measure throughput of the encoder on a corpus (one document per line).
     Bench(BenchArgs),
     /// Prepare and check model directories.
@@ -269,6 +272,13 @@ pub struct TrainArgs {
     #[arg(value_name = "TRAIN")]
     pub train: PathBuf,
 
+    /// A review queue people have labelled (`docclass review`, `gold` filled in): its
+    /// documents join TRAIN with their gold labels, read again from their sources (the
+    /// text column/field as --text-column names it, ids from `id`). Rows without a gold
+    /// label are skipped and counted. May be given several times.
+    #[arg(long, value_name = "QUEUE.csv")]
+    pub review: Vec<PathBuf>,
+
     /// Development data. A tagger stops early and is selected on it (default: a held-out
     /// part of TRAIN, drawn with --seed); a classifier chooses its settings by
     /// cross-validation on TRAIN and only reports its score on this data.
@@ -443,6 +453,57 @@ pub struct EvalArgs {
 
     #[command(flatten)]
     pub windows: WindowArgs,
+}
+
+/// How documents are ranked for review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReviewStrategy {
+    /// Smallest gap between the two best scores first.
+    Margin,
+    /// Highest entropy of the scores first (needs all scores: no --top-k).
+    Entropy,
+    /// Documents two results files (two models) label differently, those both are
+    /// surest of first.
+    Disagreement,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Results of `docclass classify` (JSONL); a second file for --strategy disagreement.
+    #[arg(required = true, num_args = 1..=2, value_name = "RESULTS.jsonl")]
+    pub results: Vec<PathBuf>,
+
+    /// The queue: a CSV file (UTF-8 with a byte-order mark, so spreadsheets open it
+    /// right) with an empty `gold` column to fill in.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// How many documents to put in the queue.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub budget: usize,
+
+    #[arg(long, value_enum, default_value_t = ReviewStrategy::Margin)]
+    pub strategy: ReviewStrategy,
+
+    /// The classification head to review, by its name under `heads` (default: the
+    /// record's own label).
+    #[arg(long, value_name = "NAME")]
+    pub head: Option<String>,
+
+    /// JSON field / CSV column that holds the text, as given to classify.
+    #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
+    pub text_field: String,
+
+    /// JSON field / CSV column that holds the document id, as given to classify.
+    #[arg(long, alias = "id-column", value_name = "NAME", default_value = "id")]
+    pub id_field: String,
+
+    /// Overwrite an existing queue.
+    #[arg(long)]
+    pub force: bool,
+
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Args)]

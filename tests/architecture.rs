@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["output"],
     &["model"],
     &["infer"],
-    &["eval"],
+    &["eval", "review"],
     &["train"],
     &["cli"],
     &["commands"],

@@ -5,6 +5,7 @@ mod classify;
 mod eval;
 mod merge;
 mod model;
+mod review;
 pub mod train;
 
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Merge(args) => merge::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Review(args) => review::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(command) => model::run(command),
     }

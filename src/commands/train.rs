@@ -13,8 +13,9 @@ use crate::cli::{DataArgs, PoolingArg, TrainArgs, TrainTask};
 use crate::fsutil::refuse_existing_dir;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::labelled::{
-    read_conll, read_documents, read_tag_map, DocumentColumns, LabelledDocument, TaggedSentence,
+    read_conll, read_documents, read_tag_map, Column, DocumentColumns, LabelledDocument, TaggedSentence,
 };
+use crate::ingest::FieldNames;
 use crate::logging;
 use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
@@ -68,7 +69,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let finished = match task {
         TrainTask::Classify => {
             let columns = args.data.columns(args.label_separator.clone());
-            let train = read_documents(&args.train, &columns)?;
+            let mut train = read_documents(&args.train, &columns)?;
+            train.extend(reviewed_documents(&args)?);
             crate::train::classifier::check_label_counts(&args.train, train.iter().map(|d| &d.labels))?;
             let dev = args.dev.as_ref().map(|p| read_documents(p, &columns)).transpose()?;
             let texts = |docs: &[LabelledDocument]| (docs.iter().map(|d| d.text.clone()).collect(), Vec::new());
@@ -237,6 +239,52 @@ impl DataArgs {
     pub fn tag_map(&self) -> Result<Option<BTreeMap<String, String>>> {
         self.tag_map.as_ref().map(|p| read_tag_map(p)).transpose()
     }
+}
+
+/// The labelled rows of the --review queues as training documents, their texts read
+/// again from their sources.
+fn reviewed_documents(args: &TrainArgs) -> Result<Vec<LabelledDocument>> {
+    if !args.review.is_empty() && args.data.task_of(&args.train) != TrainTask::Classify {
+        bail!("--review queues label documents: they train classifiers, not taggers");
+    }
+    let text = match &args.data.text_column {
+        Column::Name(name) => name.clone(),
+        Column::Position(_) => "text".to_string(),
+    };
+    let fields = FieldNames { text, id: "id".into() };
+    let mut documents = Vec::new();
+    for queue in &args.review {
+        let (rows, unlabelled) = crate::review::read_queue(queue)?;
+        let paths = rows.iter().map(|r| r.path.clone()).collect();
+        let texts = crate::review::read_texts(&paths, &fields)?;
+        let labelled = rows.len();
+        for row in rows {
+            let text = texts.get(&(row.path.clone(), row.id.clone())).with_context(|| {
+                format!(
+                    "{}:{}: document {:?} is not in {} (a queue's texts are read from their sources again)",
+                    queue.display(),
+                    row.line,
+                    row.id,
+                    row.path
+                )
+            })?;
+            documents.push(LabelledDocument {
+                text: text.clone(),
+                labels: vec![row.gold],
+                line: row.line,
+                id: Some(row.id),
+            });
+        }
+        logging::info(
+            "review",
+            &format!(
+                "{}: {labelled} reviewed documents join the training data; {unlabelled} rows without a gold label skipped",
+                queue.display()
+            ),
+            json!({"queue": queue.display().to_string(), "labelled": labelled, "unlabelled": unlabelled}),
+        );
+    }
+    Ok(documents)
 }
 
 fn display(path: &Path) -> String {

@@ -1,6 +1,7 @@
-//! Running documents through the model: windows sorted by length and packed into
-//! batches under a token budget, one encoder pass per batch feeding every head, and
-//! per-document assembly of the results.
+//! Running documents through the model: the runner takes chunks of documents (shards,
+//! state, checkpoints); per chunk, windows sorted by length are packed into batches under
+//! a token budget, one encoder pass per batch feeds every head, and each document's
+//! results are assembled.
 
 pub mod batching;
 pub mod features;

@@ -1,0 +1,402 @@
+//! A review queue: the documents of a results file whose labels would teach a model most,
+//! for people to label in a spreadsheet (`docclass review`), and their labels read back
+//! for training (`docclass train --review`). The queue names each document by its id and
+//! source; both sides read its text from there again, so that the spreadsheet only has
+//! to carry the `gold` column people fill in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Next, ReadLimits};
+
+/// How candidates are ranked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Smallest gap between the two best scores first.
+    Margin,
+    /// Highest entropy of the scores first.
+    Entropy,
+    /// Documents two results files label differently, those both are surest of first.
+    Disagreement,
+}
+
+/// A label and its score, as records write them.
+#[derive(Clone, Debug, Deserialize)]
+struct LabelScore {
+    label: String,
+    score: f32,
+}
+
+/// The part of a classification a review reads.
+#[derive(Clone, Debug, Deserialize)]
+struct Classified {
+    label: String,
+    score: f32,
+    #[serde(default)]
+    scores: Vec<LabelScore>,
+    #[serde(default)]
+    evidence: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct Source {
+    path: String,
+    #[serde(default)]
+    line: Option<u64>,
+}
+
+/// The part of a record a review reads.
+#[derive(Clone, Debug, Deserialize)]
+struct RecordView {
+    id: String,
+    source: Source,
+    #[serde(flatten)]
+    classification: Option<Classified>,
+    #[serde(default)]
+    heads: BTreeMap<String, Classified>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// A document that could go into the queue.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub id: String,
+    pub path: String,
+    pub line: Option<u64>,
+    pub label: String,
+    pub score: f32,
+    /// The second-best label (margin, entropy) or the other results file's label
+    /// (disagreement), with its score.
+    pub runner_up: Option<(String, f32)>,
+    /// Lower comes first.
+    priority: f64,
+    /// Character ranges of the terms that spoke most for the label (`--explain`).
+    pub marks: Vec<(usize, usize)>,
+}
+
+impl Candidate {
+    /// `path:line`, or the path of a one-document file.
+    pub fn source(&self) -> String {
+        match self.line {
+            Some(line) => format!("{}:{line}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// The records of a results file, one per line; error records are counted and left out.
+fn read_records(path: &Path) -> Result<(Vec<RecordView>, usize)> {
+    let text = crate::fsutil::read_text(path)?;
+    let mut records = Vec::new();
+    let mut failed = 0;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record: RecordView = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a record of docclass classify", path.display(), i + 1))?;
+        if record.error.is_some() {
+            failed += 1;
+        } else {
+            records.push(record);
+        }
+    }
+    Ok((records, failed))
+}
+
+/// The classification of `head` (default: the record's first).
+fn classification<'a>(record: &'a RecordView, head: Option<&str>, path: &Path) -> Result<&'a Classified> {
+    match head {
+        None => record.classification.as_ref().with_context(|| {
+            format!("{}: record {:?} has no classification", path.display(), record.id)
+        }),
+        Some(name) => record.heads.get(name).with_context(|| {
+            format!(
+                "{}: record {:?} has no head {name:?} under `heads` (the first head's results are the record's own label: leave out --head)",
+                path.display(),
+                record.id
+            )
+        }),
+    }
+}
+
+/// The positive term evidence of a classification: the places in the text that spoke
+/// for its label. Words and word pairs where there are any (a reader takes them in at a
+/// glance), else character n-grams.
+fn marks(classified: &Classified) -> Vec<(usize, usize)> {
+    let Some(evidence) = &classified.evidence else { return Vec::new() };
+    let of_block = |block: &str| -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for c in evidence["contributions"].as_array().into_iter().flatten() {
+            if c["source"] != "terms" || c["block"] != block || c["value"].as_f64().unwrap_or(0.0) <= 0.0 {
+                continue;
+            }
+            for o in c["occurrences"].as_array().into_iter().flatten() {
+                if let (Some(start), Some(end)) = (o["start"].as_u64(), o["end"].as_u64()) {
+                    out.push((start as usize, end as usize));
+                }
+            }
+        }
+        out
+    };
+    let words = of_block("words");
+    if words.is_empty() {
+        of_block("characters")
+    } else {
+        words
+    }
+}
+
+/// Candidates from one results file (margin, entropy) or two (disagreement: the ids
+/// both label, differently), best first; also the number of error records left out.
+pub fn candidates(
+    results: &Path,
+    other: Option<&Path>,
+    strategy: Strategy,
+    head: Option<&str>,
+) -> Result<(Vec<Candidate>, usize)> {
+    let (records, mut failed) = read_records(results)?;
+    let others: Option<HashMap<String, Classified>> = match other {
+        Some(path) => {
+            let (records, other_failed) = read_records(path)?;
+            failed += other_failed;
+            let by_id = records
+                .iter()
+                .map(|r| Ok((r.id.clone(), classification(r, head, path)?.clone())))
+                .collect::<Result<_>>()?;
+            Some(by_id)
+        }
+        None => None,
+    };
+    if strategy == Strategy::Disagreement && others.is_none() {
+        bail!("--strategy disagreement needs a second results file");
+    }
+    let mut out = Vec::new();
+    for record in &records {
+        let c = classification(record, head, results)?;
+        let second = c.scores.iter().find(|s| s.label != c.label);
+        let (runner_up, priority) = match (strategy, &others) {
+            (Strategy::Disagreement, Some(others)) => {
+                let Some(o) = others.get(&record.id).filter(|o| o.label != c.label) else { continue };
+                (Some((o.label.clone(), o.score)), -f64::from(c.score + o.score))
+            }
+            (Strategy::Entropy, _) => {
+                let entropy: f64 =
+                    c.scores.iter().map(|s| f64::from(s.score)).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum();
+                (second.map(|s| (s.label.clone(), s.score)), -entropy)
+            }
+            _ => (second.map(|s| (s.label.clone(), s.score)), f64::from(c.score - second.map_or(0.0, |s| s.score))),
+        };
+        out.push(Candidate {
+            id: record.id.clone(),
+            path: record.source.path.clone(),
+            line: record.source.line,
+            label: c.label.clone(),
+            score: c.score,
+            runner_up,
+            priority,
+            marks: marks(c),
+        });
+    }
+    // Ties by input order, so the queue is the same on every run.
+    out.sort_by(|a, b| a.priority.total_cmp(&b.priority));
+    Ok((out, failed))
+}
+
+/// Word 3-gram shingles of a text, for near-duplicate checks.
+fn shingles(text: &str) -> BTreeSet<u64> {
+    let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+    words
+        .windows(3.min(words.len()).max(1))
+        .map(|w| {
+            let digest = Sha256::digest(w.join(" ").as_bytes());
+            u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+        })
+        .collect()
+}
+
+/// Share of shingles two texts have in common (Jaccard).
+fn overlap(a: &BTreeSet<u64>, b: &BTreeSet<u64>) -> f64 {
+    let common = a.intersection(b).count();
+    let union = a.len() + b.len() - common;
+    if union == 0 {
+        1.0
+    } else {
+        common as f64 / union as f64
+    }
+}
+
+/// Texts sharing this much of their word 3-grams count as the same document.
+pub const NEAR_DUPLICATE: f64 = 0.8;
+
+/// Up to `budget` candidates, spread over the predicted labels (each label in turn takes
+/// its next best), without exact or near duplicates of one already taken. `text_of`
+/// gives a candidate's text. Returns the chosen with their texts, and the duplicates
+/// skipped.
+pub fn choose(
+    candidates: Vec<Candidate>,
+    budget: usize,
+    mut text_of: impl FnMut(&Candidate) -> Result<String>,
+) -> Result<(Vec<(Candidate, String)>, usize)> {
+    // Labels in the order of their best candidate, each with its candidates best first.
+    let mut by_label: Vec<(String, std::collections::VecDeque<Candidate>)> = Vec::new();
+    for c in candidates {
+        match by_label.iter_mut().find(|(label, _)| *label == c.label) {
+            Some((_, queue)) => queue.push_back(c),
+            None => by_label.push((c.label.clone(), [c].into())),
+        }
+    }
+    let mut chosen: Vec<(Candidate, String)> = Vec::new();
+    let mut seen_hashes = BTreeSet::new();
+    let mut seen_shingles: Vec<BTreeSet<u64>> = Vec::new();
+    let mut duplicates = 0;
+    while chosen.len() < budget && by_label.iter().any(|(_, q)| !q.is_empty()) {
+        for (_, queue) in by_label.iter_mut() {
+            if chosen.len() >= budget {
+                break;
+            }
+            while let Some(c) = queue.pop_front() {
+                let text = text_of(&c)?;
+                let hash = Sha256::digest(text.as_bytes());
+                let own = shingles(&text);
+                if !seen_hashes.insert(hash) || seen_shingles.iter().any(|s| overlap(s, &own) >= NEAR_DUPLICATE) {
+                    duplicates += 1;
+                    continue;
+                }
+                seen_shingles.push(own);
+                chosen.push((c, text));
+                break;
+            }
+        }
+    }
+    Ok((chosen, duplicates))
+}
+
+/// About `width` characters of `text` on one line around its first mark, every mark in
+/// the excerpt put in ⟦ ⟧.
+pub fn excerpt(text: &str, marks: &[(usize, usize)], width: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut marks: Vec<(usize, usize)> = marks.iter().copied().filter(|&(s, e)| s < e && e <= chars.len()).collect();
+    marks.sort_unstable();
+    let from = marks.first().map_or(0, |&(s, _)| s.saturating_sub(width / 4));
+    let to = (from + width).min(chars.len());
+    let mut out = String::new();
+    if from > 0 {
+        out.push('…');
+    }
+    let mut i = from;
+    let mut next = marks.iter().filter(|&&(s, _)| s >= from).peekable();
+    while i < to {
+        match next.peek() {
+            Some(&&(s, e)) if s == i => {
+                let end = e.min(to);
+                out.push('⟦');
+                out.extend(&chars[s..end]);
+                out.push('⟧');
+                i = end;
+                next.next();
+                while next.peek().is_some_and(|&&(s, _)| s < i) {
+                    next.next();
+                }
+            }
+            _ => {
+                out.push(chars[i]);
+                i += 1;
+            }
+        }
+    }
+    if to < chars.len() {
+        out.push('…');
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The columns of a queue; people fill `gold`.
+pub const COLUMNS: [&str; 8] = ["id", "source", "label", "score", "runner_up", "runner_up_score", "excerpt", "gold"];
+
+/// A labelled row of a queue, read back.
+pub struct Reviewed {
+    pub id: String,
+    pub path: String,
+    pub gold: String,
+    /// The row's line in the queue file.
+    pub line: usize,
+}
+
+/// The rows of a filled-in queue that have a `gold` label, and how many have none.
+pub fn read_queue(path: &Path) -> Result<(Vec<Reviewed>, usize)> {
+    let text = crate::fsutil::read_text(path)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // Spreadsheets save CSV with `,` or, in German locales, `;`.
+    let first = text.lines().next().unwrap_or("");
+    let delimiter = if first.matches(';').count() > first.matches(',').count() { b';' } else { b',' };
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(text.as_bytes());
+    let header = reader.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| format!("{}: no {name:?} column; is this a queue of docclass review?", path.display()))
+    };
+    let (id, source, gold) = (column("id")?, column("source")?, column("gold")?);
+    let mut rows = Vec::new();
+    let mut unlabelled = 0;
+    for (i, row) in reader.records().enumerate() {
+        let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+        let cell = |k: usize| row.get(k).unwrap_or("").trim().to_string();
+        if cell(gold).is_empty() {
+            unlabelled += 1;
+            continue;
+        }
+        let source = cell(source);
+        // `path:line` for rows of JSONL/CSV inputs; the path alone otherwise.
+        let path_part = match source.rsplit_once(':') {
+            Some((p, line)) if line.chars().all(|c| c.is_ascii_digit()) && !line.is_empty() => p.to_string(),
+            _ => source.clone(),
+        };
+        rows.push(Reviewed { id: cell(id), path: path_part, gold: cell(gold), line: i + 2 });
+    }
+    Ok((rows, unlabelled))
+}
+
+/// The texts of the documents in `paths`, by (path, id), read as `classify` reads them.
+pub fn read_texts(paths: &BTreeSet<String>, fields: &FieldNames) -> Result<HashMap<(String, String), String>> {
+    let inputs: Vec<std::path::PathBuf> = paths.iter().map(std::path::PathBuf::from).collect();
+    // Documents `classify` read are read again whatever limits it ran with.
+    let limits = ReadLimits { document_bytes: 1 << 40, extract_time: std::time::Duration::from_secs(600) };
+    let mut reader = DocumentReader::new(walk_inputs(&inputs)?, fields.clone(), limits);
+    let mut texts = HashMap::new();
+    while let Some(next) = reader.next_wanted(|_| true) {
+        if let Next::Item(Ok(document)) = next {
+            texts.insert((document.source.path.clone(), document.id), document.text);
+        }
+    }
+    Ok(texts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_mark_the_evidence_on_one_line() {
+        let text = "Der Bescheid\nvom Finanzamt über die Einkommensteuer.";
+        let finanzamt = (17, 26);
+        assert_eq!(&text.chars().skip(17).take(9).collect::<String>(), "Finanzamt");
+        assert_eq!(excerpt(text, &[finanzamt], 100), "Der Bescheid vom ⟦Finanzamt⟧ über die Einkommensteuer.");
+        // Overlapping marks become one; a narrow excerpt starts shortly before the first.
+        let narrow = excerpt(text, &[finanzamt, (20, 30)], 16);
+        assert_eq!(narrow, "…vom ⟦Finanzamt⟧ üb…");
+    }
+
+    #[test]
+    fn near_duplicates_share_most_word_triples() {
+        let a = shingles("Der Antrag auf Aufenthaltserlaubnis wird abgelehnt weil die Unterlagen fehlen");
+        let b = shingles("Der Antrag auf Aufenthaltserlaubnis wird abgelehnt weil die Unterlagen fehlen .");
+        let c = shingles("Die Klage gegen den Bescheid des Finanzamts hat keinen Erfolg");
+        assert!(overlap(&a, &b) >= NEAR_DUPLICATE);
+        assert!(overlap(&a, &c) < 0.1);
+    }
+}
