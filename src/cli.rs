@@ -39,6 +39,9 @@ pub enum Command {
     /// Pick the documents of a results file whose labels would teach the model most, as
     /// a CSV queue for people to label; `train --review` reads their labels back.
     Review(ReviewArgs),
+    /// An overview page of one or more results files: documents per label and month,
+    /// confidence, frequent entities, failures, the least confident documents.
+    Report(ReportArgs),
     /// Measure throughput of the encoder on a corpus (one document per line).
     Bench(BenchArgs),
     /// Prepare and check model directories.
@@ -499,6 +502,45 @@ pub struct ReviewArgs {
     pub id_field: String,
 
     /// Overwrite an existing queue.
+    #[arg(long)]
+    pub force: bool,
+
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Results of `docclass classify` (JSONL, plain or gzip), read as one archive.
+    #[arg(required = true, value_name = "RESULTS.jsonl")]
+    pub results: Vec<PathBuf>,
+
+    /// The page: one self-contained HTML file (no network).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// The classification head to report, by its name under `heads` (default: the
+    /// record's own label).
+    #[arg(long, value_name = "NAME")]
+    pub head: Option<String>,
+
+    /// Documents below this confidence are counted as the ones a person should check.
+    #[arg(long, value_name = "SCORE", default_value_t = 0.7)]
+    pub review_below: f32,
+
+    /// How many of the least confident documents the page shows, with their text.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub sample: usize,
+
+    /// JSON field / CSV column that holds the text, as given to classify (for the sample).
+    #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
+    pub text_field: String,
+
+    /// JSON field / CSV column that holds the document id, as given to classify.
+    #[arg(long, alias = "id-column", value_name = "NAME", default_value = "id")]
+    pub id_field: String,
+
+    /// Overwrite an existing page.
     #[arg(long)]
     pub force: bool,
 

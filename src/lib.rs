@@ -14,6 +14,7 @@ pub mod intake;
 pub mod logging;
 pub mod model;
 pub mod output;
+pub mod overview;
 pub mod review;
 pub mod rng;
 pub mod text;

@@ -125,8 +125,8 @@ fn classification<'a>(record: &'a RecordView, head: Option<&str>, path: &Path) -
 /// The positive term evidence of a classification: the places in the text that spoke
 /// for its label. Words and word pairs where there are any (a reader takes them in at a
 /// glance), else character n-grams.
-fn marks(classified: &Classified) -> Vec<(usize, usize)> {
-    let Some(evidence) = &classified.evidence else { return Vec::new() };
+pub fn evidence_marks(evidence: Option<&serde_json::Value>) -> Vec<(usize, usize)> {
+    let Some(evidence) = evidence else { return Vec::new() };
     let of_block = |block: &str| -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         for c in evidence["contributions"].as_array().into_iter().flatten() {
@@ -197,7 +197,7 @@ pub fn candidates(
             score: c.score,
             runner_up,
             priority,
-            marks: marks(c),
+            marks: evidence_marks(c.evidence.as_ref()),
         });
     }
     // Ties by input order, so the queue is the same on every run.
@@ -363,7 +363,11 @@ pub fn read_queue(path: &Path) -> Result<(Vec<Reviewed>, usize)> {
 
 /// The texts of the documents in `paths`, by (path, id), read as `classify` reads them.
 pub fn read_texts(paths: &BTreeSet<String>, fields: &FieldNames) -> Result<HashMap<(String, String), String>> {
-    let inputs: Vec<std::path::PathBuf> = paths.iter().map(std::path::PathBuf::from).collect();
+    // A source that is gone has no text to give (callers say what that means for them).
+    let inputs: Vec<std::path::PathBuf> = paths.iter().map(std::path::PathBuf::from).filter(|p| p.exists()).collect();
+    if inputs.is_empty() {
+        return Ok(HashMap::new());
+    }
     // Documents `classify` read are read again whatever limits it ran with.
     let limits = ReadLimits { document_bytes: 1 << 40, extract_time: std::time::Duration::from_secs(600) };
     let mut reader = DocumentReader::new(walk_inputs(&inputs)?, fields.clone(), limits);

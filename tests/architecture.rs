@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     &["infer"],
     &["eval", "review"],
+    &["overview"],
     &["train"],
     &["cli"],
     &["commands"],

@@ -5,6 +5,7 @@ mod classify;
 mod eval;
 mod merge;
 mod model;
+mod report;
 mod review;
 pub mod train;
 
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Review(args) => review::run(args),
+        Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(command) => model::run(command),
     }

@@ -1,0 +1,434 @@
+//! An archive at a glance (`docclass report`): results files of `classify` streamed
+//! through counters whose size does not grow with the archive — documents per label
+//! and per month, a confidence histogram, the most frequent entities per type, failures
+//! by reason, and the least confident documents — rendered as one self-contained page.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::eval::html::{escape, html_table, page, strings, svg};
+use crate::infer::runner::failure_reason;
+
+/// Confidence histogram bins over [0, 1].
+const BINS: usize = 20;
+/// Distinct names tracked per entity type; beyond, counts are approximate (SpaceSaving).
+const NAMES_PER_TYPE: usize = 1000;
+/// Names listed per entity type.
+const TOP_NAMES: usize = 20;
+
+#[derive(Deserialize)]
+struct Source {
+    path: String,
+    #[serde(default)]
+    line: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Classified {
+    label: String,
+    score: f32,
+    #[serde(default)]
+    evidence: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Entity {
+    text: String,
+    label: String,
+}
+
+#[derive(Deserialize)]
+struct RecordView {
+    id: String,
+    source: Source,
+    #[serde(flatten)]
+    classification: Option<Classified>,
+    #[serde(default)]
+    heads: BTreeMap<String, Classified>,
+    #[serde(default)]
+    entities: Option<Vec<Entity>>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// The most frequent names of one entity type, counted with SpaceSaving: exact while
+/// there are at most [`NAMES_PER_TYPE`] distinct names, else each count at most `error`
+/// too high.
+#[derive(Default)]
+struct TopNames {
+    /// Name → (count, possible excess).
+    counts: HashMap<String, (u64, u64)>,
+    /// (count, name), so that the least counted is found at once.
+    by_count: std::collections::BTreeSet<(u64, String)>,
+}
+
+impl TopNames {
+    fn add(&mut self, name: &str) {
+        if let Some((count, _)) = self.counts.get_mut(name) {
+            self.by_count.remove(&(*count, name.to_string()));
+            *count += 1;
+            self.by_count.insert((*count, name.to_string()));
+            return;
+        }
+        let (count, excess) = if self.counts.len() < NAMES_PER_TYPE {
+            (1, 0)
+        } else {
+            // Full: the least counted name makes room, and the new one inherits its count.
+            let (smallest, name_out) = self.by_count.pop_first().expect("full");
+            self.counts.remove(&name_out);
+            (smallest + 1, smallest)
+        };
+        self.counts.insert(name.to_string(), (count, excess));
+        self.by_count.insert((count, name.to_string()));
+    }
+
+    /// The top names, most frequent first (ties by name), with count and possible excess.
+    fn top(&self, n: usize) -> Vec<(&str, u64, u64)> {
+        let mut all: Vec<(&str, u64, u64)> = self.counts.iter().map(|(k, &(c, e))| (k.as_str(), c, e)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        all.truncate(n);
+        all
+    }
+}
+
+/// A least-confident document kept for the sample.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Sample {
+    /// The score's bits (non-negative floats order as their bits), so the heap can hold it.
+    score_bits: u32,
+    /// Input order, for ties.
+    order: u64,
+    id: String,
+    path: String,
+    line: Option<u64>,
+    label: String,
+    marks: Vec<(usize, usize)>,
+}
+
+/// What `report` needs to know.
+pub struct OverviewOptions {
+    /// The classification head to report (default: the record's own label).
+    pub head: Option<String>,
+    /// Documents below this confidence would go to a person.
+    pub review_below: f32,
+    /// How many of the least confident documents to show.
+    pub sample: usize,
+}
+
+/// The counters, fed one record at a time.
+pub struct Overview {
+    options: OverviewOptions,
+    files: Vec<String>,
+    documents: u64,
+    failed: u64,
+    failures: BTreeMap<String, u64>,
+    by_label: BTreeMap<String, u64>,
+    /// `YYYY-MM` → label → documents.
+    by_month: BTreeMap<String, BTreeMap<String, u64>>,
+    undated: u64,
+    histogram: [u64; BINS],
+    below: u64,
+    entities: BTreeMap<String, TopNames>,
+    least_confident: BinaryHeap<Sample>,
+    /// The modification month of the source file last looked at (records of one file
+    /// come together, so one is enough).
+    last_source: Option<(String, Option<String>)>,
+}
+
+impl Overview {
+    pub fn new(options: OverviewOptions) -> Self {
+        Self {
+            options,
+            files: Vec::new(),
+            documents: 0,
+            failed: 0,
+            failures: BTreeMap::new(),
+            by_label: BTreeMap::new(),
+            by_month: BTreeMap::new(),
+            undated: 0,
+            histogram: [0; BINS],
+            below: 0,
+            entities: BTreeMap::new(),
+            least_confident: BinaryHeap::new(),
+            last_source: None,
+        }
+    }
+
+    /// Streams the records of one results file (plain or gzip) into the counters.
+    pub fn add_file(&mut self, path: &Path) -> Result<()> {
+        use std::io::BufRead;
+        let file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let mut reader: Box<dyn BufRead> = Box::new(std::io::BufReader::new(file));
+        if reader.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+            reader = Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(reader)));
+        }
+        self.files.push(path.display().to_string());
+        for (i, line) in reader.lines().enumerate() {
+            let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record: RecordView = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: not a record of docclass classify", path.display(), i + 1))?;
+            self.add(record, path, i + 1)?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, record: RecordView, results: &Path, line: usize) -> Result<()> {
+        let order = self.documents;
+        self.documents += 1;
+        if let Some(error) = &record.error {
+            self.failed += 1;
+            *self.failures.entry(failure_reason(error)).or_default() += 1;
+            return Ok(());
+        }
+        let classified = match &self.options.head {
+            None => record.classification.as_ref(),
+            Some(name) => record.heads.get(name),
+        };
+        if let Some(c) = classified {
+            *self.by_label.entry(c.label.clone()).or_default() += 1;
+            match self.month_of(&record.source.path) {
+                Some(month) => *self.by_month.entry(month).or_default().entry(c.label.clone()).or_default() += 1,
+                None => self.undated += 1,
+            }
+            let score = c.score.clamp(0.0, 1.0);
+            self.histogram[((score * BINS as f32) as usize).min(BINS - 1)] += 1;
+            if score < self.options.review_below {
+                self.below += 1;
+            }
+            self.keep_if_least_confident(Sample {
+                score_bits: score.to_bits(),
+                order,
+                id: record.id.clone(),
+                path: record.source.path.clone(),
+                line: record.source.line,
+                label: c.label.clone(),
+                marks: crate::review::evidence_marks(c.evidence.as_ref()),
+            });
+        } else if self.options.head.is_some() || !record.heads.is_empty() || record.entities.is_none() {
+            anyhow::bail!(
+                "{}:{line}: record {:?} has no classification{}",
+                results.display(),
+                record.id,
+                self.options.head.as_ref().map_or(String::new(), |h| format!(" of head {h:?}"))
+            );
+        }
+        for entity in record.entities.iter().flatten() {
+            let name = entity.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            self.entities.entry(entity.label.clone()).or_default().add(&name);
+        }
+        Ok(())
+    }
+
+    fn keep_if_least_confident(&mut self, sample: Sample) {
+        if self.options.sample == 0 {
+            return;
+        }
+        // A max-heap of the kept: its top is the most confident of them, replaced first.
+        if self.least_confident.len() < self.options.sample {
+            self.least_confident.push(sample);
+        } else if self.least_confident.peek().is_some_and(|top| sample < *top) {
+            self.least_confident.pop();
+            self.least_confident.push(sample);
+        }
+    }
+
+    /// The month the source file was last modified (`YYYY-MM`), looked up once per file.
+    fn month_of(&mut self, path: &str) -> Option<String> {
+        if let Some((last, month)) = &self.last_source {
+            if last == path {
+                return month.clone();
+            }
+        }
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let month = modified.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| {
+            let (year, month) = civil_month(d.as_secs() / 86_400);
+            format!("{year:04}-{month:02}")
+        });
+        self.last_source = Some((path.to_string(), month.clone()));
+        month
+    }
+
+    /// The page. `texts` gives the text of a sampled document by (path, id), where it can
+    /// still be read.
+    pub fn html(&self, texts: &HashMap<(String, String), String>) -> String {
+        let classified: u64 = self.by_label.values().sum();
+        let share =
+            |n: u64, of: u64| if of == 0 { "–".to_string() } else { format!("{:.1}%", 100.0 * n as f64 / of as f64) };
+        let mut body = format!("<h1>Overview of {} documents</h1>\n<dl>", self.documents);
+        let months: Vec<&String> = self.by_month.keys().collect();
+        for (key, value) in [
+            ("results", self.files.join(", ")),
+            ("documents", self.documents.to_string()),
+            ("classified", classified.to_string()),
+            ("failed", format!("{} ({})", self.failed, share(self.failed, self.documents))),
+            (
+                "below the review threshold",
+                format!(
+                    "{} ({}) with confidence < {}",
+                    self.below,
+                    share(self.below, classified),
+                    self.options.review_below
+                ),
+            ),
+            (
+                "months (file modification)",
+                match (months.first(), months.last()) {
+                    (Some(first), Some(last)) => format!("{first} to {last}; {} documents undated", self.undated),
+                    _ => "none".to_string(),
+                },
+            ),
+        ] {
+            body += &format!("<dt>{}</dt><dd>{}</dd>", escape(key), escape(&value));
+        }
+        body += "</dl>\n";
+
+        let mut labels: Vec<(&String, &u64)> = self.by_label.iter().collect();
+        labels.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let bars: Vec<(String, f64)> = labels.iter().map(|(l, &n)| (l.to_string(), n as f64)).collect();
+        body += &section("Documents per label", &svg::count_chart(&bars));
+        body += &html_table(
+            &strings(&["label", "documents", "share"]),
+            &labels.iter().map(|(l, &n)| vec![l.to_string(), n.to_string(), share(n, classified)]).collect::<Vec<_>>(),
+        );
+
+        if !self.by_month.is_empty() {
+            let per_month: Vec<(String, f64)> =
+                self.by_month.iter().map(|(m, ls)| (m.clone(), ls.values().sum::<u64>() as f64)).collect();
+            body += &section("Documents per month (file modification)", &svg::count_chart(&per_month));
+            let rows: Vec<Vec<String>> = self
+                .by_month
+                .iter()
+                .flat_map(|(m, ls)| ls.iter().map(move |(l, n)| vec![m.clone(), l.clone(), n.to_string()]))
+                .collect();
+            body += &html_table(&strings(&["month", "label", "documents"]), &rows);
+        }
+
+        let bins: Vec<(String, f64)> = self
+            .histogram
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("{:.2}–{:.2}", i as f64 / BINS as f64, (i + 1) as f64 / BINS as f64), n as f64))
+            .collect();
+        body += &section(
+            &format!("Confidence ({} below {})", share(self.below, classified), self.options.review_below),
+            &svg::count_chart(&bins),
+        );
+
+        for (kind, names) in &self.entities {
+            let top = names.top(TOP_NAMES);
+            let rows: Vec<Vec<String>> = top
+                .iter()
+                .map(|(name, count, excess)| {
+                    let count = if *excess > 0 { format!("{}–{count}", count - excess) } else { count.to_string() };
+                    vec![name.to_string(), count]
+                })
+                .collect();
+            let bars: Vec<(String, f64)> = top.iter().map(|(n, c, _)| (n.to_string(), *c as f64)).collect();
+            body += &section(&format!("Most frequent {kind} entities"), &svg::count_chart(&bars));
+            body += &html_table(&strings(&["name", "documents' mentions"]), &rows);
+        }
+
+        if !self.failures.is_empty() {
+            body += "<h2>Failed documents, by reason</h2>\n";
+            let rows: Vec<Vec<String>> = self.failures.iter().map(|(r, n)| vec![r.clone(), n.to_string()]).collect();
+            body += &html_table(&strings(&["reason", "documents"]), &rows);
+        }
+
+        if !self.least_confident.is_empty() {
+            body += "<h2>Least confident documents</h2>\n<p>The terms that spoke most for the label are marked \
+                     (where classify ran with <code>--explain</code>).</p>\n";
+            body += "<table class=\"sortable\"><thead><tr>";
+            for h in ["score", "label", "id", "source", "text"] {
+                body += &format!("<th title=\"sort\">{h}</th>");
+            }
+            body += "</tr></thead><tbody>";
+            for s in self.least_confident_sorted() {
+                let text = texts.get(&(s.path.clone(), s.id.clone()));
+                let excerpt = text.map_or_else(
+                    || "(the source can no longer be read)".to_string(),
+                    |t| crate::review::excerpt(t, &s.marks, 300),
+                );
+                let marked = escape(&excerpt).replace('⟦', "<mark>").replace('⟧', "</mark>");
+                let source = s.line.map_or(s.path.clone(), |l| format!("{}:{l}", s.path));
+                body += &format!(
+                    "<tr><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{marked}</td></tr>",
+                    f32::from_bits(s.score_bits),
+                    escape(&s.label),
+                    escape(&s.id),
+                    escape(&source)
+                );
+            }
+            body += "</tbody></table>\n";
+        }
+        page(&format!("Overview of {} documents", self.documents), &body)
+    }
+
+    /// The sample, least confident first.
+    fn least_confident_sorted(&self) -> Vec<&Sample> {
+        let mut all: Vec<&Sample> = self.least_confident.iter().collect();
+        all.sort();
+        all
+    }
+
+    /// A line for the log: documents, labels, failures.
+    pub fn summary(&self) -> String {
+        format!("{} documents ({} labels, {} failed)", self.documents, self.by_label.len(), self.failed)
+    }
+
+    /// The sampled documents' sources, whose texts the page shows.
+    pub fn sample_sources(&self) -> std::collections::BTreeSet<String> {
+        self.least_confident.iter().map(|s| s.path.clone()).collect()
+    }
+}
+
+fn section(title: &str, chart: &str) -> String {
+    format!("<h2>{}</h2>\n<div class=\"charts\"><figure>{chart}</figure></div>\n", escape(title))
+}
+
+/// The year and month of a day counted from 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_month(days: u64) -> (i64, u32) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_become_calendar_months() {
+        assert_eq!(civil_month(0), (1970, 1));
+        assert_eq!(civil_month(59), (1970, 3)); // 1 March 1970
+        assert_eq!(civil_month(19_723), (2024, 1)); // 1 January 2024
+        assert_eq!(civil_month(20_513), (2026, 3)); // 1 March 2026
+    }
+
+    #[test]
+    fn top_names_are_exact_until_full_then_bounded() {
+        let mut names = TopNames::default();
+        for _ in 0..5 {
+            names.add("BGB");
+        }
+        names.add("StGB");
+        assert_eq!(names.top(2), vec![("BGB", 5, 0), ("StGB", 1, 0)]);
+        for i in 0..3 * NAMES_PER_TYPE {
+            names.add(&format!("name {i}"));
+        }
+        assert_eq!(names.counts.len(), NAMES_PER_TYPE);
+        assert_eq!(names.top(1)[0].0, "BGB", "a frequent name survives a flood of rare ones");
+    }
+}
