@@ -369,7 +369,7 @@ pub fn read_texts(paths: &BTreeSet<String>, fields: &FieldNames) -> Result<HashM
         return Ok(HashMap::new());
     }
     // Documents `classify` read are read again whatever limits it ran with.
-    let limits = ReadLimits { document_bytes: 1 << 40, extract_time: std::time::Duration::from_secs(600) };
+    let limits = ReadLimits { document_bytes: u64::MAX, extract_time: std::time::Duration::from_secs(600) };
     let mut reader = DocumentReader::new(walk_inputs(&inputs)?, fields.clone(), limits);
     let mut texts = HashMap::new();
     while let Some(next) = reader.next_wanted(|_| true) {

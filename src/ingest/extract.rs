@@ -176,7 +176,10 @@ fn zipped_xml(
         return Err(format!("{member} unpacks to {} bytes, more than the limit of {limit} (ZIP bomb?)", entry.size()));
     }
     let mut xml = Vec::new();
-    (&mut entry).take(limit + 1).read_to_end(&mut xml).map_err(|e| format!("corrupt ZIP container: {e}"))?;
+    (&mut entry)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut xml)
+        .map_err(|e| format!("corrupt ZIP container: {e}"))?;
     if xml.len() as u64 > limit {
         return Err(format!("{member} unpacks to more than {limit} bytes (ZIP bomb?)"));
     }

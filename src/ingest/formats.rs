@@ -167,7 +167,7 @@ fn read_file(file: File, path: String, kind: Kind, limits: ReadLimits) -> Vec<It
     let max_bytes = limits.document_bytes;
     let mut bytes = Vec::new();
     // Read one byte past the limit to tell "exactly at the limit" from "over it".
-    if let Err(e) = file.take(max_bytes + 1).read_to_end(&mut bytes) {
+    if let Err(e) = file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes) {
         return fail(format!("cannot read: {e}"));
     }
     if bytes.len() as u64 > max_bytes {
@@ -273,7 +273,7 @@ impl JsonlReader {
     /// Reads the next line up to the limit; a longer line is skipped to its end.
     fn read_line(&mut self) -> std::io::Result<Option<(Vec<u8>, bool)>> {
         let mut buf = Vec::new();
-        let n = (&mut self.lines).take(self.max_line_bytes + 1).read_until(b'\n', &mut buf)?;
+        let n = (&mut self.lines).take(self.max_line_bytes.saturating_add(1)).read_until(b'\n', &mut buf)?;
         if n == 0 {
             return Ok(None);
         }
@@ -506,5 +506,17 @@ mod tests {
             Some(Next::Item(Err(failed))) => assert!(failed.error.starts_with("cannot open"), "{}", failed.error),
             other => panic!("a missing wanted file is an error record, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_largest_size_limit_means_no_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "Ein Schreiben").unwrap();
+        std::fs::write(dir.path().join("b.jsonl"), "{\"text\": \"eine Zeile\"}\n").unwrap();
+        let limits = ReadLimits { document_bytes: u64::MAX, extract_time: Duration::from_secs(60) };
+        let reader =
+            DocumentReader::new(walk_inputs(&[dir.path().to_path_buf()]).unwrap(), FieldNames::default(), limits);
+        let texts: Vec<String> = reader.map(|item| item.expect("read").text).collect();
+        assert_eq!(texts, vec!["Ein Schreiben", "eine Zeile"]);
     }
 }
