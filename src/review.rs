@@ -170,8 +170,12 @@ pub fn candidates(
         }
         None => None,
     };
-    if strategy == Strategy::Disagreement && others.is_none() {
-        bail!("--strategy disagreement needs a second results file");
+    match (strategy, &others) {
+        (Strategy::Disagreement, None) => bail!("--strategy disagreement needs a second results file"),
+        (Strategy::Margin | Strategy::Entropy, Some(_)) => {
+            bail!("a second results file is for --strategy disagreement; margin and entropy read one")
+        }
+        _ => {}
     }
     let mut out = Vec::new();
     for record in &records {
