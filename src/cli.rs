@@ -106,6 +106,24 @@ pub struct WindowArgs {
     pub aggregation: Aggregation,
 }
 
+/// Where a JSON line or CSV row keeps a document's text and id.
+#[derive(Debug, Args)]
+pub struct FieldArgs {
+    /// JSON field / CSV column that holds the text.
+    #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
+    pub text_field: String,
+
+    /// JSON field / CSV column that holds the document id (default id: path:line).
+    #[arg(long, alias = "id-column", value_name = "NAME", default_value = "id")]
+    pub id_field: String,
+}
+
+impl FieldArgs {
+    pub fn names(&self) -> crate::ingest::FieldNames {
+        crate::ingest::FieldNames { text: self.text_field.clone(), id: self.id_field.clone() }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
     #[command(flatten)]
@@ -158,13 +176,8 @@ pub struct ClassifyArgs {
     #[arg(long, value_name = "K")]
     pub explain: Option<usize>,
 
-    /// JSON field / CSV column that holds the text.
-    #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
-    pub text_field: String,
-
-    /// JSON field / CSV column that holds the document id (default id: path:line).
-    #[arg(long, alias = "id-column", value_name = "NAME", default_value = "id")]
-    pub id_field: String,
+    #[command(flatten)]
+    pub fields: FieldArgs,
 
     /// Larger documents (or JSONL lines) get an error record instead of being read.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -493,13 +506,10 @@ pub struct ReviewArgs {
     #[arg(long, value_name = "NAME")]
     pub head: Option<String>,
 
-    /// JSON field / CSV column that holds the text, as given to classify.
-    #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
-    pub text_field: String,
-
-    /// JSON field / CSV column that holds the document id, as given to classify.
-    #[arg(long, alias = "id-column", value_name = "NAME", default_value = "id")]
-    pub id_field: String,
+    /// The fields classify read the documents with: review and report read their texts
+    /// again from the records' sources.
+    #[command(flatten)]
+    pub fields: FieldArgs,
 
     /// Overwrite an existing queue.
     #[arg(long)]
@@ -532,13 +542,10 @@ pub struct ReportArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub sample: usize,
 
-    /// JSON field / CSV column that holds the text, as given to classify (for the sample).
-    #[arg(long, alias = "text-column", value_name = "NAME", default_value = "text")]
-    pub text_field: String,
-
-    /// JSON field / CSV column that holds the document id, as given to classify.
-    #[arg(long, alias = "id-column", value_name = "NAME", default_value = "id")]
-    pub id_field: String,
+    /// The fields classify read the documents with: review and report read their texts
+    /// again from the records' sources.
+    #[command(flatten)]
+    pub fields: FieldArgs,
 
     /// Overwrite an existing page.
     #[arg(long)]

@@ -4,7 +4,7 @@
 //! compressed; readers take either form.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -85,19 +85,23 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to memory")
 }
 
-/// A UTF-8 text file, plain or gzip-compressed (told by its first bytes, not its name).
+/// A file to read line by line, plain or gzip-compressed (told by its first bytes, not
+/// its name).
+pub fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let gzip =
+        reader.fill_buf().with_context(|| format!("{}: cannot read", path.display()))?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip { Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(reader))) } else { Box::new(reader) })
+}
+
+/// A UTF-8 text file, plain or gzip-compressed.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut plain = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut plain)
-            .with_context(|| format!("{}: not a readable gzip file", path.display()))?;
-        plain
-    } else {
-        bytes
-    };
-    String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", path.display()))
+    let mut text = String::new();
+    open_text(path)?
+        .read_to_string(&mut text)
+        .with_context(|| format!("{}: not readable UTF-8 text (or a damaged gzip file)", path.display()))?;
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::Path;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
-use serde::Deserialize;
+use anyhow::Result;
 
 use crate::eval::html::{escape, html_table, page, strings, svg};
 use crate::infer::runner::failure_reason;
+use crate::ingest::Source;
+use crate::output::results::{for_each_record, ResultRecord};
 
 /// Confidence histogram bins over [0, 1].
 const BINS: usize = 20;
@@ -19,41 +20,6 @@ const BINS: usize = 20;
 const NAMES_PER_TYPE: usize = 1000;
 /// Names listed per entity type.
 const TOP_NAMES: usize = 20;
-
-#[derive(Deserialize)]
-struct Source {
-    path: String,
-    #[serde(default)]
-    line: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Classified {
-    label: String,
-    score: f32,
-    #[serde(default)]
-    evidence: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Entity {
-    text: String,
-    label: String,
-}
-
-#[derive(Deserialize)]
-struct RecordView {
-    id: String,
-    source: Source,
-    #[serde(flatten)]
-    classification: Option<Classified>,
-    #[serde(default)]
-    heads: BTreeMap<String, Classified>,
-    #[serde(default)]
-    entities: Option<Vec<Entity>>,
-    #[serde(default)]
-    error: Option<String>,
-}
 
 /// The most frequent names of one entity type, counted with SpaceSaving: exact while
 /// there are at most [`NAMES_PER_TYPE`] distinct names, else each count at most `error`
@@ -95,18 +61,42 @@ impl TopNames {
     }
 }
 
-/// A least-confident document kept for the sample.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
+/// A least-confident document kept for the sample, ordered by score, then input order.
 struct Sample {
     /// The score's bits (non-negative floats order as their bits), so the heap can hold it.
     score_bits: u32,
     /// Input order, for ties.
     order: u64,
     id: String,
-    path: String,
-    line: Option<u64>,
+    source: Source,
     label: String,
     marks: Vec<(usize, usize)>,
+}
+
+impl Sample {
+    fn key(&self) -> (u32, u64) {
+        (self.score_bits, self.order)
+    }
+}
+
+impl PartialEq for Sample {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Sample {}
+
+impl PartialOrd for Sample {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Sample {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// What `report` needs to know.
@@ -160,26 +150,11 @@ impl Overview {
 
     /// Streams the records of one results file (plain or gzip) into the counters.
     pub fn add_file(&mut self, path: &Path) -> Result<()> {
-        use std::io::BufRead;
-        let file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let mut reader: Box<dyn BufRead> = Box::new(std::io::BufReader::new(file));
-        if reader.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
-            reader = Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(reader)));
-        }
         self.files.push(path.display().to_string());
-        for (i, line) in reader.lines().enumerate() {
-            let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let record: RecordView = serde_json::from_str(&line)
-                .with_context(|| format!("{}:{}: not a record of docclass classify", path.display(), i + 1))?;
-            self.add(record, path, i + 1)?;
-        }
-        Ok(())
+        for_each_record(path, |line, record| self.add(record, path, line))
     }
 
-    fn add(&mut self, record: RecordView, results: &Path, line: usize) -> Result<()> {
+    fn add(&mut self, record: ResultRecord, results: &Path, line: usize) -> Result<()> {
         let order = self.documents;
         self.documents += 1;
         if let Some(error) = &record.error {
@@ -187,11 +162,7 @@ impl Overview {
             *self.failures.entry(failure_reason(error)).or_default() += 1;
             return Ok(());
         }
-        let classified = match &self.options.head {
-            None => record.classification.as_ref(),
-            Some(name) => record.heads.get(name),
-        };
-        if let Some(c) = classified {
+        if let Some(c) = record.classification(self.options.head.as_deref()) {
             *self.by_label.entry(c.label.clone()).or_default() += 1;
             match self.month_of(&record.source.path) {
                 Some(month) => *self.by_month.entry(month).or_default().entry(c.label.clone()).or_default() += 1,
@@ -206,12 +177,13 @@ impl Overview {
                 score_bits: score.to_bits(),
                 order,
                 id: record.id.clone(),
-                path: record.source.path.clone(),
-                line: record.source.line,
+                source: record.source.clone(),
                 label: c.label.clone(),
                 marks: crate::review::evidence_marks(c.evidence.as_ref()),
             });
-        } else if self.options.head.is_some() || !record.heads.is_empty() || record.entities.is_none() {
+        } else if self.options.head.is_some() || record.entities.is_none() {
+            // A tagger's records have entities and no label; anything else lacks what
+            // the page reports.
             anyhow::bail!(
                 "{}:{line}: record {:?} has no classification{}",
                 results.display(),
@@ -350,19 +322,18 @@ impl Overview {
             }
             body += "</tr></thead><tbody>";
             for s in self.least_confident_sorted() {
-                let text = texts.get(&(s.path.clone(), s.id.clone()));
+                let text = texts.get(&(s.source.path.clone(), s.id.clone()));
                 let excerpt = text.map_or_else(
                     || "(the source can no longer be read)".to_string(),
                     |t| crate::review::excerpt(t, &s.marks, 300),
                 );
                 let marked = escape(&excerpt).replace('⟦', "<mark>").replace('⟧', "</mark>");
-                let source = s.line.map_or(s.path.clone(), |l| format!("{}:{l}", s.path));
                 body += &format!(
                     "<tr><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{marked}</td></tr>",
                     f32::from_bits(s.score_bits),
                     escape(&s.label),
                     escape(&s.id),
-                    escape(&source)
+                    escape(&s.source.to_string())
                 );
             }
             body += "</tbody></table>\n";
@@ -384,7 +355,7 @@ impl Overview {
 
     /// The sampled documents' sources, whose texts the page shows.
     pub fn sample_sources(&self) -> std::collections::BTreeSet<String> {
-        self.least_confident.iter().map(|s| s.path.clone()).collect()
+        self.least_confident.iter().map(|s| s.source.path.clone()).collect()
     }
 }
 

@@ -4,14 +4,14 @@
 //! source; both sides read its text from there again, so that the spreadsheet only has
 //! to carry the `gold` column people fill in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Next, ReadLimits};
+use crate::ingest::{walk_inputs, DocumentReader, FieldNames, Next, ReadLimits, Source};
+use crate::output::results::{for_each_record, Classified, ResultRecord};
 
 /// How candidates are ranked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,50 +24,11 @@ pub enum Strategy {
     Disagreement,
 }
 
-/// A label and its score, as records write them.
-#[derive(Clone, Debug, Deserialize)]
-struct LabelScore {
-    label: String,
-    score: f32,
-}
-
-/// The part of a classification a review reads.
-#[derive(Clone, Debug, Deserialize)]
-struct Classified {
-    label: String,
-    score: f32,
-    #[serde(default)]
-    scores: Vec<LabelScore>,
-    #[serde(default)]
-    evidence: Option<serde_json::Value>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct Source {
-    path: String,
-    #[serde(default)]
-    line: Option<u64>,
-}
-
-/// The part of a record a review reads.
-#[derive(Clone, Debug, Deserialize)]
-struct RecordView {
-    id: String,
-    source: Source,
-    #[serde(flatten)]
-    classification: Option<Classified>,
-    #[serde(default)]
-    heads: BTreeMap<String, Classified>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
 /// A document that could go into the queue.
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub id: String,
-    pub path: String,
-    pub line: Option<u64>,
+    pub source: Source,
     pub label: String,
     pub score: f32,
     /// The second-best label (margin, entropy) or the other results file's label
@@ -79,47 +40,30 @@ pub struct Candidate {
     pub marks: Vec<(usize, usize)>,
 }
 
-impl Candidate {
-    /// `path:line`, or the path of a one-document file.
-    pub fn source(&self) -> String {
-        match self.line {
-            Some(line) => format!("{}:{line}", self.path),
-            None => self.path.clone(),
-        }
-    }
-}
-
-/// The records of a results file, one per line; error records are counted and left out.
-fn read_records(path: &Path) -> Result<(Vec<RecordView>, usize)> {
-    let text = crate::fsutil::read_text(path)?;
+/// The classified records of a results file by the classification of `head`, and the
+/// number of error records left out.
+fn read_classified(path: &Path, head: Option<&str>) -> Result<(Vec<(ResultRecord, Classified)>, usize)> {
     let mut records = Vec::new();
     let mut failed = 0;
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let record: RecordView = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a record of docclass classify", path.display(), i + 1))?;
+    for_each_record(path, |line, record| {
         if record.error.is_some() {
             failed += 1;
-        } else {
-            records.push(record);
+            return Ok(());
         }
-    }
-    Ok((records, failed))
-}
-
-/// The classification of `head` (default: the record's first).
-fn classification<'a>(record: &'a RecordView, head: Option<&str>, path: &Path) -> Result<&'a Classified> {
-    match head {
-        None => record.classification.as_ref().with_context(|| {
-            format!("{}: record {:?} has no classification", path.display(), record.id)
-        }),
-        Some(name) => record.heads.get(name).with_context(|| {
-            format!(
-                "{}: record {:?} has no head {name:?} under `heads` (the first head's results are the record's own label: leave out --head)",
+        let Some(classified) = record.classification(head).cloned() else {
+            bail!(
+                "{}:{line}: record {:?} has no classification{}",
                 path.display(),
-                record.id
-            )
-        }),
-    }
+                record.id,
+                head.map_or(String::new(), |h| format!(
+                    " of head {h:?} under `heads` (the first head's results are the record's own label: leave out --head)"
+                ))
+            );
+        };
+        records.push((record, classified));
+        Ok(())
+    })?;
+    Ok((records, failed))
 }
 
 /// The positive term evidence of a classification: the places in the text that spoke
@@ -157,16 +101,12 @@ pub fn candidates(
     strategy: Strategy,
     head: Option<&str>,
 ) -> Result<(Vec<Candidate>, usize)> {
-    let (records, mut failed) = read_records(results)?;
+    let (records, mut failed) = read_classified(results, head)?;
     let others: Option<HashMap<String, Classified>> = match other {
         Some(path) => {
-            let (records, other_failed) = read_records(path)?;
+            let (records, other_failed) = read_classified(path, head)?;
             failed += other_failed;
-            let by_id = records
-                .iter()
-                .map(|r| Ok((r.id.clone(), classification(r, head, path)?.clone())))
-                .collect::<Result<_>>()?;
-            Some(by_id)
+            Some(records.into_iter().map(|(r, c)| (r.id, c)).collect())
         }
         None => None,
     };
@@ -178,8 +118,7 @@ pub fn candidates(
         _ => {}
     }
     let mut out = Vec::new();
-    for record in &records {
-        let c = classification(record, head, results)?;
+    for (record, c) in records {
         let second = c.scores.iter().find(|s| s.label != c.label);
         let (runner_up, priority) = match (strategy, &others) {
             (Strategy::Disagreement, Some(others)) => {
@@ -194,14 +133,13 @@ pub fn candidates(
             _ => (second.map(|s| (s.label.clone(), s.score)), f64::from(c.score - second.map_or(0.0, |s| s.score))),
         };
         out.push(Candidate {
-            id: record.id.clone(),
-            path: record.source.path.clone(),
-            line: record.source.line,
-            label: c.label.clone(),
+            marks: evidence_marks(c.evidence.as_ref()),
+            id: record.id,
+            source: record.source,
+            label: c.label,
             score: c.score,
             runner_up,
             priority,
-            marks: evidence_marks(c.evidence.as_ref()),
         });
     }
     // Ties by input order, so the queue is the same on every run.

@@ -21,7 +21,7 @@ use crate::fsutil::refuse_existing;
 use crate::fsutil::sidecar;
 use crate::infer::runner::{ChunkLimits, Documents, Records, Resumable, Runner, Tracking};
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::ingest::{walk_inputs, DocumentReader, FieldNames, ReadLimits};
+use crate::ingest::{walk_inputs, DocumentReader, ReadLimits};
 use crate::intake::checkpoint::{read_journal, Counts, Journal, RunFiles};
 use crate::intake::state::State;
 use crate::intake::RunLock;
@@ -76,7 +76,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     if input_files == 0 {
         logging::warning("no_inputs", "no files found in the given inputs", json!({}));
     }
-    let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
+    let fields = args.fields.names();
     let limits = ReadLimits {
         document_bytes: args.max_document_bytes,
         extract_time: Duration::from_secs_f64(args.max_extract_seconds),

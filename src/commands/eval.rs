@@ -184,9 +184,7 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
             let (records, _, counts) = runner.finish();
             tokens += counts.tokens as usize;
             let Records::Memory(records) = records else { unreachable!("records kept in memory") };
-            for mut record in records {
-                // Gold documents are in gold order already; no input index is needed.
-                record.index = None;
+            for record in records {
                 out += &serde_json::to_string(&record)?;
                 out.push('\n');
             }

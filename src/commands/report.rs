@@ -8,7 +8,6 @@ use serde_json::json;
 use super::Outcome;
 use crate::cli::ReportArgs;
 use crate::fsutil::{refuse_existing, write_durably};
-use crate::ingest::FieldNames;
 use crate::logging;
 use crate::overview::{Overview, OverviewOptions};
 
@@ -25,7 +24,7 @@ pub fn run(args: ReportArgs) -> Result<Outcome> {
         overview.add_file(results)?;
     }
     // Only the sampled documents' texts are read again, for their excerpts.
-    let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
+    let fields = args.fields.names();
     let texts = crate::review::read_texts(&overview.sample_sources(), &fields)?;
     write_durably(&args.out, overview.html(&texts).as_bytes())?;
     let seconds = started.elapsed().as_secs_f64();

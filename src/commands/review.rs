@@ -10,7 +10,6 @@ use serde_json::json;
 use super::Outcome;
 use crate::cli::{ReviewArgs, ReviewStrategy};
 use crate::fsutil::{refuse_existing, write_durably};
-use crate::ingest::FieldNames;
 use crate::logging;
 use crate::review::{candidates, choose, excerpt, read_texts, Strategy, COLUMNS};
 
@@ -29,15 +28,18 @@ pub fn run(args: ReviewArgs) -> Result<Outcome> {
         candidates(&args.results[0], args.results.get(1).map(|p| p.as_path()), strategy, args.head.as_deref())?;
     let considered = candidates.len();
     // The texts of the sources, read once per file when a candidate first needs one.
-    let fields = FieldNames { text: args.text_field.clone(), id: args.id_field.clone() };
+    let fields = args.fields.names();
     let mut texts: HashMap<(String, String), String> = HashMap::new();
     let mut read_paths: BTreeSet<String> = BTreeSet::new();
     let text_of = |c: &crate::review::Candidate| -> Result<String> {
-        if read_paths.insert(c.path.clone()) {
-            texts.extend(read_texts(&BTreeSet::from([c.path.clone()]), &fields)?);
+        if read_paths.insert(c.source.path.clone()) {
+            texts.extend(read_texts(&BTreeSet::from([c.source.path.clone()]), &fields)?);
         }
-        texts.get(&(c.path.clone(), c.id.clone())).cloned().with_context(|| {
-            format!("{}: document {:?} not found there (the queue reads each text from its source again)", c.path, c.id)
+        texts.get(&(c.source.path.clone(), c.id.clone())).cloned().with_context(|| {
+            format!(
+                "{}: document {:?} not found there (the queue reads each text from its source again)",
+                c.source.path, c.id
+            )
         })
     };
     let (chosen, duplicates) = choose(candidates, args.budget, text_of)?;
@@ -53,7 +55,7 @@ pub fn run(args: ReviewArgs) -> Result<Outcome> {
             };
             writer.write_record([
                 c.id.as_str(),
-                &c.source(),
+                &c.source.to_string(),
                 &c.label,
                 &format!("{:.4}", c.score),
                 &runner_up,

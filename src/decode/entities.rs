@@ -10,7 +10,7 @@
 //! An `I-` tag that follows `O` or another type opens a new entity (as transformers does);
 //! an entity's score is the mean of its tokens' or words' scores.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::iob2::lenient_split;
 use super::scores::argmax;
@@ -32,7 +32,7 @@ pub struct TokenScores<'a> {
     pub word: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     pub text: String,
     pub label: String,

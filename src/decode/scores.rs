@@ -1,8 +1,8 @@
 //! Probabilities from logits, and ranked label scores.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LabelScore {
     pub label: String,
     pub score: f32,

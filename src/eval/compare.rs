@@ -51,7 +51,10 @@ impl Documents {
     }
 
     fn len(&self) -> usize {
-        self.ids().len()
+        match self {
+            Documents::Labels(d) => d.len(),
+            Documents::Spans(d) => d.len(),
+        }
     }
 
     /// Whether document `i` has the same gold answer in both.

@@ -78,17 +78,22 @@ fn score_single_label(cases: &[ClassificationCase], options: &ScoringOptions) ->
             }
         })
         .collect();
+    let report = SingleLabelReport { metrics, log_loss, calibration, coverage, errors };
+    Scored { metrics: TaskMetrics::Classification(report), documents: label_lines(cases, true) }
+}
+
+/// The documents' lines for `--compare`; single-label lines carry the confidence.
+fn label_lines(cases: &[ClassificationCase], with_confidence: bool) -> Vec<String> {
     let documents: Vec<LabelLine> = cases
         .iter()
         .map(|c| DocumentLine {
             id: c.id.clone(),
             gold: c.gold.clone(),
             predicted: c.predicted.clone(),
-            confidence: Some(c.confidence),
+            confidence: with_confidence.then_some(c.confidence),
         })
         .collect();
-    let report = SingleLabelReport { metrics, log_loss, calibration, coverage, errors };
-    Scored { metrics: TaskMetrics::Classification(report), documents: lines(&documents) }
+    lines(&documents)
 }
 
 /// Every gold and predicted label, sorted, as scikit-learn orders them.
@@ -109,16 +114,7 @@ fn score_multi_label(cases: &[ClassificationCase]) -> Scored {
     let gold: Vec<Vec<usize>> = cases.iter().map(|c| indices(&c.gold)).collect();
     let predicted: Vec<Vec<usize>> = cases.iter().map(|c| indices(&c.predicted)).collect();
     let metrics = multi_label_metrics(&labels, &gold, &predicted);
-    let documents: Vec<LabelLine> = cases
-        .iter()
-        .map(|c| DocumentLine {
-            id: c.id.clone(),
-            gold: c.gold.clone(),
-            predicted: c.predicted.clone(),
-            confidence: None,
-        })
-        .collect();
-    Scored { metrics: TaskMetrics::MultiLabel(metrics), documents: lines(&documents) }
+    Scored { metrics: TaskMetrics::MultiLabel(metrics), documents: label_lines(cases, false) }
 }
 
 fn score_tagging(cases: &[TaggingCase], options: &ScoringOptions) -> Scored {

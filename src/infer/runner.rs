@@ -197,8 +197,10 @@ impl Runner {
     }
 
     fn record(&mut self, mut record: Record, position: u64, sha256: Option<String>) -> Result<()> {
-        record.index = Some(position);
+        // An output file's records carry their input position, by which `merge` puts
+        // shard outputs back in order; records kept in memory are in input order already.
         if let Records::Writer(writer) = &mut self.records {
+            record.index = Some(position);
             writer.write(&record)?;
         }
         match (&record.error, sha256) {

@@ -8,17 +8,17 @@ pub mod formats;
 pub mod labelled;
 pub mod walk;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use decode::{decode_text, DecodeError};
 pub use formats::{DocumentReader, FieldNames, Next, ReadLimits};
 pub use walk::{walk_inputs, InputFiles};
 
 /// Where a document came from: a file, and the line (JSONL) or line of the row (CSV/TSV).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
 }
 

@@ -1,6 +1,7 @@
 //! Result records and the writers that put them into JSONL or CSV, in input order.
 
 pub mod record;
+pub mod results;
 pub mod writer;
 
 pub use record::Record;

@@ -46,7 +46,14 @@ impl DocumentClassifier {
     /// maximum it holds); and each lexical bucket's weight times its TF-IDF value, with
     /// the places in the text it was counted at. The `top` largest by absolute value are
     /// listed, the others summed in `rest`.
-    fn evidence(&self, document: &DocumentOutputs, logit: f32, label: usize, top: usize) -> Evidence {
+    fn evidence(
+        &self,
+        document: &DocumentOutputs,
+        counts: &[(u32, f32)],
+        logit: f32,
+        label: usize,
+        top: usize,
+    ) -> Evidence {
         let dim = self.scores.dim();
         let weights = &self.scores.dense[label * dim..(label + 1) * dim];
         let features = document.outputs.first().map_or(0, |o| o.len());
@@ -86,7 +93,7 @@ impl DocumentClassifier {
             });
             let chars: Vec<char> = document.text.chars().collect();
             let word_block = scheme.word_buckets(buckets) as u32;
-            for (bucket, tf_idf) in scheme.tf_idf(&self.term_counts(document.text), &self.idf) {
+            for (bucket, tf_idf) in scheme.tf_idf(counts, &self.idf) {
                 let Some(row) = self.scores.lexical.row(bucket) else { continue };
                 let occurrences = occurrences.remove(&bucket).unwrap_or_default();
                 let mut texts: Vec<String> = Vec::new();
@@ -162,12 +169,13 @@ impl TaskHead for DocumentClassifier {
         if self.spec.pooling == DocumentPooling::MeanMax {
             pooled.extend(window_max(document.outputs.iter().copied()));
         }
-        let logits = self.logits(&pooled, &self.term_counts(document.text));
+        let counts = self.term_counts(document.text);
+        let logits = self.logits(&pooled, &counts);
         let probs = self.probabilities(&logits);
         let mut result = classification(&self.spec.labels, &probs, self.spec.multi_label, document.top_k);
         if let Some(top) = document.explain {
             let label = argmax(&probs);
-            result.evidence = Some(self.evidence(document, logits[label], label, top));
+            result.evidence = Some(self.evidence(document, &counts, logits[label], label, top));
         }
         HeadResult::Classification(result)
     }
