@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::{configure_run, peak_memory_bytes, Outcome};
 use crate::cli::BenchArgs;
 use crate::infer::{Pipeline, PipelineOptions};
+use crate::model::quantized::Int8Kernel;
 use crate::model::ModelBundle;
 
 pub fn run(args: BenchArgs) -> Result<Outcome> {
@@ -25,7 +26,9 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
         bail!("{}: the corpus has no documents", args.corpus.display());
     }
     let dir = args.model.model.unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
-    let mut bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let precision = args.run.precision;
+    let mut bundle =
+        ModelBundle::load_at(&dir, precision).with_context(|| format!("loading model {}", dir.display()))?;
     let model = bundle.name.clone();
     bundle.settings.input_prefix.clear();
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
@@ -57,6 +60,8 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
         "threads": threads,
         "batch_tokens": options.batch_tokens,
         "model": model,
+        "precision": precision,
+        "int8_kernel": (!precision.is_f32()).then(|| Int8Kernel::detect().name()),
         "version": env!("CARGO_PKG_VERSION"),
     });
     println!("{result}");

@@ -133,8 +133,14 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
         }
         (_, model) => model_dir(model.clone()),
     };
-    let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let precision = args.run.precision;
+    let bundle =
+        ModelBundle::load_at(&dir, precision).with_context(|| format!("loading model {}", dir.display()))?;
     let mut model_id = model_fingerprint(&dir)?;
+    if !precision.is_f32() {
+        // Records of another precision are other results: a resumed run must not keep them.
+        model_id = format!("{model_id}@{precision}");
+    }
     if let Some(labels) = &args.zero_shot {
         let bytes = std::fs::read(labels).with_context(|| format!("{}: cannot read", labels.display()))?;
         model_id = format!(

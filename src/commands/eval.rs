@@ -68,10 +68,11 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
             path: Some(run.dir.display().to_string()),
             name: Some(run.name.clone()),
             sha256: Some(run.fingerprint.clone()),
+            precision: Some(args.run.precision),
         },
         None => {
             let recorded = || predictions.first()?.record.get("model")?.as_str().map(String::from);
-            ModelInfo { path: None, name: args.system.clone().or_else(recorded), sha256: None }
+            ModelInfo { path: None, name: args.system.clone().or_else(recorded), sha256: None, precision: None }
         }
     };
     let metrics = MetricsFile {
@@ -134,7 +135,8 @@ struct ModelRun {
 /// Runs the model on the gold texts; returns its predictions as JSONL.
 fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
     let dir = model_dir(args.model.model.clone());
-    let bundle = ModelBundle::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let bundle = ModelBundle::load_at(&dir, args.run.precision)
+        .with_context(|| format!("loading model {}", dir.display()))?;
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let options = super::pipeline_options(&pipeline, &args.run, &args.windows, None, None)?;
     let mut out = String::new();

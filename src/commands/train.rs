@@ -32,7 +32,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     }
     let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
     let bundle =
-        ModelBundle::load(&encoder_dir).with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
+        ModelBundle::load_at(&encoder_dir, args.run.precision)
+            .with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
     let encoder_fingerprint = fingerprint(&encoder_dir)?;
     let encoder_layers = bundle.encoder_config().layers;
     let layers = if args.layers.is_empty() {
@@ -61,6 +62,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         config: &config,
         encoder_dir: &encoder_dir,
         encoder_fingerprint: &encoder_fingerprint,
+        encoder_precision: args.run.precision,
         layers: &layers,
         staging: &staging,
     };

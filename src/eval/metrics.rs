@@ -41,6 +41,9 @@ pub struct ModelInfo {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The encoder's arithmetic (absent in reports written before it could be chosen: f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::model::Precision>,
 }
 
 /// The gold data.

@@ -293,10 +293,11 @@ fn provenance(m: &MetricsFile) -> Vec<(String, String)> {
         (
             "model".into(),
             format!(
-                "{} ({}), sha256 {}",
+                "{} ({}), sha256 {}{}",
                 or_dash(m.model.name.as_deref()),
                 or_dash(m.model.path.as_deref()),
-                or_dash(m.model.sha256.as_deref())
+                or_dash(m.model.sha256.as_deref()),
+                m.model.precision.map(|p| format!(", encoder at {p}")).unwrap_or_default()
             ),
         ),
         ("data".into(), format!("{}, sha256 {}, {} documents", m.data.path, m.data.sha256, m.data.documents)),

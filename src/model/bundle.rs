@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -11,6 +12,7 @@ use tokenizers::Tokenizer;
 use super::config::{EncoderConfig, HfConfig};
 use super::encoder::Encoder;
 use super::heads::{ClassificationHead, TaskHead, TokenClassificationHead};
+use super::quantized::{Precision, QuantizedTable};
 use super::trained;
 use super::weights::SafetensorFiles;
 
@@ -38,7 +40,8 @@ pub const SETTINGS_FILE: &str = "docclass.json";
 
 pub struct ModelBundle {
     pub dir: PathBuf,
-    /// The directory's name, written into every output record.
+    /// The directory's name, written into every output record; `name@int8` when the
+    /// encoder runs at int8.
     pub name: String,
     pub config: HfConfig,
     pub encoder: Encoder,
@@ -59,28 +62,41 @@ pub const PIPELINE_FILE: &str = "pipeline.json";
 
 impl ModelBundle {
     /// A model directory: a pipeline (`pipeline.json`), one trained head (`head.json`),
-    /// or a Hugging Face checkpoint.
+    /// or a Hugging Face checkpoint; the encoder at f32.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        Self::load_at(dir, Precision::F32)
+    }
+
+    /// [`Self::load`] with the encoder at `precision`.
+    pub fn load_at(dir: &Path, precision: Precision) -> Result<Self, ModelError> {
+        let mut bundle = Self::load_any(dir, precision)?;
+        if !precision.is_f32() {
+            bundle.name = format!("{}@{precision}", bundle.name);
+        }
+        Ok(bundle)
+    }
+
+    fn load_any(dir: &Path, precision: Precision) -> Result<Self, ModelError> {
         let pipeline_path = dir.join(PIPELINE_FILE);
         if pipeline_path.is_file() {
             let spec: PipelineSpec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
                 .map_err(|e| ModelError::Invalid { path: pipeline_path.clone(), message: e.to_string() })?;
-            return Self::load_pipeline(dir, &spec);
+            return Self::load_pipeline(dir, &spec, precision);
         }
         let head_path = dir.join(trained::HEAD_FILE);
         if head_path.is_file() {
             let head: trained::HeadSpec = serde_json::from_str(&read_to_string(&head_path, "the head")?)
                 .map_err(|e| ModelError::Invalid { path: head_path.clone(), message: e.to_string() })?;
             let spec = PipelineSpec { encoder: head.encoder, heads: vec![".".into()] };
-            return Self::load_pipeline(dir, &spec);
+            return Self::load_pipeline(dir, &spec, precision);
         }
-        Self::load_checkpoint(dir)
+        Self::load_checkpoint(dir, precision)
     }
 
     /// The encoder of `spec` with its trained heads, named after the pipeline directory.
-    fn load_pipeline(dir: &Path, spec: &PipelineSpec) -> Result<Self, ModelError> {
+    fn load_pipeline(dir: &Path, spec: &PipelineSpec, precision: Precision) -> Result<Self, ModelError> {
         let (encoder_dir, encoder_fingerprint) = find_encoder(dir, spec)?;
-        let mut bundle = Self::load_checkpoint(&encoder_dir)?;
+        let mut bundle = Self::load_checkpoint(&encoder_dir, precision)?;
         let hidden = bundle.encoder_config().hidden;
         for head in &spec.heads {
             let head_dir = dir.join(head);
@@ -92,7 +108,7 @@ impl ModelBundle {
         Ok(bundle)
     }
 
-    fn load_checkpoint(dir: &Path) -> Result<Self, ModelError> {
+    fn load_checkpoint(dir: &Path, precision: Precision) -> Result<Self, ModelError> {
         if !dir.is_dir() {
             return Err(ModelError::Missing {
                 path: dir.to_path_buf(),
@@ -139,14 +155,23 @@ impl ModelBundle {
         };
         let tensors = SafetensorFiles::open(&weight_files)
             .map_err(|e| ModelError::Config(format!("not a readable safetensors file: {e}")))?;
-        let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, Device::Cpu);
         let base = encoder_config.arch.base_prefix();
-        let encoder_vb = if vb.contains_tensor(&format!("{base}.embeddings.word_embeddings.weight")) {
-            vb.pp(base)
-        } else {
-            vb.clone()
+        let words = Encoder::word_embeddings_name(&encoder_config);
+        let prefixed = tensors.contains_tensor(&format!("{base}.{words}"));
+        // At int8 the word embeddings (the largest tensor) are quantized as they are read.
+        let quantized_words = match precision {
+            Precision::F32 => None,
+            Precision::Int8 => {
+                let name = if prefixed { format!("{base}.{words}") } else { words.to_string() };
+                let mut table = QuantizedTable::with_capacity(encoder_config.vocab, encoder_config.hidden);
+                tensors.for_each_f32_rows(&name, 4096, |rows| table.push_rows(rows)).map_err(invalid_weights)?;
+                Some(table)
+            }
         };
-        let encoder = Encoder::load(&encoder_vb, &encoder_config).map_err(invalid_weights)?;
+        let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, Device::Cpu);
+        let encoder_vb = if prefixed { vb.pp(base) } else { vb.clone() };
+        let encoder =
+            Encoder::load_at(&encoder_vb, &encoder_config, precision, quantized_words).map_err(invalid_weights)?;
         let heads = load_hf_heads(&vb, &config, &encoder_config).map_err(invalid_weights)?;
 
         let name = directory_name(dir);

@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{Activation, Architecture, EncoderConfig};
 use super::kernels::{BiasActivation, WindowAttention};
+use super::quantized::{Precision, QuantizedLinear, QuantizedTable};
 
 /// A dense layer stored as `[in, out]`, so that the packed activations multiply it
 /// without a transpose per call.
@@ -146,13 +147,54 @@ impl Architecture {
     }
 }
 
+/// An encoder's dense layer at the precision it runs in.
+enum Dense {
+    F32(Linear),
+    Int8(QuantizedLinear),
+}
+
+impl Dense {
+    fn new(linear: Linear, precision: Precision) -> candle_core::Result<Self> {
+        Ok(match precision {
+            Precision::F32 => Dense::F32(linear),
+            Precision::Int8 => Dense::Int8(QuantizedLinear::new(&linear.weight_t.t()?, linear.bias)?),
+        })
+    }
+
+    fn forward_activated(&self, xs: &Tensor, activation: Option<Activation>) -> candle_core::Result<Tensor> {
+        match self {
+            Dense::F32(linear) => linear.forward_activated(xs, activation),
+            Dense::Int8(linear) => linear.forward_activated(xs, activation),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_activated(xs, None)
+    }
+}
+
 struct EncoderLayer {
-    qkv: Linear,
-    attention_out: Linear,
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
+    ffn_in: Dense,
+    ffn_out: Dense,
     ffn_norm: LayerNorm,
+}
+
+/// The word-embedding table: f32, or int8 rows dequantized per batch.
+pub enum WordEmbeddings {
+    F32(Tensor),
+    Int8(QuantizedTable),
+}
+
+impl WordEmbeddings {
+    fn lookup(&self, ids: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            WordEmbeddings::F32(table) => table.index_select(&Tensor::from_slice(ids, ids.len(), device)?, 0),
+            WordEmbeddings::Int8(table) => table.lookup(ids, device),
+        }
+    }
 }
 
 /// Windows laid end to end: `ids` holds every window's tokens, `lens` their lengths.
@@ -187,7 +229,8 @@ impl PackedBatch {
 
 pub struct Encoder {
     config: EncoderConfig,
-    word_embeddings: Tensor,
+    precision: Precision,
+    word_embeddings: WordEmbeddings,
     position_embeddings: Tensor,
     /// Row 0 of the token type table: docclass always feeds token type 0, as
     /// transformers does when no `token_type_ids` are given.
@@ -198,11 +241,36 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// `vb` points at the encoder's own tensors (prefix already applied).
+    /// The f32 encoder; `vb` points at the encoder's own tensors (prefix already applied).
     pub fn load(vb: &VarBuilder, config: &EncoderConfig) -> candle_core::Result<Self> {
+        Self::load_at(vb, config, Precision::F32, None)
+    }
+
+    /// The encoder at `precision`. At int8, `words` is the word-embedding table already
+    /// quantized (read row block by row block, see [`Self::word_embeddings_name`]); without
+    /// it the table is read at f32 and quantized here.
+    pub fn load_at(
+        vb: &VarBuilder,
+        config: &EncoderConfig,
+        precision: Precision,
+        words: Option<QuantizedTable>,
+    ) -> candle_core::Result<Self> {
         let names = config.arch.tensor_names();
         let h = config.hidden;
-        let word_embeddings = vb.get((config.vocab, h), names.word)?;
+        let word_embeddings = match (precision, words) {
+            (Precision::F32, _) => WordEmbeddings::F32(vb.get((config.vocab, h), names.word)?),
+            (Precision::Int8, Some(table)) => {
+                if table.rows() != config.vocab {
+                    candle_core::bail!("{} word embeddings for a vocabulary of {}", table.rows(), config.vocab);
+                }
+                WordEmbeddings::Int8(table)
+            }
+            (Precision::Int8, None) => {
+                let mut table = QuantizedTable::with_capacity(config.vocab, h);
+                table.push_rows(&vb.get((config.vocab, h), names.word)?.flatten_all()?.to_vec1::<f32>()?);
+                WordEmbeddings::Int8(table)
+            }
+        };
         let position_embeddings = vb.get((config.max_positions, h), names.position)?;
         let token_type_row = match names.token_type {
             Some(name) if config.type_vocab > 0 => Some(vb.get((config.type_vocab, h), name)?.get(0)?),
@@ -215,17 +283,19 @@ impl Encoder {
             let query = Linear::load(&lvb, names.query, h, h)?;
             let key = Linear::load(&lvb, names.key, h, h)?;
             let value = Linear::load(&lvb, names.value, h, h)?;
+            let dense = |linear: Linear| Dense::new(linear, precision);
             layers.push(EncoderLayer {
-                qkv: Linear::fused(&[query, key, value])?,
-                attention_out: Linear::load(&lvb, names.attention_out, h, h)?,
+                qkv: dense(Linear::fused(&[query, key, value])?)?,
+                attention_out: dense(Linear::load(&lvb, names.attention_out, h, h)?)?,
                 attention_norm: LayerNorm::load(&lvb, names.attention_norm, h, config.layer_norm_eps)?,
-                ffn_in: Linear::load(&lvb, names.ffn_in, h, config.intermediate)?,
-                ffn_out: Linear::load(&lvb, names.ffn_out, config.intermediate, h)?,
+                ffn_in: dense(Linear::load(&lvb, names.ffn_in, h, config.intermediate)?)?,
+                ffn_out: dense(Linear::load(&lvb, names.ffn_out, config.intermediate, h)?)?,
                 ffn_norm: LayerNorm::load(&lvb, names.ffn_norm, h, config.layer_norm_eps)?,
             });
         }
         Ok(Self {
             config: config.clone(),
+            precision,
             word_embeddings,
             position_embeddings,
             token_type_row,
@@ -237,6 +307,15 @@ impl Encoder {
 
     pub fn config(&self) -> &EncoderConfig {
         &self.config
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The name of the word-embedding tensor, relative to the encoder's prefix.
+    pub fn word_embeddings_name(config: &EncoderConfig) -> &'static str {
+        config.arch.tensor_names().word
     }
 
     pub fn device(&self) -> &Device {
@@ -269,10 +348,11 @@ impl Encoder {
             }
             positions.extend((0..len as u32).map(|p| p + first));
         }
-        let ids = Tensor::from_slice(&batch.ids, n, &self.device)?;
         let positions = Tensor::from_vec(positions, n, &self.device)?;
-        let mut xs =
-            self.word_embeddings.index_select(&ids, 0)?.add(&self.position_embeddings.index_select(&positions, 0)?)?;
+        let mut xs = self
+            .word_embeddings
+            .lookup(&batch.ids, &self.device)?
+            .add(&self.position_embeddings.index_select(&positions, 0)?)?;
         if let Some(row) = &self.token_type_row {
             xs = xs.broadcast_add(row)?;
         }

@@ -47,17 +47,65 @@ impl CustomOp2 for BiasActivation {
         }
         let out = match self.0 {
             None => bias_map(x, bias, |v| v),
-            Some(Activation::GeluErf) => {
-                bias_map(x, bias, |v| 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)))
-            }
-            Some(Activation::GeluTanh) => bias_map(x, bias, |v| {
-                let inner = (2.0f32 / std::f32::consts::PI).sqrt() * (v + 0.044715 * v * v * v);
-                0.5 * v * (1.0 + inner.tanh())
-            }),
-            Some(Activation::Relu) => bias_map(x, bias, |v| v.max(0.0)),
+            Some(Activation::GeluErf) => bias_map(x, bias, gelu_erf),
+            Some(Activation::GeluTanh) => bias_map(x, bias, gelu_tanh),
+            Some(Activation::Relu) => bias_map(x, bias, relu),
             Some(Activation::Tanh) => bias_map(x, bias, f32::tanh),
         };
         Ok((CpuStorage::F32(out), Shape::from((rows, cols))))
+    }
+}
+
+#[inline(always)]
+fn gelu_erf(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
+fn gelu_tanh(v: f32) -> f32 {
+    let inner = (2.0f32 / std::f32::consts::PI).sqrt() * (v + 0.044715 * v * v * v);
+    0.5 * v * (1.0 + inner.tanh())
+}
+
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    v.max(0.0)
+}
+
+/// `activation(x + bias)` on each row of `values` in place, on the calling thread: for
+/// kernels that finish a block of rows inside their own parallel task. The same values as
+/// [`BiasActivation`].
+pub fn bias_activation_in_place(values: &mut [f32], bias: &[f32], activation: Option<Activation>) {
+    match activation {
+        None => map_in_place(values, bias, |v| v),
+        Some(Activation::GeluErf) => map_in_place(values, bias, gelu_erf),
+        Some(Activation::GeluTanh) => map_in_place(values, bias, gelu_tanh),
+        Some(Activation::Relu) => map_in_place(values, bias, relu),
+        Some(Activation::Tanh) => map_in_place(values, bias, f32::tanh),
+    }
+}
+
+fn map_in_place(values: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // Safety: the CPU supports the features the function is compiled for.
+        return unsafe { map_in_place_avx2(values, bias, &f) };
+    }
+    map_rows_in_place(values, bias, &f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn map_in_place_avx2(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
+    map_rows_in_place(values, bias, f)
+}
+
+#[inline(always)]
+fn map_rows_in_place(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
+    for row in values.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = f(*v + b);
+        }
     }
 }
 
@@ -157,7 +205,7 @@ impl CustomOp1 for WindowAttention {
         let head_dim = hidden / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut out = vec![0f32; tokens * hidden];
-        let fast = has_avx2_fma();
+        let vectors = softmax_width();
         let shared = SharedOut(out.as_mut_ptr());
 
         let mut tasks = Vec::with_capacity(self.lens.len() * self.heads);
@@ -168,8 +216,10 @@ impl CustomOp1 for WindowAttention {
         }
         tasks.into_par_iter().for_each(|(start, len, h)| {
             SCORES.with_borrow_mut(|scores| {
-                scores.clear();
-                scores.resize(len * len, 0.0);
+                // gemm overwrites the scores (it does not read them): grow, never clear.
+                if scores.len() < len * len {
+                    scores.resize(len * len, 0.0);
+                }
                 let row = |i: usize| start * width + i * width;
                 let q = qkv[row(0) + h * head_dim..].as_ptr();
                 let k = qkv[row(0) + hidden + h * head_dim..].as_ptr();
@@ -202,8 +252,8 @@ impl CustomOp1 for WindowAttention {
                         gemm::Parallelism::None,
                     );
                 }
-                for scores_row in scores.chunks_exact_mut(len) {
-                    softmax_in_place(scores_row, fast);
+                for scores_row in scores[..len * len].chunks_exact_mut(len) {
+                    softmax_in_place(scores_row, vectors);
                 }
                 unsafe {
                     let dst = shared.ptr().add(start * hidden + h * head_dim);
@@ -241,14 +291,43 @@ thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Softmax of one row of scores; `fast` (from [`has_avx2_fma`]) selects the AVX2/FMA build.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-fn softmax_in_place(row: &mut [f32], fast: bool) {
+/// The widest vectors the softmax loops may use on this CPU; asked once per op.
+#[derive(Clone, Copy, Debug)]
+enum SoftmaxWidth {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+fn softmax_width() -> SoftmaxWidth {
     #[cfg(target_arch = "x86_64")]
-    if fast {
-        // Safety: `fast` says the CPU supports the features the function is compiled for.
-        return unsafe { softmax_avx2(row) };
+    if std::is_x86_feature_detected!("avx512f") && has_avx2_fma() {
+        return SoftmaxWidth::Avx512;
     }
+    if has_avx2_fma() {
+        SoftmaxWidth::Avx2
+    } else {
+        SoftmaxWidth::Portable
+    }
+}
+
+/// Softmax of one row of scores, with the loops built for `width`. Every build gives the
+/// same bits: the sum and maximum run in order, and `exp` is element by element.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn softmax_in_place(row: &mut [f32], width: SoftmaxWidth) {
+    #[cfg(target_arch = "x86_64")]
+    match width {
+        // Safety: `softmax_width` saw the features these builds are compiled for.
+        SoftmaxWidth::Avx512 => return unsafe { softmax_avx512(row) },
+        SoftmaxWidth::Avx2 => return unsafe { softmax_avx2(row) },
+        SoftmaxWidth::Portable => {}
+    }
+    softmax_portable(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_avx512(row: &mut [f32]) {
     softmax_portable(row)
 }
 
@@ -303,14 +382,19 @@ mod tests {
 
     #[test]
     fn softmax_matches_the_textbook_formula() {
-        let mut row = vec![1.0f32, -2.0, 0.5, 3.0, -30.0, 2.0, 0.0, 1.5, -1.0];
-        let max = 3.0f32;
+        // 37 values: whole vectors of every width and a remainder.
+        let row: Vec<f32> = (0..37).map(|i| ((i * 7919) % 61) as f32 / 8.0 - 4.0).collect();
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
         let want: Vec<f32> = row.iter().map(|x| (x - max).exp() / sum).collect();
-        softmax_in_place(&mut row, has_avx2_fma());
-        for (got, want) in row.iter().zip(want) {
+        let mut portable = row.clone();
+        softmax_in_place(&mut portable, SoftmaxWidth::Portable);
+        for (got, want) in portable.iter().zip(&want) {
             assert!((got - want).abs() < 1e-7);
         }
+        let mut widest = row.clone();
+        softmax_in_place(&mut widest, softmax_width());
+        assert_eq!(widest, portable, "{:?} differs from the portable build", softmax_width());
     }
 
     #[test]

@@ -6,10 +6,12 @@ pub mod encoder;
 pub mod heads;
 pub mod import_e5;
 pub mod kernels;
+pub mod quantized;
 pub mod trained;
 pub mod weights;
 
 pub use bundle::{ModelBundle, ModelError};
 pub use config::{Architecture, EncoderConfig, HfConfig};
 pub use encoder::{Encoder, PackedBatch};
+pub use quantized::Precision;
 pub use heads::{ClassificationHead, TaskHead, TokenClassificationHead, ZeroShotHead};

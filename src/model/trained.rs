@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::heads::tagger::Transitions;
 use super::heads::{DocumentClassifier, Tagger, TaskHead};
+use super::quantized::Precision;
 use crate::hashing::sha256_hex;
 use crate::text::lexical::LexicalScheme;
 
@@ -46,6 +47,9 @@ pub struct HeadSpec {
     /// The encoder directory, relative to the head directory, and its fingerprint.
     pub encoder: String,
     pub encoder_fingerprint: String,
+    /// The encoder's arithmetic when the head's features were computed (absent: f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub encoder_precision: Precision,
     /// Buckets of the hashed lexical features; 0: none.
     pub lexical_buckets: usize,
     /// Classifier: which lexical features the buckets hold (absent: word n-grams only).

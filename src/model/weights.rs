@@ -87,6 +87,38 @@ impl SafetensorFiles {
         Ok(Self { files, entries })
     }
 
+    /// Calls `visit` with consecutive blocks of whole rows of the 2-d f32 tensor `name`
+    /// (`rows_per_read` rows at most), so that a large table can be converted without
+    /// holding all of it at f32. Returns the tensor's shape.
+    pub fn for_each_f32_rows(
+        &self,
+        name: &str,
+        rows_per_read: usize,
+        mut visit: impl FnMut(&[f32]),
+    ) -> candle_core::Result<(usize, usize)> {
+        let Some(entry) = self.entries.get(name) else { fail!("cannot find tensor {name}") };
+        let (path, file) = &self.files[entry.file];
+        let &[rows, cols] = entry.shape.as_slice() else { fail!("{name}: expected a 2-d tensor, not {:?}", entry.shape) };
+        if entry.dtype != DType::F32 {
+            fail!("{name}: expected f32 values, not {:?}", entry.dtype);
+        }
+        let mut values = vec![0f32; rows_per_read.max(1) * cols];
+        let mut row = 0;
+        while row < rows {
+            let count = rows_per_read.max(1).min(rows - row);
+            let chunk = &mut values[..count * cols];
+            // Safety: any bit pattern is a valid f32, and the byte view covers exactly `chunk`.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<u8>(), chunk.len() * 4) };
+            read_at(file, path, bytes, entry.start + (row * cols * 4) as u64)?;
+            if cfg!(target_endian = "big") {
+                chunk.iter_mut().for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
+            }
+            visit(chunk);
+            row += count;
+        }
+        Ok((rows, cols))
+    }
+
     fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         let Some(entry) = self.entries.get(name) else { fail!("cannot find tensor {name}") };
         let (path, file) = &self.files[entry.file];

@@ -145,6 +145,11 @@ impl Store {
         hash.update(b"docclass features v2\n");
         hash.update(encoder_fingerprint.as_bytes());
         hash.update(format!("\nlayers {layers:?} window {}\n", pipeline.text.capacity()).as_bytes());
+        let precision = pipeline.encoder.precision();
+        if !precision.is_f32() {
+            // f32 stores keep the names they had before precisions existed.
+            hash.update(format!("precision {precision}\n").as_bytes());
+        }
         let dir = cache_dir.join(format!("{:x}", hash.finalize()));
         let mut store = Store { dir, segments: Vec::new(), index: HashMap::new() };
         if !store.dir.is_dir() {

@@ -72,6 +72,7 @@ pub struct TrainContext<'a> {
     pub config: &'a TrainConfig,
     pub encoder_dir: &'a Path,
     pub encoder_fingerprint: &'a str,
+    pub encoder_precision: crate::model::Precision,
     pub layers: &'a [usize],
     /// Where the head is written before it is moved to `config.out`.
     pub staging: &'a Path,

@@ -137,6 +137,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         layers: context.layers.to_vec(),
         encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
+        encoder_precision: context.encoder_precision,
         lexical_buckets: buckets,
         lexical_scheme: None,
         pooling: Default::default(),

@@ -249,6 +249,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         layers: context.layers.to_vec(),
         encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
         encoder_fingerprint: context.encoder_fingerprint.to_string(),
+        encoder_precision: context.encoder_precision,
         lexical_buckets: if lexical_setting.is_some() { buckets } else { 0 },
         lexical_scheme: lexical_setting.map(|_| SCHEME),
         pooling,
