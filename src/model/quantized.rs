@@ -20,6 +20,7 @@
 //! the tokens of a batch only, which keeps the largest tensor at a quarter of its f32 size.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
@@ -240,7 +241,8 @@ impl QuantizedLinear {
 
     /// `activation(xs · Wᵀ + b)` for the rows of one task: quantizes them, runs the kernel
     /// panel by panel, then adds the bias and applies the activation while the rows are in cache.
-    fn multiply_rows(&self, xs: &[f32], out: &mut [f32], activation: Option<Activation>) {
+    /// Every element of `out` is written.
+    fn multiply_rows(&self, xs: &[f32], out: &mut [MaybeUninit<f32>], activation: Option<Activation>) {
         let rows = xs.len() / self.in_dim;
         let blocks = self.blocks();
         let width = self.kernel.panel_width();
@@ -301,11 +303,15 @@ impl QuantizedLinear {
                     }
                     for (m, tile_row) in tile_out.chunks_exact(width).enumerate() {
                         let dst = (r0 + m) * self.out_dim + first_column;
-                        out[dst..dst + columns].copy_from_slice(&tile_row[..columns]);
+                        for (out, &value) in out[dst..dst + columns].iter_mut().zip(&tile_row[..columns]) {
+                            out.write(value);
+                        }
                     }
                 }
             }
         });
+        // Safety: the tiles above cover every row and column: all of `out` is written.
+        let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
         bias_activation_in_place(out, &self.bias, activation);
     }
 }
@@ -339,10 +345,15 @@ impl CustomOp1 for Product<'_> {
         let CpuStorage::F32(values) = storage else { bail!("int8 linear: expected f32 input") };
         let Some((start, end)) = layout.contiguous_offsets() else { bail!("int8 linear: expected a contiguous input") };
         let xs = &values[start..end];
-        let mut out = vec![0f32; rows * layer.out_dim];
-        out.par_chunks_mut(ROWS_PER_TASK * layer.out_dim)
+        // Not zeroed first (that was 4% of the encoder's time): every task writes all of its rows.
+        let len = rows * layer.out_dim;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(ROWS_PER_TASK * layer.out_dim)
             .zip(xs.par_chunks(ROWS_PER_TASK * in_dim))
             .for_each(|(out, xs)| layer.multiply_rows(xs, out, self.activation));
+        // Safety: `multiply_rows` wrote every element of the first `len`.
+        unsafe { out.set_len(len) };
         Ok((CpuStorage::F32(out), Shape::from((rows, layer.out_dim))))
     }
 }
@@ -361,9 +372,13 @@ fn scale_from_max(max: f32) -> (f32, f32) {
     }
 }
 
+/// Rounds half to even, as `vcvtps2dq` does; adding and taking away 1.5 · 2^23 rounds without
+/// calling `rintf` (which `round_ties_even` is on CPUs below SSE4.1) for |value| < 2^22.
 #[inline(always)]
 fn quantize(value: f32, inverse: f32) -> i32 {
-    ((value * inverse).round_ties_even() as i32).clamp(-127, 127)
+    const ROUND: f32 = 12_582_912.0;
+    let scaled = (value * inverse).clamp(-127.0, 127.0);
+    ((scaled + ROUND) - ROUND) as i32
 }
 
 fn grow<T: Default + Clone>(buffer: &mut Vec<T>, len: usize) {
