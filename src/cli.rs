@@ -61,15 +61,29 @@ pub struct ModelArg {
     pub model: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// The encoder's precision for classify, eval and bench.
+    pub fn inference_precision(&self) -> crate::model::Precision {
+        self.precision.unwrap_or(crate::model::Precision::Int8)
+    }
+
+    /// The encoder's precision for the features train fits heads on.
+    pub fn training_precision(&self) -> crate::model::Precision {
+        self.precision.unwrap_or(crate::model::Precision::F32)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Worker threads for tokenization and the encoder (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Real tokens per encoder batch. Larger batches use more memory; windows are
-    /// sorted by length before batching, so padding is never needed.
-    #[arg(long, value_name = "N", default_value_t = 8192)]
+    /// Real tokens per encoder batch. Larger batches use more memory and, past about
+    /// 2,000 tokens, run slower (their buffers no longer stay in cache); windows are
+    /// sorted by length before batching, so padding is never needed. Results do not
+    /// depend on it.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
     pub batch_tokens: usize,
 
     /// Longest window in tokens, special tokens included (default and maximum: the
@@ -77,12 +91,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_len: Option<usize>,
 
-    /// Arithmetic of the encoder: f32 (as trained), or int8 (dense layers and word
-    /// embeddings in 8 bits: faster and a third of the memory, embeddings within a
-    /// cosine of 0.9997 of f32; see the README's speed section). Recorded in every
-    /// record's `model` and in eval reports.
-    #[arg(long, value_name = "f32|int8", default_value = "f32", env = "DOCCLASS_PRECISION")]
-    pub precision: crate::model::Precision,
+    /// Arithmetic of the encoder: int8 (dense layers and word embeddings in 8 bits,
+    /// the rest f32: about twice as fast and half the memory, scores within 0.3 points
+    /// of f32; see the README's speed section) or f32 (the encoder as trained). Default:
+    /// int8 for classify, eval and bench; f32 for train, which fits heads on f32
+    /// features. Recorded in every record's `model` (`name@int8`) and in eval reports.
+    #[arg(long, value_name = "int8|f32", env = "DOCCLASS_PRECISION")]
+    pub precision: Option<crate::model::Precision>,
 
     /// Messages on stderr as text, or as one JSON object per line for log collectors.
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
@@ -585,6 +600,16 @@ pub struct BenchArgs {
     /// Append the result as one JSON line to this file.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+
+    /// Write the documents' mean-pooled embeddings to this file (little-endian f32 rows),
+    /// for `--compare-embeddings` of a run at another precision.
+    #[arg(long, value_name = "FILE")]
+    pub save_embeddings: Option<PathBuf>,
+
+    /// Compare the embeddings with those another run saved (same corpus and --limit):
+    /// adds their mean and minimum cosine similarity to the result.
+    #[arg(long, value_name = "FILE")]
+    pub compare_embeddings: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

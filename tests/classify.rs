@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -66,26 +67,39 @@ fn entity_offsets_index_the_original_text_across_windows() {
     }
 }
 
+/// At both precisions; at int8 also with every int8 kernel this CPU has (the tiny model's
+/// 32 inputs are half a quantization block: the padded path).
 #[test]
 fn output_is_identical_for_any_thread_count_and_batch_size() {
     let dir = tempfile::tempdir().unwrap();
     let texts: Vec<String> = (0..9).map(|i| tricky_text().chars().take((i + 1) * 90).collect()).collect();
     let input = write_jsonl(dir.path(), &texts);
-    let run = |threads: &str, batch: &str| {
-        let out = dir.path().join(format!("out-{threads}-{batch}.jsonl"));
-        let status = classify(
-            &fixture("xlm-roberta-tokcls"),
-            &input,
-            &out,
-            &["--threads", threads, "--batch-tokens", batch, "--stride", "8", "--quiet"],
-        );
+    let run = |precision: &str, kernel: &str, threads: &str, batch: &str| {
+        let out = dir.path().join(format!("out-{precision}-{kernel}-{threads}-{batch}.jsonl"));
+        let status = Command::new(env!("CARGO_BIN_EXE_docclass"))
+            .args(["classify", "--model", path_str(&fixture("xlm-roberta-tokcls")), path_str(&input)])
+            .args(["--out", path_str(&out), "--precision", precision, "--threads", threads])
+            .args(["--batch-tokens", batch, "--stride", "8", "--quiet"])
+            .env(docclass::model::quantized::KERNEL_ENV, kernel)
+            .output()
+            .unwrap();
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
         fs::read(out).unwrap()
     };
-    let reference = run("1", "100000");
-    assert_eq!(reference, run("2", "100000"));
-    assert_eq!(reference, run("2", "64"));
-    assert_eq!(reference, run("1", "150"));
+    let mut outputs = Vec::new();
+    for precision in ["f32", "int8"] {
+        let reference = run(precision, "", "1", "100000");
+        assert_eq!(reference, run(precision, "", "2", "100000"), "{precision}");
+        assert_eq!(reference, run(precision, "", "2", "64"), "{precision}");
+        assert_eq!(reference, run(precision, "", "1", "150"), "{precision}");
+        if precision == "int8" {
+            // The slower kernels (each where the CPU has it) give the same bits.
+            assert_eq!(reference, run(precision, "avx2", "2", "64"), "int8 with the AVX2 kernel");
+            assert_eq!(reference, run(precision, "portable", "2", "64"), "int8 with the portable kernel");
+        }
+        outputs.push(reference);
+    }
+    assert_ne!(outputs[0], outputs[1], "int8 records name their precision");
 }
 
 #[test]
@@ -151,7 +165,7 @@ fn bad_inputs_get_error_records_and_the_run_goes_on() {
     for r in records.iter().filter(|r| r.get("error").is_none()) {
         let scores: f32 = r["scores"].as_array().unwrap().iter().map(|s| s["score"].as_f64().unwrap() as f32).sum();
         assert!((scores - 1.0).abs() < 1e-4, "softmax scores sum to 1: {r}");
-        assert_eq!(r["model"], "bert-seqcls");
+        assert_eq!(r["model"], "bert-seqcls@int8");
     }
 }
 
@@ -274,7 +288,7 @@ fn real_encoder_classifies_court_passages_zero_shot() {
     assert!(correct * 2 > records.len(), "only {correct} of {} passages classified correctly", records.len());
     for r in &records {
         assert_eq!(r["scores"].as_array().unwrap().len(), 7);
-        assert_eq!(r["model"], "multilingual-e5-small");
+        assert_eq!(r["model"], "multilingual-e5-small@int8");
     }
 }
 
@@ -287,8 +301,8 @@ fn real_encoder_output_is_deterministic() {
     let texts: Vec<String> = (0..6).map(|i| tricky_text().chars().take((i + 1) * 150).collect()).collect();
     let input = write_jsonl(dir.path(), &texts);
     let labels = root().join("labels/areas-of-law.tsv");
-    let run = |threads: &str, batch: &str| {
-        let out = dir.path().join(format!("out-{threads}-{batch}.jsonl"));
+    let run = |precision: &str, threads: &str, batch: &str| {
+        let out = dir.path().join(format!("out-{precision}-{threads}-{batch}.jsonl"));
         let status = classify(
             &model,
             &input,
@@ -296,6 +310,8 @@ fn real_encoder_output_is_deterministic() {
             &[
                 "--zero-shot",
                 path_str(&labels),
+                "--precision",
+                precision,
                 "--threads",
                 threads,
                 "--batch-tokens",
@@ -310,7 +326,8 @@ fn real_encoder_output_is_deterministic() {
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
         fs::read(out).unwrap()
     };
-    assert_eq!(run("1", "100000"), run("2", "200"));
+    assert_eq!(run("f32", "1", "100000"), run("f32", "2", "200"));
+    assert_eq!(run("int8", "1", "100000"), run("int8", "2", "200"));
 }
 
 /// A fine-tuned classification head and a zero-shot head read the same encoder pass: the

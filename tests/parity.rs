@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use docclass::infer::{Pipeline, PipelineOptions};
 use docclass::model::encoder::first_token;
-use docclass::model::{ClassificationHead, ModelBundle, PackedBatch, TokenClassificationHead};
+use docclass::model::{ClassificationHead, ModelBundle, PackedBatch, Precision, TokenClassificationHead};
 use docclass::text::Window;
 use serde_json::Value;
 
@@ -172,4 +172,28 @@ fn real_e5_embeddings_match_transformers() {
     let options = PipelineOptions::first_window_only(4096);
     let (embeddings, _) = pipeline.embed_texts(&texts, &options).unwrap();
     assert_close("e5 mean-pooled embeddings", &embeddings, &rows(&expected["embeddings"]));
+}
+
+/// The real encoder at int8 against itself at f32, on the same texts: every mean-pooled
+/// embedding within a cosine of 0.999 (bench/README.md has the corpus-wide numbers).
+#[test]
+#[ignore = "needs the real encoder or datasets: run scripts/setup.sh"]
+fn real_e5_int8_embeddings_stay_close_to_f32() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: run scripts/setup.sh", dir.display());
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
+    let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let options = PipelineOptions::first_window_only(4096);
+    let embed = |precision: Precision| {
+        let pipeline = Pipeline::new(ModelBundle::load_at(&dir, precision).unwrap(), None).unwrap();
+        pipeline.embed_texts(&texts, &options).unwrap().0
+    };
+    let (exact, quantized) = (embed(Precision::F32), embed(Precision::Int8));
+    for ((a, b), text) in exact.iter().zip(&quantized).zip(&texts) {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let cosine = dot / (norm(a) * norm(b));
+        assert!(cosine > 0.999, "int8 embedding of {text:?}: cosine {cosine} to f32");
+    }
 }

@@ -445,7 +445,7 @@ fn default_pipeline_classifies_court_passages_and_finds_legal_entities() {
     let run = docclass(&["classify", path_str(&input), "--out", path_str(&out)]);
     assert!(run.status.success(), "{}", stderr(&run));
     let records = read_records(&out);
-    assert_eq!(records[0]["model"], "de-legal");
+    assert_eq!(records[0]["model"], "de-legal@int8", "the default pipeline at the default precision");
     let correct =
         records.iter().zip(&sample[1..]).filter(|(r, line)| r["label"].as_str() == line.split('\t').next()).count();
     assert!(correct >= 10, "{correct} of {} passages classified correctly", records.len());

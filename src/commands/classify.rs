@@ -133,7 +133,7 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
         }
         (_, model) => model_dir(model.clone()),
     };
-    let precision = args.run.precision;
+    let precision = args.run.inference_precision();
     let bundle =
         ModelBundle::load_at(&dir, precision).with_context(|| format!("loading model {}", dir.display()))?;
     let mut model_id = model_fingerprint(&dir)?;

@@ -68,7 +68,7 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
             path: Some(run.dir.display().to_string()),
             name: Some(run.name.clone()),
             sha256: Some(run.fingerprint.clone()),
-            precision: Some(args.run.precision),
+            precision: Some(args.run.inference_precision()),
         },
         None => {
             let recorded = || predictions.first()?.record.get("model")?.as_str().map(String::from);
@@ -135,7 +135,7 @@ struct ModelRun {
 /// Runs the model on the gold texts; returns its predictions as JSONL.
 fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
     let dir = model_dir(args.model.model.clone());
-    let bundle = ModelBundle::load_at(&dir, args.run.precision)
+    let bundle = ModelBundle::load_at(&dir, args.run.inference_precision())
         .with_context(|| format!("loading model {}", dir.display()))?;
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let options = super::pipeline_options(&pipeline, &args.run, &args.windows, None, None)?;

@@ -32,7 +32,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     }
     let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
     let bundle =
-        ModelBundle::load_at(&encoder_dir, args.run.precision)
+        ModelBundle::load_at(&encoder_dir, args.run.training_precision())
             .with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
     let encoder_fingerprint = fingerprint(&encoder_dir)?;
     let encoder_layers = bundle.encoder_config().layers;
@@ -62,7 +62,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         config: &config,
         encoder_dir: &encoder_dir,
         encoder_fingerprint: &encoder_fingerprint,
-        encoder_precision: args.run.precision,
+        encoder_precision: args.run.training_precision(),
         layers: &layers,
         staging: &staging,
     };
