@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{Activation, Architecture, EncoderConfig};
 use super::kernels::{BiasActivation, WindowAttention};
-use super::quantized::{Precision, QuantizedLinear, QuantizedTable};
+use super::quantized::{self, Precision, QuantizedLinear, QuantizedTable};
 
 /// A dense layer stored as `[in, out]`, so that the packed activations multiply it
 /// without a transpose per call.
@@ -371,8 +371,12 @@ impl Encoder {
         let qkv = layer.qkv.forward(xs)?;
         let context = self.attention(&qkv, lens)?;
         let xs = layer.attention_norm.forward(&layer.attention_out.forward(&context)?.add(xs)?)?;
-        let inner = layer.ffn_in.forward_activated(&xs, Some(self.config.activation))?;
-        layer.ffn_norm.forward(&layer.ffn_out.forward(&inner)?.add(&xs)?)
+        let activation = Some(self.config.activation);
+        let ffn = match (&layer.ffn_in, &layer.ffn_out) {
+            (Dense::Int8(inner), Dense::Int8(outer)) => quantized::feed_forward(inner, outer, &xs, activation)?,
+            (inner, outer) => outer.forward(&inner.forward_activated(&xs, activation)?)?,
+        };
+        layer.ffn_norm.forward(&ffn.add(&xs)?)
     }
 
     /// Scaled dot-product attention of each window over its own tokens.

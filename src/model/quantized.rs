@@ -316,6 +316,89 @@ impl QuantizedLinear {
     }
 }
 
+/// `second(activation(first(xs)))`, a transformer's feed-forward block, 48 rows at a time:
+/// each task keeps its rows' inner activations (48 × 1,536 for e5) to itself, so the
+/// batch's inner matrix, the largest of a layer, is never allocated. The same values as
+/// the two layers one after the other.
+pub fn feed_forward(
+    first: &QuantizedLinear,
+    second: &QuantizedLinear,
+    xs: &Tensor,
+    activation: Option<Activation>,
+) -> candle_core::Result<Tensor> {
+    if first.out_dim != second.in_dim {
+        bail!("feed-forward: {} outputs into {} inputs", first.out_dim, second.in_dim);
+    }
+    xs.apply_op1_no_bwd(&FeedForward { first, second, activation })
+}
+
+struct FeedForward<'a> {
+    first: &'a QuantizedLinear,
+    second: &'a QuantizedLinear,
+    activation: Option<Activation>,
+}
+
+impl CustomOp1 for FeedForward<'_> {
+    fn name(&self) -> &'static str {
+        "int8-feed-forward"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (first, second) = (self.first, self.second);
+        let xs = contiguous_input(storage, layout, first.in_dim)?;
+        let rows = xs.len() / first.in_dim;
+        let out = fill_rows(rows, second.out_dim, xs, first.in_dim, |xs, out| {
+            INNER.with_borrow_mut(|inner| {
+                let len = xs.len() / first.in_dim * first.out_dim;
+                grow_uninit(inner, len);
+                first.multiply_rows(xs, &mut inner[..len], self.activation);
+                // Safety: `multiply_rows` wrote all of `inner[..len]`.
+                let inner = unsafe { &*(&inner[..len] as *const [MaybeUninit<f32>] as *const [f32]) };
+                second.multiply_rows(inner, out, None);
+            })
+        });
+        Ok((CpuStorage::F32(out), Shape::from((rows, second.out_dim))))
+    }
+}
+
+fn grow_uninit(buffer: &mut Vec<MaybeUninit<f32>>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, MaybeUninit::uninit());
+    }
+}
+
+/// The `[rows, in_dim]` f32 values of a contiguous input.
+fn contiguous_input<'a>(storage: &'a CpuStorage, layout: &Layout, in_dim: usize) -> candle_core::Result<&'a [f32]> {
+    let (_, columns) = layout.shape().dims2()?;
+    if columns != in_dim {
+        bail!("int8 layer: input of {columns} columns for a layer of {in_dim} inputs");
+    }
+    let CpuStorage::F32(values) = storage else { bail!("int8 layer: expected f32 input") };
+    let Some((start, end)) = layout.contiguous_offsets() else { bail!("int8 layer: expected a contiguous input") };
+    Ok(&values[start..end])
+}
+
+/// A `[rows, out_dim]` matrix whose blocks of [`ROWS_PER_TASK`] rows `task(xs, out)`
+/// writes in parallel from the matching rows of `xs`. Not zeroed first (that was 4% of
+/// the encoder's time): `task` must write every element of its `out`.
+fn fill_rows(
+    rows: usize,
+    out_dim: usize,
+    xs: &[f32],
+    in_dim: usize,
+    task: impl Fn(&[f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let len = rows * out_dim;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(ROWS_PER_TASK * out_dim)
+        .zip(xs.par_chunks(ROWS_PER_TASK * in_dim))
+        .for_each(|(out, xs)| task(xs, out));
+    // Safety: every task wrote all of its block, and the blocks cover the first `len`.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Rows handed to one rayon task: a multiple of both kernels' tile rows.
 const ROWS_PER_TASK: usize = 48;
 
@@ -329,6 +412,8 @@ struct QuantizedRows {
 
 thread_local! {
     static ACTIVATIONS: std::cell::RefCell<QuantizedRows> = std::cell::RefCell::new(QuantizedRows::default());
+    /// A feed-forward task's inner activations.
+    static INNER: std::cell::RefCell<Vec<MaybeUninit<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl CustomOp1 for Product<'_> {
@@ -338,22 +423,11 @@ impl CustomOp1 for Product<'_> {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let layer = self.layer;
-        let (rows, in_dim) = layout.shape().dims2()?;
-        if in_dim != layer.in_dim {
-            bail!("int8 linear: input of {in_dim} columns for a layer of {} inputs", layer.in_dim);
-        }
-        let CpuStorage::F32(values) = storage else { bail!("int8 linear: expected f32 input") };
-        let Some((start, end)) = layout.contiguous_offsets() else { bail!("int8 linear: expected a contiguous input") };
-        let xs = &values[start..end];
-        // Not zeroed first (that was 4% of the encoder's time): every task writes all of its rows.
-        let len = rows * layer.out_dim;
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(ROWS_PER_TASK * layer.out_dim)
-            .zip(xs.par_chunks(ROWS_PER_TASK * in_dim))
-            .for_each(|(out, xs)| layer.multiply_rows(xs, out, self.activation));
-        // Safety: `multiply_rows` wrote every element of the first `len`.
-        unsafe { out.set_len(len) };
+        let xs = contiguous_input(storage, layout, layer.in_dim)?;
+        let rows = xs.len() / layer.in_dim;
+        let out = fill_rows(rows, layer.out_dim, xs, layer.in_dim, |xs, out| {
+            layer.multiply_rows(xs, out, self.activation)
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows, layer.out_dim))))
     }
 }
@@ -881,6 +955,21 @@ mod tests {
         // Row 17 alone gives the same bits as row 17 among 50.
         let alone = Tensor::from_vec(xs[17 * in_dim..18 * in_dim].to_vec(), (1, in_dim), &Device::Cpu).unwrap();
         assert_eq!(layer.forward_activated(&alone, None).unwrap().to_vec2::<f32>().unwrap()[0], quantized[17]);
+    }
+
+    #[test]
+    fn feed_forward_is_the_two_layers_in_turn() {
+        let (rows, in_dim, inner_dim) = (100, 96, 150);
+        let tensor = |n: usize, shape: (usize, usize), seed| Tensor::from_vec(random(n, seed), shape, &Device::Cpu).unwrap();
+        let x = tensor(rows * in_dim, (rows, in_dim), 10);
+        let bias = |n: usize, seed| Tensor::from_vec(random(n, seed), n, &Device::Cpu).unwrap();
+        let first = QuantizedLinear::new(&tensor(inner_dim * in_dim, (inner_dim, in_dim), 11), bias(inner_dim, 12)).unwrap();
+        let second = QuantizedLinear::new(&tensor(in_dim * inner_dim, (in_dim, inner_dim), 13), bias(in_dim, 14)).unwrap();
+        let gelu = Some(Activation::GeluErf);
+        let fused = feed_forward(&first, &second, &x, gelu).unwrap().to_vec2::<f32>().unwrap();
+        let in_turn = second.forward_activated(&first.forward_activated(&x, gelu).unwrap(), None).unwrap();
+        assert_eq!(fused, in_turn.to_vec2::<f32>().unwrap());
+        assert!(feed_forward(&second, &second, &x, gelu).is_err(), "96 outputs cannot feed 150 inputs");
     }
 
     #[test]
