@@ -215,7 +215,7 @@ fn stdout_and_csv_outputs() {
         lines.next().unwrap(),
         "id,path,line,label,score,scores,entities,windows,encoding,extractor,index,model,error"
     );
-    assert!(lines.next().unwrap().contains(",xlm-roberta-seqcls,"));
+    assert!(lines.next().unwrap().contains(",xlm-roberta-seqcls@int8,"));
 }
 
 #[test]

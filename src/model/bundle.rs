@@ -158,15 +158,23 @@ impl ModelBundle {
         let base = encoder_config.arch.base_prefix();
         let words = Encoder::word_embeddings_name(&encoder_config);
         let prefixed = tensors.contains_tensor(&format!("{base}.{words}"));
-        // At int8 the word embeddings (the largest tensor) are quantized as they are read.
+        // At int8 the word embeddings (the largest tensor) are quantized as they are read;
+        // a table stored in another dtype is converted whole by the encoder instead.
+        let words = if prefixed { format!("{base}.{words}") } else { words.to_string() };
         let quantized_words = match precision {
-            Precision::F32 => None,
-            Precision::Int8 => {
-                let name = if prefixed { format!("{base}.{words}") } else { words.to_string() };
+            Precision::Int8 if tensors.is_f32(&words) => {
                 let mut table = QuantizedTable::with_capacity(encoder_config.vocab, encoder_config.hidden);
-                tensors.for_each_f32_rows(&name, 4096, |rows| table.push_rows(rows)).map_err(invalid_weights)?;
+                let (_, columns) =
+                    tensors.for_each_f32_rows(&words, 4096, |rows| table.push_rows(rows)).map_err(invalid_weights)?;
+                if columns != encoder_config.hidden {
+                    return Err(invalid_weights(candle_core::Error::Msg(format!(
+                        "{words} has {columns} columns, the hidden size is {}",
+                        encoder_config.hidden
+                    ))));
+                }
                 Some(table)
             }
+            _ => None,
         };
         let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, Device::Cpu);
         let encoder_vb = if prefixed { vb.pp(base) } else { vb.clone() };

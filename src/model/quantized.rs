@@ -100,16 +100,15 @@ impl Int8Kernel {
 
     fn best_supported() -> Self {
         #[cfg(target_arch = "x86_64")]
-        {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // The VNNI kernel quantizes its activations with AVX2.
             if std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512vnni")
             {
                 return Int8Kernel::Avx512Vnni;
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Int8Kernel::Avx2;
-            }
+            return Int8Kernel::Avx2;
         }
         Int8Kernel::Portable
     }
@@ -174,7 +173,8 @@ impl QuantizedLinear {
         Self::with_kernel(weight, bias, Int8Kernel::detect())
     }
 
-    pub fn with_kernel(weight: &Tensor, bias: Tensor, kernel: Int8Kernel) -> candle_core::Result<Self> {
+    /// For `kernel`, which the CPU must support (`detect` or below).
+    fn with_kernel(weight: &Tensor, bias: Tensor, kernel: Int8Kernel) -> candle_core::Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
         let values = weight.flatten_all()?.to_vec1::<f32>()?;
         let padded_in = in_dim.div_ceil(BLOCK) * BLOCK;
@@ -255,7 +255,7 @@ impl QuantizedLinear {
                 #[cfg(target_arch = "x86_64")]
                 Int8Kernel::Avx512Vnni => {
                     grow(bytes, rows * self.padded_in);
-                    // Safety: the VNNI kernel runs only where AVX2 does.
+                    // Safety: `detect` chose VNNI on a CPU with AVX2 and FMA.
                     unsafe { simd_quantize::rows_to_bytes(xs, self.in_dim, self.padded_in, scales, bytes) }
                 }
                 #[cfg(target_arch = "x86_64")]

@@ -87,6 +87,10 @@ impl SafetensorFiles {
         Ok(Self { files, entries })
     }
 
+    pub fn is_f32(&self, name: &str) -> bool {
+        self.entries.get(name).is_some_and(|entry| entry.dtype == DType::F32)
+    }
+
     /// Calls `visit` with consecutive blocks of whole rows of the 2-d f32 tensor `name`
     /// (`rows_per_read` rows at most), so that a large table can be converted without
     /// holding all of it at f32. Returns the tensor's shape.
