@@ -134,8 +134,7 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
         (_, model) => model_dir(model.clone()),
     };
     let precision = args.run.inference_precision();
-    let bundle =
-        ModelBundle::load_at(&dir, precision).with_context(|| format!("loading model {}", dir.display()))?;
+    let bundle = ModelBundle::load_at(&dir, precision).with_context(|| format!("loading model {}", dir.display()))?;
     let mut model_id = model_fingerprint(&dir)?;
     if !precision.is_f32() {
         // Records of another precision are other results: a resumed run must not keep them.

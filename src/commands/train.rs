@@ -31,9 +31,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         refuse_existing_dir(&args.out, args.force, "head")?;
     }
     let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
-    let bundle =
-        ModelBundle::load_at(&encoder_dir, args.run.training_precision())
-            .with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
+    let bundle = ModelBundle::load_at(&encoder_dir, args.run.training_precision())
+        .with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
     let encoder_fingerprint = fingerprint(&encoder_dir)?;
     let encoder_layers = bundle.encoder_config().layers;
     let layers = if args.layers.is_empty() {

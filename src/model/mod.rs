@@ -13,5 +13,5 @@ pub mod weights;
 pub use bundle::{ModelBundle, ModelError};
 pub use config::{Architecture, EncoderConfig, HfConfig};
 pub use encoder::{Encoder, PackedBatch};
-pub use quantized::Precision;
 pub use heads::{ClassificationHead, TaskHead, TokenClassificationHead, ZeroShotHead};
+pub use quantized::Precision;

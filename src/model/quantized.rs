@@ -399,6 +399,18 @@ fn fill_rows(
     out
 }
 
+/// Calls `f::<R>(args)` for the `R` among the listed row counts that equals `rows`: the
+/// SIMD tiles take their row count as a constant, so that their accumulators stay in
+/// registers.
+macro_rules! with_tile_rows {
+    ($rows:expr, [$($r:literal),+], $f:ident $args:tt) => {
+        match $rows {
+            $($r => $f::<$r> $args,)+
+            rows => unreachable!("a tile of {rows} rows"),
+        }
+    };
+}
+
 /// Rows handed to one rayon task: a multiple of both kernels' tile rows.
 const ROWS_PER_TASK: usize = 48;
 
@@ -425,9 +437,8 @@ impl CustomOp1 for Product<'_> {
         let layer = self.layer;
         let xs = contiguous_input(storage, layout, layer.in_dim)?;
         let rows = xs.len() / layer.in_dim;
-        let out = fill_rows(rows, layer.out_dim, xs, layer.in_dim, |xs, out| {
-            layer.multiply_rows(xs, out, self.activation)
-        });
+        let out =
+            fill_rows(rows, layer.out_dim, xs, layer.in_dim, |xs, out| layer.multiply_rows(xs, out, self.activation));
         Ok((CpuStorage::F32(out), Shape::from((rows, layer.out_dim))))
     }
 }
@@ -482,6 +493,7 @@ fn quantize_rows(xs: &[f32], in_dim: usize, padded_in: usize, scales: &mut [f32]
 /// Activation quantization with AVX2, for both SIMD kernels. No closures here: they would
 /// not inherit the target features, and every intrinsic would become a call.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
 mod simd_quantize {
     use std::arch::x86_64::*;
 
@@ -528,7 +540,11 @@ mod simd_quantize {
 
     fn check_sizes(xs: &[f32], in_dim: usize, padded_in: usize, scales: &[f32], out_len: usize) {
         let rows = xs.len() / in_dim;
-        assert!(xs.len() % in_dim == 0 && scales.len() >= rows * (padded_in / BLOCK) && out_len >= rows * padded_in);
+        assert!(
+            xs.len().is_multiple_of(in_dim)
+                && scales.len() >= rows * (padded_in / BLOCK)
+                && out_len >= rows * padded_in
+        );
     }
 
     /// One block's 64 values (a shorter last block padded with zeros, via `padded`) as eight
@@ -604,7 +620,9 @@ fn portable_tile(
     }
 }
 
+// The tiles index several register arrays by row and take their operands as plain slices.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 mod vnni {
     use std::arch::x86_64::*;
 
@@ -623,17 +641,11 @@ mod vnni {
         blocks: usize,
         out: &mut [f32],
     ) {
-        match rows {
-            8 => tile_rows::<8>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            7 => tile_rows::<7>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            6 => tile_rows::<6>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            5 => tile_rows::<5>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            4 => tile_rows::<4>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            3 => tile_rows::<3>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            2 => tile_rows::<2>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            1 => tile_rows::<1>(a, row_scales, panel, offsets, column_scales, blocks, out),
-            _ => unreachable!("tiles have 1 to 8 rows"),
-        }
+        with_tile_rows!(
+            rows,
+            [1, 2, 3, 4, 5, 6, 7, 8],
+            tile_rows(a, row_scales, panel, offsets, column_scales, blocks, out)
+        )
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
@@ -647,7 +659,9 @@ mod vnni {
         out: &mut [f32],
     ) {
         let padded_in = blocks * BLOCK;
-        debug_assert!(a.len() >= MR * padded_in && panel.len() >= 32 * padded_in && out.len() >= MR * 32);
+        // The loads below are unchecked: these bounds make them safe.
+        assert!(a.len() >= MR * padded_in && panel.len() >= 32 * padded_in && out.len() >= MR * 32);
+        assert!(row_scales.len() >= MR * blocks && offsets.len() >= 32 * blocks && column_scales.len() >= 32);
         let a = a.as_ptr();
         let w = panel.as_ptr();
         let mut sums = [[_mm512_setzero_ps(); 2]; MR];
@@ -682,6 +696,7 @@ mod vnni {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
 mod avx2 {
     use std::arch::x86_64::*;
 
@@ -699,15 +714,7 @@ mod avx2 {
         blocks: usize,
         out: &mut [f32],
     ) {
-        match rows {
-            6 => tile_rows::<6>(a, row_scales, panel, column_scales, blocks, out),
-            5 => tile_rows::<5>(a, row_scales, panel, column_scales, blocks, out),
-            4 => tile_rows::<4>(a, row_scales, panel, column_scales, blocks, out),
-            3 => tile_rows::<3>(a, row_scales, panel, column_scales, blocks, out),
-            2 => tile_rows::<2>(a, row_scales, panel, column_scales, blocks, out),
-            1 => tile_rows::<1>(a, row_scales, panel, column_scales, blocks, out),
-            _ => unreachable!("tiles have 1 to 6 rows"),
-        }
+        with_tile_rows!(rows, [1, 2, 3, 4, 5, 6], tile_rows(a, row_scales, panel, column_scales, blocks, out))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -720,7 +727,9 @@ mod avx2 {
         out: &mut [f32],
     ) {
         let padded_in = blocks * BLOCK;
-        debug_assert!(a.len() >= MR * padded_in && panel.len() >= 16 * padded_in && out.len() >= MR * 16);
+        // The loads below are unchecked: these bounds make them safe.
+        assert!(a.len() >= MR * padded_in && panel.len() >= 16 * padded_in && out.len() >= MR * 16);
+        assert!(row_scales.len() >= MR * blocks && column_scales.len() >= 16);
         let a = a.as_ptr();
         let w = panel.as_ptr();
         let mut sums = [[_mm256_setzero_ps(); 2]; MR];
@@ -767,13 +776,19 @@ pub struct QuantizedTable {
 enum TableStorage {
     /// Per block: 16 bytes of `k + 8` (value 2i in the low nibble of byte i, 2i + 1 in the
     /// high one) and its scale `d`.
-    Q4 { nibbles: Vec<u8>, scales: Vec<half::f16> },
-    Int8 { values: Vec<i8>, scales: Vec<f32> },
+    Q4 {
+        nibbles: Vec<u8>,
+        scales: Vec<half::f16>,
+    },
+    Int8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl QuantizedTable {
     pub fn with_capacity(rows: usize, hidden: usize) -> Self {
-        let storage = if hidden % Q4_BLOCK == 0 {
+        let storage = if hidden.is_multiple_of(Q4_BLOCK) {
             TableStorage::Q4 {
                 nibbles: Vec::with_capacity(rows * hidden / 2),
                 scales: Vec::with_capacity(rows * hidden / Q4_BLOCK),
@@ -799,7 +814,7 @@ impl QuantizedTable {
                     self.rows += 1;
                     continue;
                 }
-                self.to_int8_rows();
+                self.convert_to_int8_rows();
             }
             let TableStorage::Int8 { values, scales } = &mut self.storage else { unreachable!("converted above") };
             let (scale, inverse) = scale_for(row);
@@ -809,7 +824,7 @@ impl QuantizedTable {
         }
     }
 
-    fn to_int8_rows(&mut self) {
+    fn convert_to_int8_rows(&mut self) {
         let mut table = QuantizedTable {
             hidden: self.hidden,
             rows: 0,
@@ -960,11 +975,14 @@ mod tests {
     #[test]
     fn feed_forward_is_the_two_layers_in_turn() {
         let (rows, in_dim, inner_dim) = (100, 96, 150);
-        let tensor = |n: usize, shape: (usize, usize), seed| Tensor::from_vec(random(n, seed), shape, &Device::Cpu).unwrap();
+        let tensor =
+            |n: usize, shape: (usize, usize), seed| Tensor::from_vec(random(n, seed), shape, &Device::Cpu).unwrap();
         let x = tensor(rows * in_dim, (rows, in_dim), 10);
         let bias = |n: usize, seed| Tensor::from_vec(random(n, seed), n, &Device::Cpu).unwrap();
-        let first = QuantizedLinear::new(&tensor(inner_dim * in_dim, (inner_dim, in_dim), 11), bias(inner_dim, 12)).unwrap();
-        let second = QuantizedLinear::new(&tensor(in_dim * inner_dim, (in_dim, inner_dim), 13), bias(in_dim, 14)).unwrap();
+        let first =
+            QuantizedLinear::new(&tensor(inner_dim * in_dim, (inner_dim, in_dim), 11), bias(inner_dim, 12)).unwrap();
+        let second =
+            QuantizedLinear::new(&tensor(in_dim * inner_dim, (in_dim, inner_dim), 13), bias(in_dim, 14)).unwrap();
         let gelu = Some(Activation::GeluErf);
         let fused = feed_forward(&first, &second, &x, gelu).unwrap().to_vec2::<f32>().unwrap();
         let in_turn = second.forward_activated(&first.forward_activated(&x, gelu).unwrap(), None).unwrap();

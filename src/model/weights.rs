@@ -102,7 +102,9 @@ impl SafetensorFiles {
     ) -> candle_core::Result<(usize, usize)> {
         let Some(entry) = self.entries.get(name) else { fail!("cannot find tensor {name}") };
         let (path, file) = &self.files[entry.file];
-        let &[rows, cols] = entry.shape.as_slice() else { fail!("{name}: expected a 2-d tensor, not {:?}", entry.shape) };
+        let &[rows, cols] = entry.shape.as_slice() else {
+            fail!("{name}: expected a 2-d tensor, not {:?}", entry.shape)
+        };
         if entry.dtype != DType::F32 {
             fail!("{name}: expected f32 values, not {:?}", entry.dtype);
         }
