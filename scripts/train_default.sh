@@ -24,10 +24,18 @@ timed "$DOCCLASS" train datasets/ler/ler_train_rebuilt.conll --dev datasets/ler/
 timed "$DOCCLASS" train datasets/ler_court_cls/train.tsv --dev datasets/ler_court_cls/dev.tsv \
   --out models/area-of-law --force --refit-with-dev
 
-timed "$DOCCLASS" eval --model models/legal-entities datasets/ler/ler_test.conll --tag-map labels/ler-coarse.tsv \
-  --report eval/legal-entities/ler_test --force
-timed "$DOCCLASS" eval --model models/area-of-law datasets/ler_court_cls/test.tsv \
-  --report eval/area-of-law/ler_court_cls-test --force
+# Each head at f32 (the reference) and at int8 (what classify runs by default), and the two compared.
+for precision in f32 int8; do
+  suffix=; [ "$precision" = f32 ] || suffix=-$precision
+  timed "$DOCCLASS" eval --model models/legal-entities datasets/ler/ler_test.conll --tag-map labels/ler-coarse.tsv \
+    --precision "$precision" --report "eval/legal-entities/ler_test$suffix" --force
+  timed "$DOCCLASS" eval --model models/area-of-law datasets/ler_court_cls/test.tsv \
+    --precision "$precision" --report "eval/area-of-law/ler_court_cls-test$suffix" --force
+done
+"$DOCCLASS" eval --compare eval/legal-entities/ler_test eval/legal-entities/ler_test-int8 \
+  --report eval/legal-entities/f32-vs-int8 --force
+"$DOCCLASS" eval --compare eval/area-of-law/ler_court_cls-test eval/area-of-law/ler_court_cls-test-int8 \
+  --report eval/area-of-law/f32-vs-int8 --force
 
 # GermEval 2018 has no test file here: scripts/setup.sh holds every fifth line out for
 # testing; the rest trains (settings chosen by cross-validation on it).
@@ -36,6 +44,6 @@ SPLIT=.cache/germeval2018
 timed "$DOCCLASS" train "$SPLIT/train.tsv" --no-header --text-column 1 --label-column 2 \
   --out .cache/heads/germeval2018-coarse --force
 timed "$DOCCLASS" eval --model .cache/heads/germeval2018-coarse "$SPLIT/test.tsv" --no-header \
-  --text-column 1 --label-column 2 --report eval/germeval2018/coarse-heldout --force
+  --text-column 1 --label-column 2 --precision f32 --report eval/germeval2018/coarse-heldout --force
 cp .cache/heads/germeval2018-coarse/train-log.jsonl .cache/heads/germeval2018-coarse/head.json eval/germeval2018/coarse-heldout/
 echo "train_default: done; scripts/reference_check.sh recomputes the numbers with scikit-learn and seqeval" >&2

@@ -91,9 +91,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_len: Option<usize>,
 
-    /// Arithmetic of the encoder: int8 (dense layers and word embeddings in 8 bits,
-    /// the rest f32: about twice as fast and half the memory, scores within 0.3 points
-    /// of f32; see the README's speed section) or f32 (the encoder as trained). Default:
+    /// Arithmetic of the encoder: int8 (dense layers in 8 bits, word embeddings in 4 or
+    /// 8, the rest f32: about twice the speed of f32 at 55-60% of its memory where
+    /// measured, the default heads within 0.1 points of f32; see the README's speed
+    /// section) or f32 (the encoder as trained). Default:
     /// int8 for classify, eval and bench; f32 for train, which fits heads on f32
     /// features. Recorded in every record's `model` (`name@int8`) and in eval reports.
     #[arg(long, value_name = "int8|f32", env = "DOCCLASS_PRECISION")]
