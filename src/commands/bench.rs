@@ -75,6 +75,7 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
         "model": model,
         "precision": precision,
         "int8_kernel": (!precision.is_f32()).then(|| Int8Kernel::detect().name()),
+        "cpu_features": cpu_features(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let Some((mean, min)) = cosine {
@@ -90,6 +91,22 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
         writeln!(file, "{result}").with_context(|| format!("{}: cannot write", path.display()))?;
     }
     Ok(Outcome::Complete)
+}
+
+/// The vector extensions the kernels choose between that this CPU has: a speed is only
+/// meaningful with them.
+fn cpu_features() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut found = Vec::new();
+        macro_rules! check {
+            ($($name:tt),+) => { $(if std::is_x86_feature_detected!($name) { found.push($name); })+ };
+        }
+        check!("avx2", "fma", "avx512f", "avx512bw", "avx512vnni");
+        found
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
 }
 
 /// Mean and minimum cosine similarity of each embedding to its row in `path` (written by
