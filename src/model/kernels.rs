@@ -45,13 +45,8 @@ impl CustomOp2 for BiasActivation {
         if bias.len() != cols {
             bail!("bias of {} values for {cols} columns", bias.len());
         }
-        let out = match self.0 {
-            None => bias_map(x, bias, |v| v),
-            Some(Activation::GeluErf) => bias_map(x, bias, gelu_erf),
-            Some(Activation::GeluTanh) => bias_map(x, bias, gelu_tanh),
-            Some(Activation::Relu) => bias_map(x, bias, relu),
-            Some(Activation::Tanh) => bias_map(x, bias, f32::tanh),
-        };
+        let mut out = x.to_vec();
+        out.par_chunks_mut(cols * ROWS_PER_TASK).for_each(|rows| bias_activation_in_place(rows, bias, self.0));
         Ok((CpuStorage::F32(out), Shape::from((rows, cols))))
     }
 }
@@ -85,6 +80,7 @@ pub fn bias_activation_in_place(values: &mut [f32], bias: &[f32], activation: Op
     }
 }
 
+/// Generic over `f`, so that each activation gets its own vectorised loop.
 fn map_in_place(values: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
@@ -109,44 +105,12 @@ fn map_rows_in_place(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) 
     }
 }
 
-/// `f(x + bias)` row by row, in parallel; generic so that each activation gets its own
-/// vectorised loop.
-fn bias_map(x: &[f32], bias: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let cols = bias.len();
-    let mut out = vec![0f32; x.len()];
-    let fast = has_avx2_fma();
-    out.par_chunks_mut(cols * ROWS_PER_TASK).zip(x.par_chunks(cols * ROWS_PER_TASK)).for_each(|(out, x)| {
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // Safety: the CPU supports the features the function is compiled for.
-            return unsafe { bias_map_rows_avx2(out, x, bias, &f) };
-        }
-        bias_map_rows(out, x, bias, &f)
-    });
-    out
-}
-
 /// Whether the AVX2/FMA builds of the element-wise loops may run; asked once per op.
 fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
     false
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn bias_map_rows_avx2(out: &mut [f32], x: &[f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
-    bias_map_rows(out, x, bias, f)
-}
-
-#[inline(always)]
-fn bias_map_rows(out: &mut [f32], x: &[f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
-    for (out_row, x_row) in out.chunks_exact_mut(bias.len()).zip(x.chunks_exact(bias.len())) {
-        for ((o, &v), &b) in out_row.iter_mut().zip(x_row).zip(bias) {
-            *o = f(v + b);
-        }
-    }
 }
 
 /// erf as a rational function of x (Eigen's `generic_fast_erf_float`): no branches and no
