@@ -18,7 +18,11 @@ use super::config::Activation;
 /// Rows handed to one rayon task by the element-wise kernels.
 const ROWS_PER_TASK: usize = 16;
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+pub(super) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(values) = storage else { bail!("{what}: expected f32 values") };
     let Some((start, end)) = layout.contiguous_offsets() else { bail!("{what}: expected a contiguous tensor") };
     Ok(&values[start..end])

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::Activation;
-use super::kernels::bias_activation_in_place;
+use super::kernels::{bias_activation_in_place, contiguous_f32};
 
 /// Inputs per activation scale. Inputs are padded with zeros to a multiple of it.
 pub const BLOCK: usize = 64;
@@ -250,22 +250,22 @@ impl QuantizedLinear {
         ACTIVATIONS.with_borrow_mut(|buffers| {
             let QuantizedRows { bytes, words, scales } = buffers;
             // Every entry is written below: the buffers only ever grow.
-            grow(scales, rows * blocks);
+            grow(scales, rows * blocks, 0.0);
             match self.kernel {
                 #[cfg(target_arch = "x86_64")]
                 Int8Kernel::Avx512Vnni => {
-                    grow(bytes, rows * self.padded_in);
+                    grow(bytes, rows * self.padded_in, 0);
                     // Safety: `detect` chose VNNI on a CPU with AVX2 and FMA.
                     unsafe { simd_quantize::rows_to_bytes(xs, self.in_dim, self.padded_in, scales, bytes) }
                 }
                 #[cfg(target_arch = "x86_64")]
                 Int8Kernel::Avx2 => {
-                    grow(words, rows * self.padded_in);
+                    grow(words, rows * self.padded_in, 0);
                     // Safety: `detect` chose AVX2 because the CPU has it.
                     unsafe { simd_quantize::rows_to_words(xs, self.in_dim, self.padded_in, scales, words) }
                 }
                 _ => {
-                    grow(words, rows * self.padded_in);
+                    grow(words, rows * self.padded_in, 0);
                     quantize_rows(xs, self.in_dim, self.padded_in, scales, words);
                 }
             }
@@ -350,7 +350,7 @@ impl CustomOp1 for FeedForward<'_> {
         let out = fill_rows(rows, second.out_dim, xs, first.in_dim, |xs, out| {
             INNER.with_borrow_mut(|inner| {
                 let len = xs.len() / first.in_dim * first.out_dim;
-                grow_uninit(inner, len);
+                grow(inner, len, MaybeUninit::uninit());
                 first.multiply_rows(xs, &mut inner[..len], self.activation);
                 // Safety: `multiply_rows` wrote all of `inner[..len]`.
                 let inner = unsafe { &*(&inner[..len] as *const [MaybeUninit<f32>] as *const [f32]) };
@@ -361,21 +361,13 @@ impl CustomOp1 for FeedForward<'_> {
     }
 }
 
-fn grow_uninit(buffer: &mut Vec<MaybeUninit<f32>>, len: usize) {
-    if buffer.len() < len {
-        buffer.resize(len, MaybeUninit::uninit());
-    }
-}
-
 /// The `[rows, in_dim]` f32 values of a contiguous input.
 fn contiguous_input<'a>(storage: &'a CpuStorage, layout: &Layout, in_dim: usize) -> candle_core::Result<&'a [f32]> {
     let (_, columns) = layout.shape().dims2()?;
     if columns != in_dim {
         bail!("int8 layer: input of {columns} columns for a layer of {in_dim} inputs");
     }
-    let CpuStorage::F32(values) = storage else { bail!("int8 layer: expected f32 input") };
-    let Some((start, end)) = layout.contiguous_offsets() else { bail!("int8 layer: expected a contiguous input") };
-    Ok(&values[start..end])
+    contiguous_f32(storage, layout, "int8 layer input")
 }
 
 /// A `[rows, out_dim]` matrix whose blocks of [`ROWS_PER_TASK`] rows `task(xs, out)`
@@ -466,9 +458,10 @@ fn quantize(value: f32, inverse: f32) -> i32 {
     ((scaled + ROUND) - ROUND) as i32
 }
 
-fn grow<T: Default + Clone>(buffer: &mut Vec<T>, len: usize) {
+/// Lengthens a reused buffer to `len` with `fill`; never shortens it.
+fn grow<T: Clone>(buffer: &mut Vec<T>, len: usize, fill: T) {
     if buffer.len() < len {
-        buffer.resize(len, T::default());
+        buffer.resize(len, fill);
     }
 }
 
@@ -769,7 +762,6 @@ const Q4_BLOCK: usize = 32;
 /// - otherwise as int8 rows with one scale each.
 pub struct QuantizedTable {
     hidden: usize,
-    rows: usize,
     storage: TableStorage,
 }
 
@@ -796,7 +788,7 @@ impl QuantizedTable {
         } else {
             TableStorage::Int8 { values: Vec::with_capacity(rows * hidden), scales: Vec::with_capacity(rows) }
         };
-        Self { hidden, rows: 0, storage }
+        Self { hidden, storage }
     }
 
     /// Appends rows (`hidden` f32 values each), so that a table can be built from a file
@@ -811,7 +803,6 @@ impl QuantizedTable {
                         scales.push(scale);
                         nibbles.extend_from_slice(&packed);
                     }
-                    self.rows += 1;
                     continue;
                 }
                 self.convert_to_int8_rows();
@@ -820,18 +811,16 @@ impl QuantizedTable {
             let (scale, inverse) = scale_for(row);
             scales.push(scale);
             values.extend(row.iter().map(|&x| quantize(x, inverse) as i8));
-            self.rows += 1;
         }
     }
 
     fn convert_to_int8_rows(&mut self) {
         let mut table = QuantizedTable {
             hidden: self.hidden,
-            rows: 0,
             storage: TableStorage::Int8 { values: Vec::new(), scales: Vec::new() },
         };
         let mut row = vec![0f32; self.hidden];
-        for id in 0..self.rows {
+        for id in 0..self.rows() {
             self.row_into(id, &mut row);
             table.push_rows(&row);
         }
@@ -839,7 +828,10 @@ impl QuantizedTable {
     }
 
     pub fn rows(&self) -> usize {
-        self.rows
+        match &self.storage {
+            TableStorage::Q4 { scales, .. } => scales.len() * Q4_BLOCK / self.hidden,
+            TableStorage::Int8 { scales, .. } => scales.len(),
+        }
     }
 
     /// Whether the table holds its values exactly (4-bit blocks).
@@ -873,10 +865,11 @@ impl QuantizedTable {
 
     /// The dequantized rows of `ids`, `[ids.len(), hidden]`.
     pub fn lookup(&self, ids: &[u32], device: &candle_core::Device) -> candle_core::Result<Tensor> {
+        let rows = self.rows();
         let mut out = vec![0f32; ids.len() * self.hidden];
         for (&id, row) in ids.iter().zip(out.chunks_exact_mut(self.hidden)) {
-            if id as usize >= self.rows {
-                bail!("token id {id} outside the embedding table of {} rows", self.rows);
+            if id as usize >= rows {
+                bail!("token id {id} outside the embedding table of {rows} rows");
             }
             self.row_into(id as usize, row);
         }
