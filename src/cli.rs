@@ -18,7 +18,8 @@ use crate::output::OutputFormat;
     long_about = "Classify German documents and extract entities with a local transformer encoder.\n\n\
         Nothing leaves the machine: models are read from local directories.\n\n\
         Exit status: 0 all documents processed, 3 some documents failed (each has a record \
-        with an `error`), 1 fatal error (nothing more could be done), 2 bad command line."
+        with an `error`), 1 fatal error (nothing more could be done), 2 bad command line, \
+        4 another run holds the lock on the output or state (try again later)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -56,7 +57,7 @@ pub struct ModelArg {
     /// *ForSequenceClassification or *ForTokenClassification head; or a head directory
     /// written by `docclass train`; or a pipeline directory (pipeline.json: an encoder
     /// and trained heads). Default: $DOCCLASS_MODEL, else models/de-legal (areas of law
-    /// and legal entities); with --zero-shot, the bare models/multilingual-e5-small.
+    /// and legal entities).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
 }
@@ -173,7 +174,8 @@ pub struct ClassifyArgs {
 
     /// Zero-shot classification: a TSV file of `label<TAB>description` lines. Each
     /// document is scored by the cosine similarity of its e5 embedding to each
-    /// description, as a softmax with --temperature.
+    /// description, as a softmax with --temperature. Without --model (and
+    /// $DOCCLASS_MODEL), it runs on the bare models/multilingual-e5-small.
     #[arg(long, value_name = "LABELS.tsv")]
     pub zero_shot: Option<PathBuf>,
 
@@ -195,7 +197,7 @@ pub struct ClassifyArgs {
     /// the K strongest parts of the label's logit (n-grams with every occurrence's
     /// character offsets, and windows of the text), with the bias and the rest, which
     /// add up to the logit exactly; for zero-shot, the closest label description.
-    /// JSONL output only.
+    /// JSONL output only (CSV has no column for it and is refused).
     #[arg(long, value_name = "K")]
     pub explain: Option<usize>,
 
@@ -283,12 +285,12 @@ pub struct DataArgs {
     #[arg(long, value_enum)]
     pub task: Option<TrainTask>,
 
-    /// Column (name, or 1-based position) of the text.
-    #[arg(long, value_name = "NAME|N", default_value = "text")]
+    /// Column (name, or 1-based position) of the text; for JSONL, the field.
+    #[arg(long, alias = "text-field", value_name = "NAME|N", default_value = "text")]
     pub text_column: crate::ingest::labelled::Column,
 
-    /// Column (name, or 1-based position) of the label.
-    #[arg(long, value_name = "NAME|N", default_value = "label")]
+    /// Column (name, or 1-based position) of the label; for JSONL, the field.
+    #[arg(long, alias = "label-field", value_name = "NAME|N", default_value = "label")]
     pub label_column: crate::ingest::labelled::Column,
 
     /// The TSV/CSV file has no header row.
@@ -314,9 +316,21 @@ pub struct TrainArgs {
     /// A review queue people have labelled (`docclass review`, `gold` filled in): its
     /// documents join TRAIN with their gold labels, read again from their sources (the
     /// text column/field as --text-column names it, ids from `id`). Rows without a gold
-    /// label are skipped and counted. May be given several times.
+    /// label are skipped and counted. A gold label must be one of TRAIN's labels (case
+    /// and spaces do not matter; display names from --label-names count too), else the
+    /// row is an error. May be given several times.
     #[arg(long, value_name = "QUEUE.csv")]
     pub review: Vec<PathBuf>,
+
+    /// Let --review queues bring labels TRAIN does not have (new classes).
+    #[arg(long, requires = "review")]
+    pub allow_new_labels: bool,
+
+    /// A `LABEL<TAB>NAME` file of the names people read (`bag` → `Arbeitsrecht`): a
+    /// review queue's gold may use them, and the head keeps a copy (label-names.tsv)
+    /// that `report` shows.
+    #[arg(long, value_name = "FILE")]
+    pub label_names: Option<PathBuf>,
 
     /// Development data. A tagger stops early and is selected on it (default: a held-out
     /// part of TRAIN, drawn with --seed); a classifier chooses its settings by
@@ -538,6 +552,7 @@ pub struct ReviewArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Messages on stderr as text, or as one JSON object per line for log collectors.
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
 }
@@ -565,6 +580,12 @@ pub struct ReportArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub sample: usize,
 
+    /// A `LABEL<TAB>NAME` file of the names people read for the labels (the
+    /// label-names.tsv beside a head that `train --label-names` wrote, such as
+    /// models/area-of-law/label-names.tsv); the page shows them beside the labels.
+    #[arg(long, value_name = "FILE")]
+    pub label_names: Option<std::path::PathBuf>,
+
     /// The fields classify read the documents with: review and report read their texts
     /// again from the records' sources.
     #[command(flatten)]
@@ -574,6 +595,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Messages on stderr as text, or as one JSON object per line for log collectors.
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
 }

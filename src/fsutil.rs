@@ -104,8 +104,81 @@ pub fn read_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// `path` as an absolute path with `.` and `..` taken out lexically (symbolic links are
+/// not followed, so a path that does not exist yet works too).
+pub fn absolute(path: &Path) -> PathBuf {
+    let joined = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// How a file written beside `anchor` (a results file, a queue) names `path`: relative
+/// to the anchor's folder, so that both can be moved together and read from anywhere.
+/// Paths on another root (another drive) stay absolute.
+pub fn relative_to_file_of(anchor: &Path, path: &Path) -> String {
+    let base = absolute(anchor);
+    let base = base.parent().unwrap_or(Path::new("/"));
+    let target = absolute(path);
+    let (base_parts, target_parts): (Vec<_>, Vec<_>) = (base.components().collect(), target.components().collect());
+    if base_parts.first() != target_parts.first() {
+        return target.display().to_string();
+    }
+    let common = base_parts.iter().zip(&target_parts).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..base_parts.len() {
+        out.push("..");
+    }
+    for part in &target_parts[common..] {
+        out.push(part);
+    }
+    out.display().to_string()
+}
+
+/// A path that a file (`anchor`) recorded, as it can be opened from here: absolute paths
+/// as they are, relative ones from the anchor's folder. Files written before paths were
+/// recorded that way named them from the working directory of their run: where the
+/// path is not found beside the anchor but is found here, it is taken as it is.
+pub fn resolve_from_file_of(anchor: &Path, recorded: &str) -> String {
+    let path = Path::new(recorded);
+    if path.is_absolute() {
+        return recorded.to_string();
+    }
+    let beside = absolute(&anchor.parent().unwrap_or(Path::new("")).join(path));
+    if !beside.exists() && path.exists() {
+        return recorded.to_string();
+    }
+    beside.display().to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn recorded_paths_are_relative_to_the_file_that_records_them() {
+        let results = Path::new("/data/out/results.jsonl");
+        assert_eq!(super::relative_to_file_of(results, Path::new("/data/in/a.txt")), "../in/a.txt");
+        assert_eq!(super::relative_to_file_of(results, Path::new("/data/out/sub/./b.txt")), "sub/b.txt");
+        assert_eq!(super::relative_to_file_of(results, Path::new("/data/out/../c.txt")), "../c.txt");
+        assert_eq!(super::resolve_from_file_of(results, "/abs/d.txt"), "/abs/d.txt");
+        assert_eq!(super::resolve_from_file_of(results, "../in/a.txt"), "/data/in/a.txt");
+        // Relative to the working directory, the whole way round.
+        let here = std::env::current_dir().unwrap();
+        let anchor = here.join("x/y/results.jsonl");
+        let recorded = super::relative_to_file_of(&anchor, Path::new("src/lib.rs"));
+        assert_eq!(recorded, "../../src/lib.rs");
+        assert!(Path::new(&super::resolve_from_file_of(&anchor, &recorded)).exists());
+    }
+
     #[test]
     fn partial_files_are_hidden_siblings() {
         assert_eq!(super::partial_path(std::path::Path::new("a/b.feat")), std::path::Path::new("a/.b.feat.partial"));

@@ -24,37 +24,71 @@ const TOP_NAMES: usize = 20;
 /// The most frequent names of one entity type, counted with SpaceSaving: exact while
 /// there are at most [`NAMES_PER_TYPE`] distinct names, else each count at most `error`
 /// too high.
+/// Names are counted by [`name_key`], so that `Bundesgerichtshof` and
+/// `Bundesgerichtshofs` are one name, shown as first seen.
 #[derive(Default)]
 struct TopNames {
-    /// Name → (count, possible excess).
+    /// Key → (count, possible excess).
     counts: HashMap<String, (u64, u64)>,
-    /// (count, name), so that the least counted is found at once.
+    /// (count, key), so that the least counted is found at once.
     by_count: std::collections::BTreeSet<(u64, String)>,
+    /// Key → the name as first seen.
+    shown: HashMap<String, String>,
+}
+
+/// A name without the genitive ending of its last word (`-s`, `-es` of words long enough
+/// to have one), so that the inflected forms of one name count together.
+fn name_key(name: &str) -> String {
+    let (head, last) = match name.rsplit_once(' ') {
+        Some((head, last)) => (Some(head), last),
+        None => (None, name),
+    };
+    let letters = last.chars().count();
+    let stem = if letters > 7 && last.ends_with("es") && !last.ends_with("ses") {
+        &last[..last.len() - 2]
+    } else if letters > 5 && last.ends_with('s') && !last.ends_with("ss") && last.chars().all(char::is_alphabetic) {
+        &last[..last.len() - 1]
+    } else {
+        last
+    };
+    match head {
+        Some(head) => format!("{head} {stem}"),
+        None => stem.to_string(),
+    }
 }
 
 impl TopNames {
     fn add(&mut self, name: &str) {
-        if let Some((count, _)) = self.counts.get_mut(name) {
-            self.by_count.remove(&(*count, name.to_string()));
+        let key = name_key(name);
+        if let Some((count, _)) = self.counts.get_mut(&key) {
+            self.by_count.remove(&(*count, key.clone()));
             *count += 1;
-            self.by_count.insert((*count, name.to_string()));
+            self.by_count.insert((*count, key));
             return;
         }
+        let name_shown = name.to_string();
+        let name = key.as_str();
         let (count, excess) = if self.counts.len() < NAMES_PER_TYPE {
             (1, 0)
         } else {
             // Full: the least counted name makes room, and the new one inherits its count.
             let (smallest, name_out) = self.by_count.pop_first().expect("full");
             self.counts.remove(&name_out);
+            self.shown.remove(&name_out);
             (smallest + 1, smallest)
         };
         self.counts.insert(name.to_string(), (count, excess));
         self.by_count.insert((count, name.to_string()));
+        self.shown.insert(name.to_string(), name_shown);
     }
 
     /// The top names, most frequent first (ties by name), with count and possible excess.
     fn top(&self, n: usize) -> Vec<(&str, u64, u64)> {
-        let mut all: Vec<(&str, u64, u64)> = self.counts.iter().map(|(k, &(c, e))| (k.as_str(), c, e)).collect();
+        let mut all: Vec<(&str, u64, u64)> = self
+            .counts
+            .iter()
+            .map(|(k, &(c, e))| (self.shown.get(k).map_or(k.as_str(), String::as_str), c, e))
+            .collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         all.truncate(n);
         all
@@ -70,7 +104,33 @@ struct Sample {
     id: String,
     source: Source,
     label: String,
+    /// The second-best label and its score.
+    runner_up: Option<(String, f32)>,
     marks: Vec<(usize, usize)>,
+    /// The words that set the label apart (`--explain`), strongest first.
+    evidence: Vec<(String, f32)>,
+}
+
+/// Evidence words shown per sampled document.
+const EVIDENCE_WORDS: usize = 6;
+/// Failed documents listed by name.
+const FAILED_LISTED: usize = 100;
+
+/// The strongest word contributions of an evidence, by their part in setting the label
+/// apart from the runner-up (else in its logit).
+fn evidence_words(evidence: Option<&serde_json::Value>) -> Vec<(String, f32)> {
+    let Some(evidence) = evidence else { return Vec::new() };
+    evidence["contributions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["source"] == "word")
+        .filter_map(|c| {
+            let strength = c["versus"].as_f64().or_else(|| c["value"].as_f64())?;
+            Some((c["text"].as_str()?.to_string(), strength as f32))
+        })
+        .take(EVIDENCE_WORDS)
+        .collect()
 }
 
 impl Sample {
@@ -107,6 +167,8 @@ pub struct OverviewOptions {
     pub review_below: f32,
     /// How many of the least confident documents to show.
     pub sample: usize,
+    /// The names people read for labels (`train --label-names`).
+    pub label_names: BTreeMap<String, String>,
 }
 
 /// The counters, fed one record at a time.
@@ -116,6 +178,8 @@ pub struct Overview {
     documents: u64,
     failed: u64,
     failures: BTreeMap<String, u64>,
+    /// The first failed documents: id, source, error.
+    failed_listed: Vec<(String, String, String)>,
     by_label: BTreeMap<String, u64>,
     /// `YYYY-MM` → label → documents.
     by_month: BTreeMap<String, BTreeMap<String, u64>>,
@@ -137,6 +201,7 @@ impl Overview {
             documents: 0,
             failed: 0,
             failures: BTreeMap::new(),
+            failed_listed: Vec::new(),
             by_label: BTreeMap::new(),
             by_month: BTreeMap::new(),
             undated: 0,
@@ -160,6 +225,9 @@ impl Overview {
         if let Some(error) = &record.error {
             self.failed += 1;
             *self.failures.entry(failure_reason(error)).or_default() += 1;
+            if self.failed_listed.len() < FAILED_LISTED {
+                self.failed_listed.push((record.id.clone(), record.source.to_string(), error.clone()));
+            }
             return Ok(());
         }
         if let Some(c) = record.classification(self.options.head.as_deref()) {
@@ -179,7 +247,9 @@ impl Overview {
                 id: record.id.clone(),
                 source: record.source.clone(),
                 label: c.label.clone(),
+                runner_up: c.scores.iter().find(|s| s.label != c.label).map(|s| (s.label.clone(), s.score)),
                 marks: crate::review::evidence_marks(c.evidence.as_ref()),
+                evidence: evidence_words(c.evidence.as_ref()),
             });
         } else if self.options.head.is_some() || record.entities.is_none() {
             // A tagger's records have entities and no label; anything else lacks what
@@ -191,9 +261,14 @@ impl Overview {
                 self.options.head.as_ref().map_or(String::new(), |h| format!(" of head {h:?}"))
             );
         }
+        // Each name counts once per document that mentions it.
+        let mut named: BTreeMap<(&str, String), String> = BTreeMap::new();
         for entity in record.entities.iter().flatten() {
             let name = entity.text.split_whitespace().collect::<Vec<_>>().join(" ");
-            self.entities.entry(entity.label.clone()).or_default().add(&name);
+            named.entry((entity.label.as_str(), name_key(&name))).or_insert(name);
+        }
+        for ((label, _), name) in named {
+            self.entities.entry(label.to_string()).or_default().add(&name);
         }
         Ok(())
     }
@@ -263,11 +338,10 @@ impl Overview {
 
         let mut labels: Vec<(&String, &u64)> = self.by_label.iter().collect();
         labels.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let bars: Vec<(String, f64)> = labels.iter().map(|(l, &n)| (l.to_string(), n as f64)).collect();
-        body += &section("Documents per label", &svg::count_chart(&bars));
+        body += "<h2>Documents per label</h2>\n";
         body += &html_table(
             &strings(&["label", "documents", "share"]),
-            &labels.iter().map(|(l, &n)| vec![l.to_string(), n.to_string(), share(n, classified)]).collect::<Vec<_>>(),
+            &labels.iter().map(|(l, &n)| vec![self.shown(l), n.to_string(), share(n, classified)]).collect::<Vec<_>>(),
         );
 
         if !self.by_month.is_empty() {
@@ -277,7 +351,7 @@ impl Overview {
             let rows: Vec<Vec<String>> = self
                 .by_month
                 .iter()
-                .flat_map(|(m, ls)| ls.iter().map(move |(l, n)| vec![m.clone(), l.clone(), n.to_string()]))
+                .flat_map(|(m, ls)| ls.iter().map(move |(l, n)| vec![m.clone(), self.shown(l), n.to_string()]))
                 .collect();
             body += &html_table(&strings(&["month", "label", "documents"]), &rows);
         }
@@ -294,30 +368,52 @@ impl Overview {
         );
 
         for (kind, names) in &self.entities {
-            let top = names.top(TOP_NAMES);
-            let rows: Vec<Vec<String>> = top
+            let rows: Vec<Vec<String>> = names
+                .top(TOP_NAMES)
                 .iter()
                 .map(|(name, count, excess)| {
                     let count = if *excess > 0 { format!("{}–{count}", count - excess) } else { count.to_string() };
                     vec![name.to_string(), count]
                 })
                 .collect();
-            let bars: Vec<(String, f64)> = top.iter().map(|(n, c, _)| (n.to_string(), *c as f64)).collect();
-            body += &section(&format!("Most frequent {kind} entities"), &svg::count_chart(&bars));
-            body += &html_table(&strings(&["name", "documents' mentions"]), &rows);
+            body += &format!("<h2>Most frequent {} entities</h2>\n", escape(kind));
+            if let Some(meaning) = entity_type_meaning(kind) {
+                body += &format!("<p>{}</p>\n", escape(meaning));
+            }
+            body += "<p>Documents that name each; inflected forms of a name (Bundesgerichtshof, Bundesgerichtshofs) count as one.</p>\n";
+            body += &html_table(&strings(&["name", "documents"]), &rows);
         }
 
         if !self.failures.is_empty() {
             body += "<h2>Failed documents, by reason</h2>\n";
             let rows: Vec<Vec<String>> = self.failures.iter().map(|(r, n)| vec![r.clone(), n.to_string()]).collect();
             body += &html_table(&strings(&["reason", "documents"]), &rows);
+            body += &format!(
+                "<h2>Failed documents</h2>\n<p>{}</p>\n",
+                if self.failed as usize > self.failed_listed.len() {
+                    format!(
+                        "The first {} of {}, each with its file and the reason.",
+                        self.failed_listed.len(),
+                        self.failed
+                    )
+                } else {
+                    "Each with its file and the reason.".to_string()
+                }
+            );
+            let rows: Vec<Vec<String>> = self
+                .failed_listed
+                .iter()
+                .map(|(id, source, error)| vec![id.clone(), source.clone(), error.clone()])
+                .collect();
+            body += &html_table(&strings(&["id", "source", "error"]), &rows);
         }
 
         if !self.least_confident.is_empty() {
-            body += "<h2>Least confident documents</h2>\n<p>The terms that spoke most for the label are marked \
-                     (where classify ran with <code>--explain</code>).</p>\n";
+            body += "<h2>Least confident documents</h2>\n<p>Where classify ran with <code>--explain</code>, \
+                     the words that set the label apart from the runner-up are listed with their part in that \
+                     (green for the label, red for the runner-up) and marked in the text.</p>\n";
             body += "<table class=\"sortable\"><thead><tr>";
-            for h in ["score", "label", "id", "source", "text"] {
+            for h in ["score", "label", "runner-up", "id", "source", "evidence", "text"] {
                 body += &format!("<th title=\"sort\">{h}</th>");
             }
             body += "</tr></thead><tbody>";
@@ -328,17 +424,29 @@ impl Overview {
                     |t| crate::review::excerpt(t, &s.marks, 300),
                 );
                 let marked = escape(&excerpt).replace('⟦', "<mark>").replace('⟧', "</mark>");
+                let runner_up =
+                    s.runner_up.as_ref().map_or(String::new(), |(l, score)| format!("{} {score:.4}", self.shown(l)));
                 body += &format!(
-                    "<tr><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{marked}</td></tr>",
+                    "<tr><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{marked}</td></tr>",
                     f32::from_bits(s.score_bits),
-                    escape(&s.label),
+                    escape(&self.shown(&s.label)),
+                    escape(&runner_up),
                     escape(&s.id),
-                    escape(&s.source.to_string())
+                    escape(&s.source.to_string()),
+                    signed_bars(&s.evidence),
                 );
             }
             body += "</tbody></table>\n";
         }
         page(&format!("Overview of {} documents", self.documents), &body)
+    }
+
+    /// A label with the name people read for it, where one is known.
+    fn shown(&self, label: &str) -> String {
+        match self.options.label_names.get(label) {
+            Some(name) if name != label => format!("{label} ({name})"),
+            _ => label.to_string(),
+        }
     }
 
     /// The sample, least confident first.
@@ -353,10 +461,65 @@ impl Overview {
         format!("{} documents ({} labels, {} failed)", self.documents, self.by_label.len(), self.failed)
     }
 
+    pub fn sample_size(&self) -> usize {
+        self.least_confident.len()
+    }
+
+    /// How many sampled documents have no text in `texts` (their sources are gone or
+    /// moved): the page shows them without an excerpt.
+    pub fn samples_without_text(&self, texts: &std::collections::HashMap<(String, String), String>) -> usize {
+        self.least_confident.iter().filter(|s| !texts.contains_key(&(s.source.path.clone(), s.id.clone()))).count()
+    }
+
     /// The sampled documents' sources, whose texts the page shows.
     pub fn sample_sources(&self) -> std::collections::BTreeSet<String> {
         self.least_confident.iter().map(|s| s.source.path.clone()).collect()
     }
+}
+
+/// Words with bars left (against) or right (for) of a middle line, as inline HTML.
+fn signed_bars(words: &[(String, f32)]) -> String {
+    let max = words.iter().map(|(_, v)| v.abs()).fold(1e-9, f32::max);
+    let mut out = String::from("<div class=\"evidence\">");
+    for (word, value) in words {
+        let width = (value.abs() / max * 50.0).max(1.0);
+        let (side, color) = if *value >= 0.0 { ("left:50%", "#2f855a") } else { ("right:50%", "#c53030") };
+        out += &format!(
+            "<div class=\"evidence-row\" title=\"{value:+.3}\"><span class=\"evidence-word\">{}</span><span class=\"evidence-track\"><span style=\"position:absolute;{side};width:{width:.0}%;height:100%;background:{color}\"></span></span><span class=\"evidence-value\">{value:+.2}</span></div>",
+            escape(word)
+        );
+    }
+    out + "</div>"
+}
+
+/// What the entity types of the shipped taggers and of common German NER data mean.
+fn entity_type_meaning(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "PER" => "PER: persons (judges, lawyers, parties).",
+        "LOC" => "LOC: places (countries, cities, streets, landscapes).",
+        "ORG" => "ORG: organisations (courts, institutions, companies, brands).",
+        "NRM" => "NRM: legal norms (laws, ordinances, EU norms, such as § 15 AufenthG).",
+        "REG" => "REG: case-by-case regulations (contracts, regulations of a single case).",
+        "RS" => "RS: court decisions cited (file numbers, such as 1 C 10.17).",
+        "LIT" => "LIT: legal literature cited (commentaries, journals).",
+        "MISC" | "OTH" => "Other names (events, works, nationalities).",
+        "GRT" => "GRT: courts.",
+        "GS" => "GS: laws.",
+        "VO" => "VO: ordinances.",
+        "EUN" => "EUN: European legal norms.",
+        "VS" => "VS: regulations.",
+        "VT" => "VT: contracts.",
+        "RR" => "RR: judges.",
+        "AN" => "AN: lawyers.",
+        "INN" => "INN: institutions.",
+        "UN" => "UN: companies.",
+        "MRK" => "MRK: brands.",
+        "LD" => "LD: countries.",
+        "ST" => "ST: cities.",
+        "STR" => "STR: streets.",
+        "LDS" => "LDS: landscapes.",
+        _ => return None,
+    })
 }
 
 fn section(title: &str, chart: &str) -> String {

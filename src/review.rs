@@ -4,7 +4,7 @@
 //! source; both sides read its text from there again, so that the spreadsheet only has
 //! to carry the `gold` column people fill in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -66,41 +66,28 @@ fn read_classified(path: &Path, head: Option<&str>) -> Result<(Vec<(ResultRecord
     Ok((records, failed))
 }
 
-/// The positive term evidence of a classification: the places in the text that spoke
-/// for its label. Words and word pairs where there are any (a reader takes them in at a
-/// glance), else character n-grams.
+/// The words that spoke for a classification's label (against the runner-up where the
+/// evidence has one): where the text should be marked for a reader.
 pub fn evidence_marks(evidence: Option<&serde_json::Value>) -> Vec<(usize, usize)> {
     let Some(evidence) = evidence else { return Vec::new() };
-    let of_block = |block: &str| -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        for c in evidence["contributions"].as_array().into_iter().flatten() {
-            if c["source"] != "terms" || c["block"] != block || c["value"].as_f64().unwrap_or(0.0) <= 0.0 {
-                continue;
-            }
-            for o in c["occurrences"].as_array().into_iter().flatten() {
-                if let (Some(start), Some(end)) = (o["start"].as_u64(), o["end"].as_u64()) {
-                    out.push((start as usize, end as usize));
-                }
+    let mut out = Vec::new();
+    for c in evidence["contributions"].as_array().into_iter().flatten() {
+        let strength = c["versus"].as_f64().or_else(|| c["value"].as_f64()).unwrap_or(0.0);
+        if c["source"] != "word" || strength <= 0.0 {
+            continue;
+        }
+        for o in c["occurrences"].as_array().into_iter().flatten() {
+            if let (Some(start), Some(end)) = (o["start"].as_u64(), o["end"].as_u64()) {
+                out.push((start as usize, end as usize));
             }
         }
-        out
-    };
-    let words = of_block("words");
-    if words.is_empty() {
-        of_block("characters")
-    } else {
-        words
     }
+    out
 }
 
 /// Candidates from one results file (margin, entropy) or two (disagreement: the ids
-/// both label, differently), best first; also the number of error records left out.
-pub fn candidates(
-    results: &Path,
-    other: Option<&Path>,
-    strategy: Strategy,
-    head: Option<&str>,
-) -> Result<(Vec<Candidate>, usize)> {
+/// both label, differently), best first.
+pub fn candidates(results: &Path, other: Option<&Path>, strategy: Strategy, head: Option<&str>) -> Result<Candidates> {
     let (records, mut failed) = read_classified(results, head)?;
     let others: Option<HashMap<String, Classified>> = match other {
         Some(path) => {
@@ -115,6 +102,21 @@ pub fn candidates(
         (Strategy::Margin | Strategy::Entropy, Some(_)) => {
             bail!("a second results file is for --strategy disagreement; margin and entropy read one")
         }
+        _ => {}
+    }
+    let labels: BTreeSet<String> =
+        records.iter().flat_map(|(_, c)| c.scores.iter().map(|s| s.label.clone()).chain([c.label.clone()])).collect();
+    let fewest_scores = records.iter().map(|(_, c)| c.scores.len()).min().unwrap_or(labels.len());
+    match strategy {
+        Strategy::Entropy if fewest_scores < labels.len() => bail!(
+            "{}: --strategy entropy needs every label's score, but records hold {fewest_scores} of {} labels: run classify without --top-k (or use --strategy margin with --top-k 2 or more)",
+            results.display(),
+            labels.len()
+        ),
+        Strategy::Margin if fewest_scores < 2.min(labels.len()) => bail!(
+            "{}: --strategy margin needs the two best scores, but records hold {fewest_scores}: run classify with --top-k 2 or more, or without --top-k",
+            results.display()
+        ),
         _ => {}
     }
     let mut out = Vec::new();
@@ -144,7 +146,16 @@ pub fn candidates(
     }
     // Ties by input order, so the queue is the same on every run.
     out.sort_by(|a, b| a.priority.total_cmp(&b.priority));
-    Ok((out, failed))
+    Ok(Candidates { best_first: out, failed, labels })
+}
+
+/// What a results file offers a queue.
+pub struct Candidates {
+    pub best_first: Vec<Candidate>,
+    /// Error records left out.
+    pub failed: usize,
+    /// Every label the records name: the labels a reviewer may give.
+    pub labels: BTreeSet<String>,
 }
 
 /// Word 3-gram shingles of a text, for near-duplicate checks.
@@ -174,9 +185,9 @@ fn overlap(a: &BTreeSet<u64>, b: &BTreeSet<u64>) -> f64 {
 pub const NEAR_DUPLICATE: f64 = 0.8;
 
 /// Up to `budget` candidates, spread over the predicted labels (each label in turn takes
-/// its next best), without exact or near duplicates of one already taken. `text_of`
-/// gives a candidate's text. Returns the chosen with their texts, and the duplicates
-/// skipped.
+/// its next best), without exact or near duplicates of one already taken, most
+/// uncertain first. `text_of` gives a candidate's text. Returns the chosen with their
+/// texts, and the duplicates skipped.
 pub fn choose(
     candidates: Vec<Candidate>,
     budget: usize,
@@ -213,6 +224,9 @@ pub fn choose(
             }
         }
     }
+    // The spread decides which documents; the rows go most uncertain first, so that a
+    // reviewer who stops early has done the most useful ones.
+    chosen.sort_by(|a, b| a.0.priority.total_cmp(&b.0.priority));
     Ok((chosen, duplicates))
 }
 
@@ -255,12 +269,16 @@ pub fn excerpt(text: &str, marks: &[(usize, usize)], width: usize) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The columns of a queue; people fill `gold`.
+/// The columns of a queue by one results file; people fill `gold`.
 pub const COLUMNS: [&str; 8] = ["id", "source", "label", "score", "runner_up", "runner_up_score", "excerpt", "gold"];
+/// The columns of a disagreement queue: what each results file says.
+pub const DISAGREEMENT_COLUMNS: [&str; 8] =
+    ["id", "source", "label_a", "score_a", "label_b", "score_b", "excerpt", "gold"];
 
 /// A labelled row of a queue, read back.
 pub struct Reviewed {
     pub id: String,
+    /// The source file, as it can be opened from here.
     pub path: String,
     pub gold: String,
     /// The row's line in the queue file.
@@ -269,8 +287,10 @@ pub struct Reviewed {
 
 /// The rows of a filled-in queue that have a `gold` label, and how many have none.
 pub fn read_queue(path: &Path) -> Result<(Vec<Reviewed>, usize)> {
-    let text = crate::fsutil::read_text(path)?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // Spreadsheets save in UTF-8 with a BOM, or in Windows-1252 (Excel's "CSV"): decoded
+    // as inputs are.
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (text, _) = crate::ingest::decode_text(&bytes).with_context(|| format!("{}: not a queue", path.display()))?;
     // Spreadsheets save CSV with `,` or, in German locales, `;`.
     let first = text.lines().next().unwrap_or("");
     let delimiter = if first.matches(';').count() > first.matches(',').count() { b';' } else { b',' };
@@ -298,9 +318,45 @@ pub fn read_queue(path: &Path) -> Result<(Vec<Reviewed>, usize)> {
             Some((p, line)) if line.chars().all(|c| c.is_ascii_digit()) && !line.is_empty() => p.to_string(),
             _ => source.clone(),
         };
+        let path_part = crate::fsutil::resolve_from_file_of(path, &path_part);
         rows.push(Reviewed { id: cell(id), path: path_part, gold: cell(gold), line: i + 2 });
     }
     Ok((rows, unlabelled))
+}
+
+/// The labels a reviewer may write in `gold`, matched as people type them: case and
+/// spaces do not matter (`BVERFG`, ` bverfg ` are `bverfg`), and a label's display name
+/// from a label names file counts as the label (`Arbeitsrecht (BAG)` is `bag`).
+pub struct GoldLabels {
+    by_key: HashMap<String, String>,
+}
+
+impl GoldLabels {
+    pub fn new<'a>(labels: impl IntoIterator<Item = &'a String>, display_names: &BTreeMap<String, String>) -> Self {
+        let mut by_key = HashMap::new();
+        for label in labels {
+            by_key.insert(gold_key(label), label.clone());
+            if let Some(name) = display_names.get(label) {
+                by_key.entry(gold_key(name)).or_insert_with(|| label.clone());
+            }
+        }
+        Self { by_key }
+    }
+
+    /// The training label `gold` names, if any.
+    pub fn resolve(&self, gold: &str) -> Option<&str> {
+        self.by_key.get(&gold_key(gold)).map(String::as_str)
+    }
+
+    /// The labels, sorted, for messages.
+    pub fn listing(&self) -> String {
+        let labels: BTreeSet<&str> = self.by_key.values().map(String::as_str).collect();
+        labels.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn gold_key(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// The texts of the documents in `paths`, by (path, id), read as `classify` reads them.
@@ -335,6 +391,33 @@ mod tests {
         // Overlapping marks become one; a narrow excerpt starts shortly before the first.
         let narrow = excerpt(text, &[finanzamt, (20, 30)], 16);
         assert_eq!(narrow, "…vom ⟦Finanzamt⟧ üb…");
+    }
+
+    #[test]
+    fn gold_labels_match_as_people_type_them() {
+        let labels: Vec<String> = ["bag", "bverfg"].map(String::from).to_vec();
+        let names = BTreeMap::from([("bag".to_string(), "Arbeitsrecht (BAG)".to_string())]);
+        let gold = GoldLabels::new(&labels, &names);
+        assert_eq!(gold.resolve("BVERFG"), Some("bverfg"));
+        assert_eq!(gold.resolve("  bverfg "), Some("bverfg"));
+        assert_eq!(gold.resolve("arbeitsrecht  (bag)"), Some("bag"));
+        assert_eq!(gold.resolve("Patentrecht"), None);
+        assert_eq!(gold.listing(), "bag, bverfg");
+    }
+
+    #[test]
+    fn queues_saved_in_windows_1252_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue.csv");
+        // "Bußgeld" in Windows-1252, `;`-separated as German Excel saves it.
+        let mut bytes = b"id;source;label;excerpt;gold\ndoc1;in.tsv:2;bag;Bu".to_vec();
+        bytes.extend([0xDF]);
+        bytes.extend(b"geld;bfh\ndoc2;in.tsv:3;bag;x;\n");
+        std::fs::write(&queue, bytes).unwrap();
+        let (rows, unlabelled) = read_queue(&queue).unwrap();
+        assert_eq!((rows.len(), unlabelled), (1, 1));
+        assert_eq!((rows[0].id.as_str(), rows[0].gold.as_str(), rows[0].line), ("doc1", "bfh", 2));
+        assert_eq!(rows[0].path, dir.path().join("in.tsv").display().to_string(), "sources are found beside the queue");
     }
 
     #[test]

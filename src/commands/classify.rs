@@ -34,6 +34,9 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;
     let started = Instant::now();
     let format = args.format.unwrap_or_else(|| OutputFormat::from_path(&args.out));
+    if args.explain.is_some() && format == OutputFormat::Csv {
+        bail!("--explain writes `evidence` into JSONL records, and CSV output has no column for it: write JSONL (--format jsonl, or an --out name not ending in .csv), or leave out --explain");
+    }
     let to_stdout = args.out == Path::new("-");
     // Held until the run ends; the OS releases them when the process dies.
     let _locks = lock(&args, to_stdout)?;
@@ -232,14 +235,21 @@ fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> 
     let seconds = started.elapsed().as_secs_f64();
     if !quiet || logging::is_json() {
         let reasons: Vec<String> = counts.failed_by_reason.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+        let mut parts = vec![format!("{} classified", counts.classified), format!("{} failed", counts.failed)];
+        if !reasons.is_empty() {
+            parts[1] += &format!(" ({})", reasons.join(", "));
+        }
+        // Only what the run could have skipped is mentioned.
+        if counts.skipped_unchanged > 0 {
+            parts.push(format!("{} unchanged since the state (skipped)", counts.skipped_unchanged));
+        }
+        if counts.skipped_other_shards > 0 {
+            parts.push(format!("{} in other shards", counts.skipped_other_shards));
+        }
         let message = format!(
-            "{} documents read: {} classified, {} failed{}, {} unchanged since the state (skipped), {} in other shards; {} tokens in {seconds:.1} s: {:.1} documents/s, {:.0} tokens/s, {threads} threads",
-            counts.read,
-            counts.classified,
-            counts.failed,
-            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
-            counts.skipped_unchanged,
-            counts.skipped_other_shards,
+            "{} read: {}; {} tokens in {seconds:.1} s: {:.1} documents/s, {:.0} tokens/s, {threads} threads",
+            plural(counts.read, "document", "documents"),
+            parts.join(", "),
             counts.tokens,
             counts.classified as f64 / seconds.max(1e-9),
             counts.tokens as f64 / seconds.max(1e-9),
@@ -262,4 +272,9 @@ fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> 
 /// document count and rate as message.
 fn progress_bar(total_bytes: u64, quiet: bool) -> ProgressBar {
     logging::progress_bar(total_bytes, "{bar:30} {percent:>3}% {msg} · {elapsed} elapsed, ETA {eta}", quiet)
+}
+
+/// `1 document`, `2 documents`.
+fn plural(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }

@@ -7,15 +7,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::Outcome;
 use crate::cli::MergeArgs;
-use crate::fsutil::refuse_existing;
-use crate::fsutil::sidecar;
+use crate::fsutil::{absolute, refuse_existing, relative_to_file_of, resolve_from_file_of, sidecar};
 use crate::logging;
 use crate::output::{csv_row, OutputFormat, CSV_HEADER};
 
@@ -25,10 +24,11 @@ enum Rows {
         lines: std::io::Lines<BufReader<File>>,
         line: u64,
     },
-    /// The header is read and checked; `index` is its column.
+    /// The header is read and checked; `index` and `path` are those columns.
     Csv {
         rows: csv::Reader<BufReader<File>>,
         index: usize,
+        path: usize,
     },
     /// An empty part (a shard with no documents).
     Empty,
@@ -38,11 +38,30 @@ struct Part {
     name: String,
     rows: Rows,
     last_index: Option<u64>,
+    /// A part in another folder than the merged output: its records name their sources
+    /// relative to its own folder, and are rewritten to name them from the output's.
+    rebase: Option<Rebase>,
+}
+
+struct Rebase {
+    part: PathBuf,
+    out: PathBuf,
+}
+
+impl Rebase {
+    fn for_part(part: &Path, out: &Path) -> Option<Self> {
+        let folder = |p: &Path| absolute(p).parent().map(Path::to_path_buf);
+        (folder(part) != folder(out)).then(|| Self { part: part.to_path_buf(), out: out.to_path_buf() })
+    }
+
+    fn path(&self, recorded: &str) -> String {
+        relative_to_file_of(&self.out, Path::new(&resolve_from_file_of(&self.part, recorded)))
+    }
 }
 
 impl Part {
     /// Opens a part; its first byte tells JSONL (`{`) from CSV (the output's header).
-    fn open(path: &Path) -> Result<Self> {
+    fn open(path: &Path, out: &Path) -> Result<Self> {
         let name = display(path);
         let file = File::open(path).with_context(|| format!("{name}: cannot read"))?;
         let mut reader = BufReader::new(file);
@@ -59,11 +78,11 @@ impl Part {
                         CSV_HEADER.join(",")
                     );
                 }
-                let index = CSV_HEADER.iter().position(|&c| c == "index").expect("a column of the output");
-                Rows::Csv { rows, index }
+                let column = |name| CSV_HEADER.iter().position(|&c| c == name).expect("a column of the output");
+                Rows::Csv { rows, index: column("index"), path: column("path") }
             }
         };
-        Ok(Self { name, rows, last_index: None })
+        Ok(Self { name, rows, last_index: None, rebase: Rebase::for_part(path, out) })
     }
 
     fn format(&self) -> Option<OutputFormat> {
@@ -86,12 +105,20 @@ impl Part {
                 if text.trim().is_empty() {
                     continue;
                 }
-                let value: serde_json::Value =
+                let mut value: serde_json::Value =
                     serde_json::from_str(&text).with_context(|| format!("{at}: malformed JSON"))?;
                 let index = value.get("index").and_then(serde_json::Value::as_u64);
+                let recorded = value.pointer("/source/path").and_then(serde_json::Value::as_str).map(str::to_string);
+                let text = match (&self.rebase, recorded) {
+                    (Some(rebase), Some(recorded)) => {
+                        value["source"]["path"] = rebase.path(&recorded).into();
+                        serde_json::to_string(&value)?
+                    }
+                    _ => text,
+                };
                 break (at, index, (text + "\n").into_bytes());
             },
-            Rows::Csv { rows, index } => {
+            Rows::Csv { rows, index, path: path_column } => {
                 let mut record = csv::ByteRecord::new();
                 let more = rows.read_byte_record(&mut record);
                 let at = format!("{}:{}", self.name, record.position().map_or(0, |p| p.line()));
@@ -99,6 +126,17 @@ impl Part {
                     return Ok(None);
                 }
                 let value = record.get(*index).and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                if let Some(rebase) = &self.rebase {
+                    let fields: Vec<Vec<u8>> = record
+                        .iter()
+                        .enumerate()
+                        .map(|(i, field)| match (i, std::str::from_utf8(field)) {
+                            (i, Ok(path)) if i == *path_column && !path.is_empty() => rebase.path(path).into_bytes(),
+                            _ => field.to_vec(),
+                        })
+                        .collect();
+                    record = csv::ByteRecord::from(fields);
+                }
                 (at, value, csv_row(&record)?)
             }
         };
@@ -115,7 +153,7 @@ impl Part {
 
 pub fn run(args: MergeArgs) -> Result<Outcome> {
     refuse_existing(&args.out, args.force)?;
-    let mut parts: Vec<Part> = args.parts.iter().map(|p| Part::open(p)).collect::<Result<_>>()?;
+    let mut parts: Vec<Part> = args.parts.iter().map(|p| Part::open(p, &args.out)).collect::<Result<_>>()?;
     let formats: Vec<(OutputFormat, &str)> =
         parts.iter().filter_map(|p| Some((p.format()?, p.name.as_str()))).collect();
     if let Some(((a, a_name), (b, b_name))) = formats.first().zip(formats.iter().find(|(f, _)| *f != formats[0].0)) {

@@ -3,15 +3,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::Outcome;
 use crate::cli::{ReviewArgs, ReviewStrategy};
-use crate::fsutil::{refuse_existing, write_durably};
+use crate::fsutil::{refuse_existing, relative_to_file_of, write_durably};
+use crate::ingest::Source;
 use crate::logging;
-use crate::review::{candidates, choose, excerpt, read_texts, Strategy, COLUMNS};
+use crate::output::csv_row;
+use crate::review::{candidates, choose, excerpt, read_texts, Candidates, Strategy, COLUMNS, DISAGREEMENT_COLUMNS};
 
 /// Characters of text in a queue row's excerpt.
 const EXCERPT_CHARS: usize = 300;
@@ -24,9 +27,9 @@ pub fn run(args: ReviewArgs) -> Result<Outcome> {
         ReviewStrategy::Entropy => Strategy::Entropy,
         ReviewStrategy::Disagreement => Strategy::Disagreement,
     };
-    let (candidates, failed) =
+    let Candidates { best_first, failed, labels: allowed } =
         candidates(&args.results[0], args.results.get(1).map(|p| p.as_path()), strategy, args.head.as_deref())?;
-    let considered = candidates.len();
+    let considered = best_first.len();
     // The texts of the sources, read once per file when a candidate first needs one.
     let fields = args.fields.names();
     let mut texts: HashMap<(String, String), String> = HashMap::new();
@@ -42,20 +45,24 @@ pub fn run(args: ReviewArgs) -> Result<Outcome> {
             )
         })
     };
-    let (chosen, duplicates) = choose(candidates, args.budget, text_of)?;
+    let (chosen, duplicates) = choose(best_first, args.budget, text_of)?;
 
     let mut out = Vec::from("\u{feff}".as_bytes());
     {
         let mut writer = csv::Writer::from_writer(&mut out);
-        writer.write_record(COLUMNS)?;
+        writer.write_record(if strategy == Strategy::Disagreement { DISAGREEMENT_COLUMNS } else { COLUMNS })?;
         for (c, text) in &chosen {
             let (runner_up, runner_up_score) = match &c.runner_up {
                 Some((label, score)) => (label.clone(), format!("{score:.4}")),
                 None => (String::new(), String::new()),
             };
+            // Named from the queue's folder, as results name theirs, so that `train
+            // --review` finds the source from any working directory.
+            let source =
+                Source { path: relative_to_file_of(&args.out, Path::new(&c.source.path)), line: c.source.line };
             writer.write_record([
                 c.id.as_str(),
-                &c.source.to_string(),
+                &source.to_string(),
                 &c.label,
                 &format!("{:.4}", c.score),
                 &runner_up,
@@ -67,17 +74,32 @@ pub fn run(args: ReviewArgs) -> Result<Outcome> {
         writer.flush()?;
     }
     write_durably(&args.out, &out)?;
+    // The labels a reviewer may give, beside the queue (a CSV file has one sheet).
+    let labels_file = allowed_labels_path(&args.out);
+    let mut listing = Vec::from("\u{feff}label\n".as_bytes());
+    for label in &allowed {
+        listing.extend(csv_row([label])?);
+    }
+    write_durably(&labels_file, &listing)?;
     let labels: BTreeSet<&str> = chosen.iter().map(|(c, _)| c.label.as_str()).collect();
     logging::info(
         "review",
         &format!(
-            "{} of {considered} documents queued in {} ({} predicted labels); {duplicates} duplicates and {failed} error records left out",
+            "{} of {considered} documents queued in {} ({} predicted labels; the {} allowed gold labels in {}); {duplicates} duplicates and {failed} error records left out",
             chosen.len(),
             args.out.display(),
-            labels.len()
+            labels.len(),
+            allowed.len(),
+            labels_file.display()
         ),
         json!({"queued": chosen.len(), "considered": considered, "duplicates": duplicates, "failed": failed}),
     );
     std::io::stderr().flush().ok();
     Ok(Outcome::Complete)
+}
+
+/// `queue.csv` → `queue.labels.csv`.
+fn allowed_labels_path(queue: &Path) -> PathBuf {
+    let stem = queue.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    queue.with_file_name(format!("{stem}.labels.csv"))
 }

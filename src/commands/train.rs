@@ -1,6 +1,6 @@
 //! `docclass train`: labelled data → encoder features (cached) → a fitted head directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,12 +13,14 @@ use crate::cli::{DataArgs, PoolingArg, TrainArgs, TrainTask};
 use crate::fsutil::refuse_existing_dir;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::labelled::{
-    read_conll, read_documents, read_tag_map, Column, DocumentColumns, LabelledDocument, TaggedSentence,
+    read_conll, read_documents, read_label_names, read_tag_map, Column, DocumentColumns, LabelledDocument,
+    TaggedSentence,
 };
 use crate::ingest::FieldNames;
 use crate::logging;
 use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
+use crate::review::GoldLabels;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
 use crate::train::{ClassifierConfig, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
 
@@ -71,7 +73,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         TrainTask::Classify => {
             let columns = args.data.columns(args.label_separator.clone());
             let mut train = read_documents(&args.train, &columns)?;
-            train.extend(reviewed_documents(&args)?);
+            let known: BTreeSet<String> = train.iter().flat_map(|d| d.labels.iter().cloned()).collect();
+            train.extend(reviewed_documents(&args, &known)?);
             crate::train::classifier::check_label_counts(&args.train, train.iter().map(|d| &d.labels))?;
             let dev = args.dev.as_ref().map(|p| read_documents(p, &columns)).transpose()?;
             let texts = |docs: &[LabelledDocument]| (docs.iter().map(|d| d.text.clone()).collect(), Vec::new());
@@ -174,6 +177,12 @@ impl Stage<'_> {
         }
         let staging = self.context.staging;
         prepare_staging(staging)?;
+        if let Some(names) = &args.label_names {
+            read_label_names(names)?;
+            let copy = staging.join(crate::model::trained::LABEL_NAMES_FILE);
+            std::fs::copy(names, &copy)
+                .with_context(|| format!("copying {} to {}", names.display(), copy.display()))?;
+        }
         let dev_share = if hold_out { Some(args.dev_share) } else { None };
         let split = Split::new((train, &train_features), dev.zip(dev_features.as_ref()), dev_share, args.seed)?;
         publish(staging, &args.out, fit(self.context, split))?;
@@ -243,11 +252,17 @@ impl DataArgs {
 }
 
 /// The labelled rows of the --review queues as training documents, their texts read
-/// again from their sources.
-fn reviewed_documents(args: &TrainArgs) -> Result<Vec<LabelledDocument>> {
-    if !args.review.is_empty() && args.data.task_of(&args.train) != TrainTask::Classify {
+/// again from their sources. Each gold label is matched to one of TRAIN's `known`
+/// labels: a typo must not train a new class.
+fn reviewed_documents(args: &TrainArgs, known: &BTreeSet<String>) -> Result<Vec<LabelledDocument>> {
+    if args.review.is_empty() {
+        return Ok(Vec::new());
+    }
+    if args.data.task_of(&args.train) != TrainTask::Classify {
         bail!("--review queues label documents: they train classifiers, not taggers");
     }
+    let display_names = args.label_names.as_deref().map(read_label_names).transpose()?.unwrap_or_default();
+    let gold_labels = GoldLabels::new(known, &display_names);
     let text = match &args.data.text_column {
         Column::Name(name) => name.clone(),
         Column::Position(_) => "text".to_string(),
@@ -260,6 +275,19 @@ fn reviewed_documents(args: &TrainArgs) -> Result<Vec<LabelledDocument>> {
         let texts = crate::review::read_texts(&paths, &fields)?;
         let labelled = rows.len();
         for row in rows {
+            let gold = match gold_labels.resolve(&row.gold) {
+                Some(label) => label.to_string(),
+                None if args.allow_new_labels => row.gold.trim().to_string(),
+                None => bail!(
+                    "{}:{}: gold label {:?} of document {:?} is not a label of {} ({}); correct the row, or give --allow-new-labels to train a new class",
+                    queue.display(),
+                    row.line,
+                    row.gold,
+                    row.id,
+                    args.train.display(),
+                    gold_labels.listing()
+                ),
+            };
             let text = texts.get(&(row.path.clone(), row.id.clone())).with_context(|| {
                 format!(
                     "{}:{}: document {:?} is not in {} (a queue's texts are read from their sources again)",
@@ -271,7 +299,7 @@ fn reviewed_documents(args: &TrainArgs) -> Result<Vec<LabelledDocument>> {
             })?;
             documents.push(LabelledDocument {
                 text: text.clone(),
-                labels: vec![row.gold],
+                labels: vec![gold],
                 line: row.line,
                 id: Some(row.id),
             });

@@ -105,6 +105,19 @@ pub struct CompareOptions {
     pub report: std::path::PathBuf,
 }
 
+/// `3 documents, such as "doc5"`, or `none`, for a message.
+fn only_in(this: &BTreeSet<&str>, other: &BTreeSet<&str>) -> String {
+    let mut only = this.difference(other);
+    match only.next() {
+        None => "none".to_string(),
+        Some(first) => {
+            let count = 1 + only.count();
+            let documents = if count == 1 { "document" } else { "documents" };
+            format!("{count} {documents}, such as {first:?}")
+        }
+    }
+}
+
 pub fn run(a_dir: &Path, b_dir: &Path, args: &CompareOptions) -> Result<()> {
     let (a, b) = (read_side(a_dir)?, read_side(b_dir)?);
     let task = Task::of(&a.metrics.task);
@@ -116,12 +129,15 @@ pub fn run(a_dir: &Path, b_dir: &Path, args: &CompareOptions) -> Result<()> {
     if a_ids != b_ids {
         let (sa, sb): (BTreeSet<&str>, BTreeSet<&str>) =
             (a_ids.iter().copied().collect(), b_ids.iter().copied().collect());
+        if sa == sb {
+            bail!("the reports cover the same documents in another order: they were scored on different gold files");
+        }
         bail!(
-            "the reports do not cover the same documents: {} only in A (e.g. {:?}), {} only in B (e.g. {:?})",
-            sa.difference(&sb).count(),
-            sa.difference(&sb).next(),
-            sb.difference(&sa).count(),
-            sb.difference(&sa).next()
+            "the reports do not cover the same documents: only in A ({}): {}; only in B ({}): {}",
+            a_dir.display(),
+            only_in(&sa, &sb),
+            b_dir.display(),
+            only_in(&sb, &sa)
         );
     }
     if let Some(i) = (0..a.documents.len()).find(|&i| !a.documents.same_gold(&b.documents, i)) {

@@ -68,6 +68,9 @@ th {{ background: #f0f0f0; cursor: pointer; user-select: none; }} th.asc::after 
 td {{ max-width: 40em; }} .warning {{ color: #a40000; font-weight: 600; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 1.5em; }} figure {{ margin: 0; }} figcaption {{ font-weight: 600; margin-bottom: 0.3em; }}
 svg text {{ font: 11px system-ui, sans-serif; fill: #1b1b1b; }}
+.evidence {{ min-width: 16em; }} .evidence-row {{ display: grid; grid-template-columns: 9em 6em 3.2em; gap: 0.4em; align-items: center; font-size: 12px; }}
+.evidence-word {{ overflow: hidden; text-overflow: ellipsis; white-space: nowrap; text-align: right; }} .evidence-value {{ font-variant-numeric: tabular-nums; }}
+.evidence-track {{ position: relative; height: 0.8em; background: linear-gradient(to right, transparent calc(50% - 0.5px), #999 calc(50% - 0.5px), #999 calc(50% + 0.5px), transparent calc(50% + 0.5px)); }}
 </style></head>
 <body>
 {}
@@ -109,6 +112,23 @@ pub mod svg {
 
     const BLUE: &str = "#2b6cb0";
 
+    /// About how wide a text is at the charts' 11 px font (sized generously, so that a
+    /// label is never cut off at the edge).
+    fn text_width(text: &str) -> f64 {
+        text.chars().count() as f64 * 6.6
+    }
+
+    /// Labels longer than this are shortened with `…` (the whole one in the tooltip).
+    const LONGEST_LABEL: usize = 60;
+
+    fn shortened(label: &str) -> String {
+        if label.chars().count() <= LONGEST_LABEL {
+            label.to_string()
+        } else {
+            label.chars().take(LONGEST_LABEL - 1).chain(['…']).collect()
+        }
+    }
+
     /// Horizontal bars of values in [0, 1], labelled with their value.
     pub fn bar_chart(bars: &[(String, f64)]) -> String {
         scaled_bars(bars, 1.0, |v| format!("{v:.3}"))
@@ -121,7 +141,8 @@ pub mod svg {
     }
 
     fn scaled_bars(bars: &[(String, f64)], max: f64, show: impl Fn(f64) -> String) -> String {
-        let (label_width, bar_width, row) = (110.0, 240.0, 20.0);
+        let (bar_width, row) = (240.0, 20.0);
+        let label_width = bars.iter().map(|(l, _)| text_width(&shortened(l))).fold(40.0, f64::max) + 10.0;
         let height = row * bars.len() as f64 + 10.0;
         let mut out = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\">",
@@ -132,7 +153,7 @@ pub mod svg {
             let w = if value.is_finite() { (value / max).clamp(0.0, 1.0) * bar_width } else { 0.0 };
             out += &format!(
                 "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><rect x=\"{label_width}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{BLUE}\"><title>{}: {}</title></rect><text x=\"{}\" y=\"{}\">{}</text>",
-                label_width - 6.0, y + 13.0, escape(label), y + 2.0, row - 5.0, escape(label), show(*value), label_width + w + 4.0, y + 13.0, show(*value)
+                label_width - 6.0, y + 13.0, escape(&shortened(label)), y + 2.0, row - 5.0, escape(label), show(*value), label_width + w + 4.0, y + 13.0, show(*value)
             );
         }
         out + "</svg>"
@@ -140,10 +161,17 @@ pub mod svg {
 
     /// A matrix of counts, shaded by each row's share.
     pub fn heatmap(labels: &[String], counts: &[Vec<f64>]) -> String {
-        let (cell, margin) = (34.0, 80.0);
-        let size = margin + cell * labels.len() as f64 + 10.0;
-        let mut out =
-            format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{size}\" role=\"img\">");
+        let cell = 34.0;
+        let longest = labels.iter().map(|l| text_width(l)).fold(0.0, f64::max);
+        // Row labels need the longest label's width on the left; column labels, rotated
+        // by 45°, need about 0.71 of it above and reach as far to the right of their
+        // column.
+        let margin = (longest + 12.0).max(80.0);
+        let width = margin + cell * labels.len() as f64 + longest * 0.71 + 10.0;
+        let height = margin + cell * labels.len() as f64 + 10.0;
+        let mut out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" role=\"img\">"
+        );
         for (i, label) in labels.iter().enumerate() {
             let at = margin + cell * i as f64 + cell / 2.0;
             out += &format!(

@@ -201,6 +201,7 @@ impl Runner {
         // shard outputs back in order; records kept in memory are in input order already.
         if let Records::Writer(writer) = &mut self.records {
             record.index = Some(position);
+            record.source.path = writer.recorded_path(&record.source.path);
             writer.write(&record)?;
         }
         match (&record.error, sha256) {

@@ -244,22 +244,34 @@ fn read_jsonl(path: &Path, text: &str, columns: &DocumentColumns) -> Result<Vec<
 
 /// A tag map (`FINE<TAB>COARSE` per line) applied to the types of IOB2 tags.
 pub fn read_tag_map(path: &Path) -> Result<BTreeMap<String, String>> {
+    Ok(read_pairs(path, "FINE<TAB>COARSE", "the tag map")?.into_iter().collect())
+}
+
+/// A label names file: `LABEL<TAB>NAME` per line, the name people read (`bag` →
+/// `Arbeitsrecht (BAG)`); `#` comments and a `label<TAB>name` header are skipped.
+pub fn read_label_names(path: &Path) -> Result<BTreeMap<String, String>> {
+    let pairs = read_pairs(path, "LABEL<TAB>NAME", "the label names file")?;
+    Ok(pairs.into_iter().filter(|(label, name)| !(label == "label" && name == "name")).collect())
+}
+
+/// Tab-separated pairs, one per line; blank lines and `#` comments skipped.
+fn read_pairs(path: &Path, shape: &str, what: &str) -> Result<Vec<(String, String)>> {
     let text = read_text(path)?;
-    let mut map = BTreeMap::new();
+    let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((fine, coarse)) = line.split_once('\t') else {
-            bail!("{}:{}: expected FINE<TAB>COARSE", path.display(), i + 1);
+        let Some((key, value)) = line.split_once('\t') else {
+            bail!("{}:{}: expected {shape}", path.display(), i + 1);
         };
-        map.insert(fine.trim().to_string(), coarse.trim().to_string());
+        pairs.push((key.trim().to_string(), value.trim().to_string()));
     }
-    if map.is_empty() {
-        bail!("{}: the tag map is empty", path.display());
+    if pairs.is_empty() {
+        bail!("{}: {what} is empty", path.display());
     }
-    Ok(map)
+    Ok(pairs)
 }
 
 /// Sentences of a CoNLL file: one `WORD TAG` per line (space or tab; the word is the

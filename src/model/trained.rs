@@ -19,6 +19,9 @@ use crate::hashing::sha256_hex;
 use crate::text::lexical::LexicalScheme;
 
 pub const HEAD_FILE: &str = "head.json";
+/// The names people read for a head's labels (`LABEL<TAB>NAME`), beside `head.json` when
+/// `train --label-names` gave them.
+pub const LABEL_NAMES_FILE: &str = "label-names.tsv";
 pub const WEIGHTS_FILE: &str = "head.safetensors";
 /// The format `train` writes. Heads of format 1 have no lexical scheme nor pooling
 /// (word n-grams, mean pooling) and are read as such; a docclass that reads only format

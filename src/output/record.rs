@@ -28,37 +28,81 @@ pub struct Classification {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Evidence {
     /// A linear head's logit for the label, taken apart exactly: `bias` + the
-    /// `contributions` + `rest` = `logit`.
+    /// `contributions` + `rest` = `logit`. Lexical features are summed onto the words
+    /// they were read from; the encoder part is given per window.
     Linear {
         label: String,
         logit: f32,
         bias: f32,
-        /// The strongest contributions (by absolute value), strongest first.
+        /// The label with the next highest score (single-label heads), against which
+        /// each contribution's `versus` is counted: `runner_up.bias_versus` + the
+        /// `versus` values + `rest_versus` = `logit` − `runner_up.logit`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        runner_up: Option<RunnerUp>,
+        /// The strongest contributions, strongest first: by `versus` where there is a
+        /// runner-up (what set the label apart), else by `value`. Punctuation and stop
+        /// words are never listed; they stay in `rest`.
         contributions: Vec<Contribution>,
         /// The sum of all other contributions.
         rest: f32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rest_versus: Option<f32>,
+        /// How much of the logit the listed contributions account for: their share of
+        /// the absolute values of all contributions (bias aside), from 0 to 1.
+        explained: f32,
     },
     /// A zero-shot head: the label description closest to the document.
     Description { label: String, description: String, cosine: f32 },
+}
+
+/// The runner-up label of a linear head's evidence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunnerUp {
+    pub label: String,
+    pub logit: f32,
+    /// The chosen label's bias minus the runner-up's.
+    pub bias_versus: f32,
 }
 
 /// One part of a linear head's logit.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum Contribution {
-    /// A hashed lexical feature: word uni- or bigrams, or character n-grams (`block`),
-    /// with every occurrence as character offsets into the original text and the text
-    /// there (several texts where different n-grams share the feature's bucket).
-    Terms { block: TermBlock, texts: Vec<String>, occurrences: Vec<Span>, value: f32 },
-    /// A window's encoder features: `window` by position, its characters `start..end`.
-    Window { window: usize, start: usize, end: usize, value: f32 },
+    /// A word form (every occurrence, case ignored): the lexical features read from its
+    /// characters, each feature's value shared among the places it was read and, within
+    /// a place, among the words it covers by their characters.
+    Word {
+        text: String,
+        occurrences: Vec<Span>,
+        value: f32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        versus: Option<f32>,
+    },
+    /// A window's share of the encoder features: `window` by position, its characters
+    /// `start..end`, and the beginning of its text.
+    Window {
+        window: usize,
+        start: usize,
+        end: usize,
+        text: String,
+        value: f32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        versus: Option<f32>,
+    },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TermBlock {
-    Words,
-    Characters,
+impl Contribution {
+    pub fn value(&self) -> f32 {
+        match self {
+            Contribution::Word { value, .. } | Contribution::Window { value, .. } => *value,
+        }
+    }
+
+    pub fn versus(&self) -> Option<f32> {
+        match self {
+            Contribution::Word { versus, .. } | Contribution::Window { versus, .. } => *versus,
+        }
+    }
 }
 
 /// Characters `start..end` of the original text (Unicode scalar values, as entities).

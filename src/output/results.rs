@@ -48,15 +48,17 @@ impl ResultRecord {
     }
 }
 
-/// Calls `each(line, record)` for every record of a results file.
+/// Calls `each(line, record)` for every record of a results file, its source path as
+/// it can be opened from here.
 pub fn for_each_record(path: &Path, mut each: impl FnMut(usize, ResultRecord) -> Result<()>) -> Result<()> {
     for (i, line) in crate::fsutil::open_text(path)?.lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let record: ResultRecord = serde_json::from_str(&line)
+        let mut record: ResultRecord = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not a record of docclass classify", path.display(), i + 1))?;
+        record.source.path = crate::fsutil::resolve_from_file_of(path, &record.source.path);
         each(i + 1, record)?;
     }
     Ok(())

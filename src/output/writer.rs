@@ -36,6 +36,10 @@ impl OutputFormat {
 
 pub trait RecordWriter {
     fn write(&mut self, record: &Record) -> Result<()>;
+    /// How a record names a source file: relative to the output file's folder, so that
+    /// `report`, `review` and `train --review` find it from any working directory and
+    /// after output and inputs moved together; absolute on stdout.
+    fn recorded_path(&self, path: &str) -> String;
     /// Flushes and syncs what is written; returns the partial file's length (0 for stdout).
     fn sync(&mut self) -> Result<u64>;
     /// Flushes and puts the output in place.
@@ -100,6 +104,13 @@ impl Sink {
         }
     }
 
+    fn recorded_path(&self, path: &str) -> String {
+        match self {
+            Sink::Stdout(_) => crate::fsutil::absolute(Path::new(path)).display().to_string(),
+            Sink::File { target, .. } => crate::fsutil::relative_to_file_of(target, Path::new(path)),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Sink::Stdout(_) => "stdout".into(),
@@ -118,6 +129,10 @@ impl RecordWriter for JsonlWriter {
         let out = self.sink.writer();
         serde_json::to_writer(&mut *out, record).with_context(|| format!("writing {description}"))?;
         out.write_all(b"\n").with_context(|| format!("writing {description}"))
+    }
+
+    fn recorded_path(&self, path: &str) -> String {
+        self.sink.recorded_path(path)
     }
 
     fn sync(&mut self) -> Result<u64> {
@@ -176,6 +191,10 @@ impl RecordWriter for CsvWriter {
             r.error.clone().unwrap_or_default(),
         ])?;
         self.sink.writer().write_all(&bytes).with_context(|| format!("writing {description}"))
+    }
+
+    fn recorded_path(&self, path: &str) -> String {
+        self.sink.recorded_path(path)
     }
 
     fn sync(&mut self) -> Result<u64> {

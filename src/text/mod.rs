@@ -2,5 +2,6 @@
 
 pub mod lexical;
 pub mod windows;
+pub mod word_shares;
 
 pub use windows::{DocTokens, TextEncoder, Window, WindowOptions};

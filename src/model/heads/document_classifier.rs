@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use super::{classification, BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::scores::{argmax, sigmoid, softmax, window_max};
 use crate::model::trained::{DocumentPooling, HeadSpec, LinearScores};
-use crate::output::record::{Contribution, Evidence, Span, TermBlock};
+use crate::output::record::{Contribution, Evidence, RunnerUp, Span};
 use crate::text::lexical::LexicalScheme;
+use crate::text::word_shares::WordShares;
 
 pub struct DocumentClassifier {
     pub spec: HeadSpec,
@@ -41,29 +42,19 @@ impl DocumentClassifier {
         }
     }
 
-    /// The logit of `label` taken apart exactly: the bias; each window's share of the
-    /// dense part (its length-weighted share of the mean, and the dimensions of the
-    /// maximum it holds); and each lexical bucket's weight times its TF-IDF value, with
-    /// the places in the text it was counted at. The `top` largest by absolute value are
-    /// listed, the others summed in `rest`.
-    fn evidence(
-        &self,
-        document: &DocumentOutputs,
-        counts: &[(u32, f32)],
-        logit: f32,
-        label: usize,
-        top: usize,
-    ) -> Evidence {
+    /// Each window's share of the dense part of `label`'s logit: its length-weighted
+    /// share of the mean, and the dimensions of the maximum it holds.
+    fn window_values(&self, document: &DocumentOutputs, label: usize) -> Vec<f64> {
         let dim = self.scores.dim();
         let weights = &self.scores.dense[label * dim..(label + 1) * dim];
         let features = document.outputs.first().map_or(0, |o| o.len());
         let (mean_weights, max_weights) = weights.split_at(features);
         let total: f32 = document.windows.iter().map(|w| w.content.len() as f32).sum();
-        let mut window_values: Vec<f32> = document
+        let mut values: Vec<f64> = document
             .outputs
             .iter()
             .zip(document.windows)
-            .map(|(row, w)| w.content.len() as f32 / total * dot(mean_weights, row))
+            .map(|(row, w)| f64::from(w.content.len() as f32 / total * dot(mean_weights, row)))
             .collect();
         if self.spec.pooling == DocumentPooling::MeanMax {
             for (j, weight) in max_weights.iter().enumerate() {
@@ -71,56 +62,128 @@ impl DocumentClassifier {
                 let holder = (0..document.outputs.len())
                     .reduce(|best, w| if document.outputs[w][j] > document.outputs[best][j] { w } else { best })
                     .expect("a document has a window");
-                window_values[holder] += weight * document.outputs[holder][j];
+                values[holder] += f64::from(weight * document.outputs[holder][j]);
             }
         }
-        let mut contributions: Vec<Contribution> = window_values
-            .into_iter()
-            .enumerate()
-            .map(|(w, value)| {
-                let content = &document.windows[w].content;
-                let start = document.tokens.offsets[content.start].0;
-                let end = document.tokens.offsets[content.end - 1].1;
-                Contribution::Window { window: w, start, end, value }
-            })
-            .collect();
+        values
+    }
+
+    /// The logit of `label` taken apart exactly, and against `runner_up`'s: the bias;
+    /// each window's share of the dense part; and each lexical feature's weight times
+    /// its TF-IDF value, shared equally among the places it was read at and summed onto
+    /// the words there. The `top` strongest words and windows are listed; punctuation,
+    /// stop words and the rest are summed in `rest`.
+    fn evidence(
+        &self,
+        document: &DocumentOutputs,
+        counts: &[(u32, f32)],
+        logits: &[f32],
+        label: usize,
+        runner_up: Option<usize>,
+        top: usize,
+    ) -> Evidence {
+        let lanes: Vec<usize> = std::iter::once(label).chain(runner_up).collect();
+        // Per lane, then turned into (value, versus) per contribution.
+        let mut parts: Vec<(Contribution, Vec<f64>)> = Vec::new();
+        let mut hidden = vec![0.0f64; lanes.len()];
+        let window_values: Vec<Vec<f64>> = lanes.iter().map(|&l| self.window_values(document, l)).collect();
+        let chars: Vec<char> = document.text.chars().collect();
+        for (w, window) in document.windows.iter().enumerate() {
+            let start = document.tokens.offsets[window.content.start].0;
+            let end = document.tokens.offsets[window.content.end - 1].1;
+            let text = opening(&chars[start..end], WINDOW_TEXT_CHARS);
+            let contribution = Contribution::Window { window: w, start, end, text, value: 0.0, versus: None };
+            parts.push((contribution, window_values.iter().map(|v| v[w]).collect()));
+        }
         if !self.idf.is_empty() {
             let scheme = self.lexical_scheme();
             let buckets = self.spec.lexical_buckets;
-            let mut occurrences: HashMap<u32, Vec<Span>> = HashMap::new();
+            let mut occurrences: HashMap<u32, Vec<(usize, usize)>> = HashMap::new();
             scheme.visit_terms(document.text, buckets, |bucket, start, end| {
-                occurrences.entry(bucket).or_default().push(Span { start, end });
+                occurrences.entry(bucket).or_default().push((start, end));
             });
-            let chars: Vec<char> = document.text.chars().collect();
-            let word_block = scheme.word_buckets(buckets) as u32;
+            let mut shares = WordShares::new(document.text, lanes.len());
+            let mut values = vec![0.0f64; lanes.len()];
             for (bucket, tf_idf) in scheme.tf_idf(counts, &self.idf) {
                 let Some(row) = self.scores.lexical.row(bucket) else { continue };
-                let occurrences = occurrences.remove(&bucket).unwrap_or_default();
-                let mut texts: Vec<String> = Vec::new();
-                for o in &occurrences {
-                    let text: String = chars[o.start..o.end].iter().collect();
-                    if !texts.contains(&text) {
-                        texts.push(text);
-                    }
+                let mut places = occurrences.remove(&bucket).unwrap_or_default();
+                // A short word is one n-gram for several n: the same place, counted once.
+                places.sort_unstable();
+                places.dedup();
+                for (v, &l) in values.iter_mut().zip(&lanes) {
+                    *v = f64::from(row[l] * tf_idf) / places.len().max(1) as f64;
                 }
-                let block = if bucket < word_block { TermBlock::Words } else { TermBlock::Characters };
-                contributions.push(Contribution::Terms { block, texts, occurrences, value: row[label] * tf_idf });
+                for &(start, end) in &places {
+                    shares.add(start, end, &values);
+                }
+            }
+            hidden.iter_mut().zip(shares.unplaced()).for_each(|(h, u)| *h += u);
+            for word in shares.totals() {
+                if !word.readable {
+                    hidden.iter_mut().zip(&word.values).for_each(|(h, v)| *h += v);
+                    continue;
+                }
+                let occurrences = word.occurrences.iter().map(|&(start, end)| Span { start, end }).collect();
+                let contribution = Contribution::Word { text: word.text, occurrences, value: 0.0, versus: None };
+                parts.push((contribution, word.values));
             }
         }
-        let value = |c: &Contribution| match c {
-            Contribution::Terms { value, .. } | Contribution::Window { value, .. } => *value,
-        };
-        contributions.sort_by(|a, b| value(b).abs().total_cmp(&value(a).abs()));
-        let rest = contributions.iter().skip(top).map(value).sum();
-        contributions.truncate(top);
+        let versus = |values: &[f64]| values.get(1).map(|r| values[0] - r);
+        let strength = |values: &[f64]| versus(values).unwrap_or(values[0]).abs();
+        parts.sort_by(|a, b| strength(&b.1).total_cmp(&strength(&a.1)));
+        let magnitude = |values: &[f64]| values[0].abs();
+        let all: f64 = parts.iter().map(|p| magnitude(&p.1)).sum::<f64>() + hidden[0].abs();
+        let listed: f64 = parts.iter().take(top).map(|p| magnitude(&p.1)).sum();
+        let mut rest = hidden.clone();
+        for (_, values) in parts.iter().skip(top) {
+            rest.iter_mut().zip(values).for_each(|(r, v)| *r += v);
+        }
+        parts.truncate(top);
+        let contributions = parts
+            .into_iter()
+            .map(|(mut c, values)| {
+                let (value, against) = (values[0] as f32, versus(&values).map(|v| v as f32));
+                match &mut c {
+                    Contribution::Word { value: v, versus: r, .. }
+                    | Contribution::Window { value: v, versus: r, .. } => {
+                        (*v, *r) = (value, against);
+                    }
+                }
+                c
+            })
+            .collect();
+        let bias = self.scores.bias[label];
         Evidence::Linear {
             label: self.spec.labels[label].clone(),
-            logit,
-            bias: self.scores.bias[label],
+            logit: logits[label],
+            bias,
+            runner_up: runner_up.map(|r| RunnerUp {
+                label: self.spec.labels[r].clone(),
+                logit: logits[r],
+                bias_versus: bias - self.scores.bias[r],
+            }),
             contributions,
-            rest,
+            rest: rest[0] as f32,
+            rest_versus: versus(&rest).map(|v| v as f32),
+            explained: if all > 0.0 { (listed / all) as f32 } else { 1.0 },
         }
     }
+}
+
+/// Characters of a window's text shown with its evidence.
+const WINDOW_TEXT_CHARS: usize = 160;
+
+/// The first `limit` characters of `chars` on one line, cut at a word with `…`.
+fn opening(chars: &[char], limit: usize) -> String {
+    let text: String = chars.iter().take(limit).collect();
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if chars.len() > limit {
+        if let Some(space) = line.rfind(' ') {
+            line.truncate(space);
+        }
+        line.push('…');
+    }
+    line
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -175,7 +238,13 @@ impl TaskHead for DocumentClassifier {
         let mut result = classification(&self.spec.labels, &probs, self.spec.multi_label, document.top_k);
         if let Some(top) = document.explain {
             let label = argmax(&probs);
-            result.evidence = Some(self.evidence(document, &counts, logits[label], label, top));
+            // A multi-label head decides each label alone: there is no runner-up.
+            let runner_up = (!self.spec.multi_label && probs.len() > 1)
+                .then(|| {
+                    (0..probs.len()).filter(|&l| l != label).reduce(|a, b| if probs[b] > probs[a] { b } else { a })
+                })
+                .flatten();
+            result.evidence = Some(self.evidence(document, &counts, &logits, label, runner_up, top));
         }
         HeadResult::Classification(result)
     }

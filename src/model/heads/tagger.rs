@@ -232,7 +232,19 @@ pub fn forward_backward(t: &Transitions, emissions: &[f32], k: usize) -> (Vec<f3
         }
     }
     let log_z = log_sum_exp((0..k).map(|y| alpha[(n - 1) * k + y] + t.end[y]));
-    let marginals: Vec<f32> = alpha.iter().zip(&beta).map(|(a, b)| (a + b - log_z).exp()).collect();
+    // Normalised per word, not by `log_z`: over long texts alpha and beta reach 10^5,
+    // where f32 rounding made `alpha + beta - log_z` drift above 0 (marginals up to
+    // 1.007). Shifted by the word's own maximum and divided by their sum, each marginal
+    // is at most 1 and a word's marginals sum to 1.
+    let mut marginals = vec![0.0f32; n * k];
+    for (row, (a, b)) in marginals.chunks_exact_mut(k).zip(alpha.chunks_exact(k).zip(beta.chunks_exact(k))) {
+        let max = a.iter().zip(b).map(|(a, b)| a + b).fold(f32::NEG_INFINITY, f32::max);
+        for ((out, a), b) in row.iter_mut().zip(a).zip(b) {
+            *out = (a + b - max).exp();
+        }
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|p| *p /= sum);
+    }
     let mut pairs = vec![0.0f32; k * k];
     for i in 1..n {
         for from in 0..k {
@@ -245,4 +257,55 @@ pub fn forward_backward(t: &Transitions, emissions: &[f32], k: usize) -> (Vec<f3
         }
     }
     (marginals, pairs, log_z)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three tags O, B-X, I-X with IOB2 constraints and small random scores.
+    fn transitions() -> Transitions {
+        let k = 3;
+        let mut allowed = vec![true; k * k];
+        allowed[2] = false; // O -> I-X
+        Transitions {
+            scores: vec![0.3, -0.2, -1.0, 0.1, -0.5, 0.7, 0.2, 0.1, 0.4],
+            start: vec![0.1, 0.2, 0.0],
+            end: vec![0.0, 0.1, -0.1],
+            allowed,
+            allowed_start: vec![true, true, false],
+        }
+    }
+
+    #[test]
+    fn marginals_are_probabilities_on_long_texts_with_large_emissions() {
+        // Thousands of words with emissions in the tens: the log-values reach 10^5,
+        // where f32 rounding once pushed marginals above 1.
+        let k = 3;
+        let mut state = 7u64;
+        let emissions: Vec<f32> = (0..3000 * k)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) * 40.0 - 5.0
+            })
+            .collect();
+        let (marginals, _, log_z) = forward_backward(&transitions(), &emissions, k);
+        assert!(log_z.is_finite());
+        for row in marginals.chunks_exact(k) {
+            assert!(row.iter().all(|&p| (0.0..=1.0).contains(&p)), "{row:?}");
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{row:?}");
+        }
+    }
+
+    #[test]
+    fn viterbi_never_starts_inside_an_entity_or_jumps_from_outside() {
+        let k = 3;
+        // Emissions that favour I-X everywhere.
+        let emissions = vec![0.0, 0.0, 5.0].repeat(4);
+        let tags = viterbi(&transitions(), &emissions, k);
+        assert_ne!(tags[0], 2);
+        for pair in tags.windows(2) {
+            assert!(!(pair[0] == 0 && pair[1] == 2), "{tags:?}");
+        }
+    }
 }
