@@ -76,30 +76,57 @@ pub fn check_linear_evidence(record: &serde_json::Value, text: &str, top: usize)
     assert_eq!(evidence["label"], record["label"]);
     let contributions = evidence["contributions"].as_array().unwrap();
     assert!(contributions.len() <= top && !contributions.is_empty(), "{evidence}");
-    let value = |c: &serde_json::Value| c["value"].as_f64().unwrap();
-    let total = evidence["bias"].as_f64().unwrap()
-        + contributions.iter().map(value).sum::<f64>()
-        + evidence["rest"].as_f64().unwrap();
-    let logit = evidence["logit"].as_f64().unwrap();
+    let number = |v: &serde_json::Value| v.as_f64().unwrap();
+    let value = |c: &serde_json::Value| number(&c["value"]);
+    let total = number(&evidence["bias"]) + contributions.iter().map(value).sum::<f64>() + number(&evidence["rest"]);
+    let logit = number(&evidence["logit"]);
     assert!((total - logit).abs() <= 1e-4, "bias + contributions + rest = {total}, logit {logit}: {evidence}");
-    assert!(contributions.windows(2).all(|w| value(&w[0]).abs() >= value(&w[1]).abs()), "{evidence}");
+    let explained = number(&evidence["explained"]);
+    assert!((0.0..=1.0).contains(&explained), "{evidence}");
+    // Against the runner-up, the same parts add up to the difference of the logits, and
+    // the contributions are ranked by it.
+    let strength = |c: &serde_json::Value| c["versus"].as_f64().unwrap_or_else(|| value(c)).abs();
+    if let Some(runner_up) = evidence.get("runner_up") {
+        assert_ne!(runner_up["label"], evidence["label"]);
+        let versus = number(&runner_up["bias_versus"])
+            + contributions.iter().map(|c| number(&c["versus"])).sum::<f64>()
+            + number(&evidence["rest_versus"]);
+        let difference = logit - number(&runner_up["logit"]);
+        assert!((versus - difference).abs() <= 1e-4, "versus {versus}, logit difference {difference}: {evidence}");
+        assert!(difference >= -1e-6, "the label has the highest logit: {evidence}");
+    }
+    assert!(contributions.windows(2).all(|w| strength(&w[0]) >= strength(&w[1])), "{evidence}");
     let chars = text.chars().count();
+    let mut seen = std::collections::HashSet::new();
     for c in contributions {
         match c["source"].as_str().unwrap() {
-            "terms" => {
-                let texts: Vec<&str> = c["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+            "word" => {
+                let word = c["text"].as_str().unwrap();
+                assert!(word.chars().any(char::is_alphanumeric), "punctuation is never listed: {c}");
+                assert!(seen.insert(word.to_lowercase()), "a word form is listed once: {evidence}");
                 let occurrences = c["occurrences"].as_array().unwrap();
                 assert!(!occurrences.is_empty(), "{c}");
+                let mut spans = std::collections::HashSet::new();
                 for o in occurrences {
                     let (start, end) = (o["start"].as_u64().unwrap() as usize, o["end"].as_u64().unwrap() as usize);
                     assert!(start < end && end <= chars, "{c}");
+                    assert!(spans.insert((start, end)), "an occurrence is listed once: {c}");
                     let slice = char_slice(text, start, end);
-                    assert!(texts.contains(&slice.as_str()), "{slice:?} is none of {texts:?}");
+                    assert_eq!(slice.to_lowercase(), word.to_lowercase(), "{c}");
+                    // A whole word: no letter or digit on either side.
+                    let before = start.checked_sub(1).map(|i| char_slice(text, i, start));
+                    let after = (end < chars).then(|| char_slice(text, end, end + 1));
+                    for side in [before, after].into_iter().flatten() {
+                        assert!(!side.chars().any(char::is_alphanumeric), "{slice:?} is a fragment: {c}");
+                    }
                 }
             }
             "window" => {
                 let (start, end) = (c["start"].as_u64().unwrap() as usize, c["end"].as_u64().unwrap() as usize);
                 assert!(start < end && end <= chars, "{c}");
+                let shown = c["text"].as_str().unwrap().trim_end_matches('…');
+                let window = char_slice(text, start, end).split_whitespace().collect::<Vec<_>>().join(" ");
+                assert!(window.starts_with(shown), "{shown:?} opens the window: {c}");
             }
             other => panic!("unknown contribution source {other}"),
         }
