@@ -13,6 +13,7 @@ use crate::eval::html::{escape, html_table, page, strings, svg};
 use crate::infer::runner::failure_reason;
 use crate::ingest::Source;
 use crate::output::results::{for_each_record, ResultRecord};
+use crate::review::SourceTexts;
 
 /// Confidence histogram bins over [0, 1].
 const BINS: usize = 20;
@@ -304,7 +305,7 @@ impl Overview {
 
     /// The page. `texts` gives the text of a sampled document by (path, id), where it can
     /// still be read.
-    pub fn html(&self, texts: &HashMap<(String, String), String>) -> String {
+    pub fn html(&self, texts: &SourceTexts) -> String {
         let classified: u64 = self.by_label.values().sum();
         let share =
             |n: u64, of: u64| if of == 0 { "–".to_string() } else { format!("{:.1}%", 100.0 * n as f64 / of as f64) };
@@ -412,13 +413,14 @@ impl Overview {
             body += "<h2>Least confident documents</h2>\n<p>Where classify ran with <code>--explain</code>, \
                      the words that set the label apart from the runner-up are listed with their part in that \
                      (green for the label, red for the runner-up) and marked in the text.</p>\n";
+            body += EVIDENCE_STYLE;
             body += "<table class=\"sortable\"><thead><tr>";
             for h in ["score", "label", "runner-up", "id", "source", "evidence", "text"] {
                 body += &format!("<th title=\"sort\">{h}</th>");
             }
             body += "</tr></thead><tbody>";
             for s in self.least_confident_sorted() {
-                let text = texts.get(&(s.source.path.clone(), s.id.clone()));
+                let text = texts.get(&s.source, &s.id);
                 let excerpt = text.map_or_else(
                     || "(the source can no longer be read)".to_string(),
                     |t| crate::review::excerpt(t, &s.marks, 300),
@@ -467,8 +469,8 @@ impl Overview {
 
     /// How many sampled documents have no text in `texts` (their sources are gone or
     /// moved): the page shows them without an excerpt.
-    pub fn samples_without_text(&self, texts: &std::collections::HashMap<(String, String), String>) -> usize {
-        self.least_confident.iter().filter(|s| !texts.contains_key(&(s.source.path.clone(), s.id.clone()))).count()
+    pub fn samples_without_text(&self, texts: &SourceTexts) -> usize {
+        self.least_confident.iter().filter(|s| texts.get(&s.source, &s.id).is_none()).count()
     }
 
     /// The sampled documents' sources, whose texts the page shows.
@@ -476,6 +478,14 @@ impl Overview {
         self.least_confident.iter().map(|s| s.source.path.clone()).collect()
     }
 }
+
+/// The look of [`signed_bars`]: word, bar around a middle line, value.
+const EVIDENCE_STYLE: &str = "<style>
+.evidence { min-width: 16em; } .evidence-row { display: grid; grid-template-columns: 9em 6em 3.2em; gap: 0.4em; align-items: center; font-size: 12px; }
+.evidence-word { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; text-align: right; } .evidence-value { font-variant-numeric: tabular-nums; }
+.evidence-track { position: relative; height: 0.8em; background: linear-gradient(to right, transparent calc(50% - 0.5px), #999 calc(50% - 0.5px), #999 calc(50% + 0.5px), transparent calc(50% + 0.5px)); }
+</style>
+";
 
 /// Words with bars left (against) or right (for) of a middle line, as inline HTML.
 fn signed_bars(words: &[(String, f32)]) -> String {
@@ -485,7 +495,7 @@ fn signed_bars(words: &[(String, f32)]) -> String {
         let width = (value.abs() / max * 50.0).max(1.0);
         let (side, color) = if *value >= 0.0 { ("left:50%", "#2f855a") } else { ("right:50%", "#c53030") };
         out += &format!(
-            "<div class=\"evidence-row\" title=\"{value:+.3}\"><span class=\"evidence-word\">{}</span><span class=\"evidence-track\"><span style=\"position:absolute;{side};width:{width:.0}%;height:100%;background:{color}\"></span></span><span class=\"evidence-value\">{value:+.2}</span></div>",
+            "<div class=\"evidence-row\" title=\"{0} {value:+.3}\"><span class=\"evidence-word\">{0}</span><span class=\"evidence-track\"><span style=\"position:absolute;{side};width:{width:.0}%;height:100%;background:{color}\"></span></span><span class=\"evidence-value\">{value:+.2}</span></div>",
             escape(word)
         );
     }

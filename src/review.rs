@@ -278,8 +278,8 @@ pub const DISAGREEMENT_COLUMNS: [&str; 8] =
 /// A labelled row of a queue, read back.
 pub struct Reviewed {
     pub id: String,
-    /// The source file, as it can be opened from here.
-    pub path: String,
+    /// The source file, as it can be opened from here, and the line (JSONL, CSV/TSV).
+    pub source: Source,
     pub gold: String,
     /// The row's line in the queue file.
     pub line: usize,
@@ -314,12 +314,14 @@ pub fn read_queue(path: &Path) -> Result<(Vec<Reviewed>, usize)> {
         }
         let source = cell(source);
         // `path:line` for rows of JSONL/CSV inputs; the path alone otherwise.
-        let path_part = match source.rsplit_once(':') {
-            Some((p, line)) if line.chars().all(|c| c.is_ascii_digit()) && !line.is_empty() => p.to_string(),
-            _ => source.clone(),
+        let (path_part, line) = match source.rsplit_once(':') {
+            Some((p, line)) if line.chars().all(|c| c.is_ascii_digit()) && !line.is_empty() => {
+                (p.to_string(), line.parse().ok())
+            }
+            _ => (source.clone(), None),
         };
-        let path_part = crate::fsutil::resolve_from_file_of(path, &path_part);
-        rows.push(Reviewed { id: cell(id), path: path_part, gold: cell(gold), line: i + 2 });
+        let source = Source { path: crate::fsutil::resolve_from_file_of(path, &path_part), line };
+        rows.push(Reviewed { id: cell(id), source, gold: cell(gold), line: i + 2 });
     }
     Ok((rows, unlabelled))
 }
@@ -359,20 +361,57 @@ fn gold_key(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-/// The texts of the documents in `paths`, by (path, id), read as `classify` reads them.
-pub fn read_texts(paths: &BTreeSet<String>, fields: &FieldNames) -> Result<HashMap<(String, String), String>> {
+/// Texts of documents read again from their sources, found by a record's source and id.
+#[derive(Default)]
+pub struct SourceTexts {
+    by_id: HashMap<(String, String), String>,
+    /// (path, line) → (id, text) of every document read there.
+    by_place: HashMap<(String, Option<u64>), Vec<(String, String)>>,
+}
+
+impl SourceTexts {
+    /// The text of the document `id` from `source`. A document without an id of its
+    /// own is named after the path classify was given (`letters.tsv:18`, `mail.eml#1:a.pdf`),
+    /// which differs from the path it is read from now: such a document is found by its
+    /// place in the file instead.
+    pub fn get(&self, source: &Source, id: &str) -> Option<&str> {
+        if let Some(text) = self.by_id.get(&(source.path.clone(), id.to_string())) {
+            return Some(text);
+        }
+        let derived = |candidate: &str| candidate.starts_with(source.path.as_str());
+        // A mail's attachments share its place: they differ after the first `#`.
+        let attachment = |id: &str| id.find('#').map(|i| id[i..].to_string());
+        let here = self.by_place.get(&(source.path.clone(), source.line))?;
+        here.iter()
+            .filter(|(candidate, _)| derived(candidate))
+            .find(|(candidate, _)| attachment(candidate) == attachment(id))
+            .map(|(_, text)| text.as_str())
+    }
+
+    pub fn extend(&mut self, other: SourceTexts) {
+        self.by_id.extend(other.by_id);
+        for (place, documents) in other.by_place {
+            self.by_place.entry(place).or_default().extend(documents);
+        }
+    }
+}
+
+/// The texts of the documents in `paths`, read as `classify` reads them.
+pub fn read_texts(paths: &BTreeSet<String>, fields: &FieldNames) -> Result<SourceTexts> {
     // A source that is gone has no text to give (callers say what that means for them).
     let inputs: Vec<std::path::PathBuf> = paths.iter().map(std::path::PathBuf::from).filter(|p| p.exists()).collect();
+    let mut texts = SourceTexts::default();
     if inputs.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(texts);
     }
     // Documents `classify` read are read again whatever limits it ran with.
     let limits = ReadLimits { document_bytes: u64::MAX, extract_time: std::time::Duration::from_secs(600) };
     let mut reader = DocumentReader::new(walk_inputs(&inputs)?, fields.clone(), limits);
-    let mut texts = HashMap::new();
     while let Some(next) = reader.next_wanted(|_| true) {
         if let Next::Item(Ok(document)) = next {
-            texts.insert((document.source.path.clone(), document.id), document.text);
+            let place = (document.source.path.clone(), document.source.line);
+            texts.by_place.entry(place).or_default().push((document.id.clone(), document.text.clone()));
+            texts.by_id.insert((document.source.path, document.id), document.text);
         }
     }
     Ok(texts)
@@ -417,7 +456,8 @@ mod tests {
         let (rows, unlabelled) = read_queue(&queue).unwrap();
         assert_eq!((rows.len(), unlabelled), (1, 1));
         assert_eq!((rows[0].id.as_str(), rows[0].gold.as_str(), rows[0].line), ("doc1", "bfh", 2));
-        assert_eq!(rows[0].path, dir.path().join("in.tsv").display().to_string(), "sources are found beside the queue");
+        assert_eq!(rows[0].source.path, dir.path().join("in.tsv").display().to_string(), "found beside the queue");
+        assert_eq!(rows[0].source.line, Some(2));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `docclass review`: a queue of the documents whose labels would teach the model most,
 //! for people to label in a spreadsheet.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,9 @@ use crate::fsutil::{refuse_existing, relative_to_file_of, write_durably};
 use crate::ingest::Source;
 use crate::logging;
 use crate::output::csv_row;
-use crate::review::{candidates, choose, excerpt, read_texts, Candidates, Strategy, COLUMNS, DISAGREEMENT_COLUMNS};
+use crate::review::{
+    candidates, choose, excerpt, read_texts, Candidates, SourceTexts, Strategy, COLUMNS, DISAGREEMENT_COLUMNS,
+};
 
 /// Characters of text in a queue row's excerpt.
 const EXCERPT_CHARS: usize = 300;
@@ -32,13 +34,13 @@ pub fn run(args: ReviewArgs) -> Result<Outcome> {
     let considered = best_first.len();
     // The texts of the sources, read once per file when a candidate first needs one.
     let fields = args.fields.names();
-    let mut texts: HashMap<(String, String), String> = HashMap::new();
+    let mut texts = SourceTexts::default();
     let mut read_paths: BTreeSet<String> = BTreeSet::new();
     let text_of = |c: &crate::review::Candidate| -> Result<String> {
         if read_paths.insert(c.source.path.clone()) {
             texts.extend(read_texts(&BTreeSet::from([c.source.path.clone()]), &fields)?);
         }
-        texts.get(&(c.source.path.clone(), c.id.clone())).cloned().with_context(|| {
+        texts.get(&c.source, &c.id).map(str::to_string).with_context(|| {
             format!(
                 "{}: document {:?} not found there (the queue reads each text from its source again)",
                 c.source.path, c.id

@@ -271,7 +271,7 @@ fn reviewed_documents(args: &TrainArgs, known: &BTreeSet<String>) -> Result<Vec<
     let mut documents = Vec::new();
     for queue in &args.review {
         let (rows, unlabelled) = crate::review::read_queue(queue)?;
-        let paths = rows.iter().map(|r| r.path.clone()).collect();
+        let paths = rows.iter().map(|r| r.source.path.clone()).collect();
         let texts = crate::review::read_texts(&paths, &fields)?;
         let labelled = rows.len();
         for row in rows {
@@ -288,17 +288,17 @@ fn reviewed_documents(args: &TrainArgs, known: &BTreeSet<String>) -> Result<Vec<
                     gold_labels.listing()
                 ),
             };
-            let text = texts.get(&(row.path.clone(), row.id.clone())).with_context(|| {
+            let text = texts.get(&row.source, &row.id).with_context(|| {
                 format!(
                     "{}:{}: document {:?} is not in {} (a queue's texts are read from their sources again)",
                     queue.display(),
                     row.line,
                     row.id,
-                    row.path
+                    row.source.path
                 )
             })?;
             documents.push(LabelledDocument {
-                text: text.clone(),
+                text: text.to_string(),
                 labels: vec![gold],
                 line: row.line,
                 id: Some(row.id),

@@ -68,9 +68,6 @@ th {{ background: #f0f0f0; cursor: pointer; user-select: none; }} th.asc::after 
 td {{ max-width: 40em; }} .warning {{ color: #a40000; font-weight: 600; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 1.5em; }} figure {{ margin: 0; }} figcaption {{ font-weight: 600; margin-bottom: 0.3em; }}
 svg text {{ font: 11px system-ui, sans-serif; fill: #1b1b1b; }}
-.evidence {{ min-width: 16em; }} .evidence-row {{ display: grid; grid-template-columns: 9em 6em 3.2em; gap: 0.4em; align-items: center; font-size: 12px; }}
-.evidence-word {{ overflow: hidden; text-overflow: ellipsis; white-space: nowrap; text-align: right; }} .evidence-value {{ font-variant-numeric: tabular-nums; }}
-.evidence-track {{ position: relative; height: 0.8em; background: linear-gradient(to right, transparent calc(50% - 0.5px), #999 calc(50% - 0.5px), #999 calc(50% + 0.5px), transparent calc(50% + 0.5px)); }}
 </style></head>
 <body>
 {}

@@ -103,13 +103,14 @@ fn is_readable(lower: &str) -> bool {
 /// Function words that say nothing about a document's subject: articles, pronouns,
 /// prepositions, conjunctions, auxiliaries (sorted, so that a reader finds a word).
 const GERMAN_STOP_WORDS: &[&str] = &[
-    "aber", "als", "am", "an", "auch", "auf", "aus", "bei", "bin", "bis", "bist", "da", "damit", "dann", "das", "dass",
-    "daß", "dem", "den", "denn", "der", "des", "die", "dies", "diese", "diesem", "diesen", "dieser", "dieses", "doch",
-    "du", "durch", "ein", "eine", "einem", "einen", "einer", "eines", "er", "es", "für", "hat", "hatte", "hier", "ich",
-    "ihm", "ihn", "ihr", "ihre", "im", "in", "ist", "ja", "jedoch", "kann", "kein", "keine", "man", "mit", "nach",
-    "nicht", "noch", "nur", "ob", "oder", "ohne", "sein", "seine", "sich", "sie", "sind", "so", "soll", "um", "und",
-    "uns", "unter", "vom", "von", "vor", "war", "waren", "was", "weil", "wenn", "werden", "wie", "wir", "wird",
-    "wurde", "zu", "zum", "zur", "über",
+    "aber", "als", "also", "am", "an", "auch", "auf", "aufgrund", "aus", "bei", "beim", "bereits", "bin", "bis",
+    "bist", "da", "damit", "dann", "das", "dass", "daß", "dem", "den", "denn", "der", "des", "die", "dies", "diese",
+    "diesem", "diesen", "dieser", "dieses", "doch", "du", "durch", "ein", "eine", "einem", "einen", "einer", "eines",
+    "er", "es", "für", "habe", "haben", "hat", "hatte", "hier", "hätte", "ich", "ihm", "ihn", "ihr", "ihre", "im",
+    "in", "ins", "ist", "ja", "jedoch", "kann", "kein", "keine", "man", "mit", "nach", "nicht", "noch", "nur", "ob",
+    "oder", "ohne", "sei", "seien", "sein", "seine", "sich", "sie", "sind", "so", "soll", "sondern", "sowie", "um",
+    "und", "uns", "unter", "vom", "von", "vor", "war", "waren", "was", "weil", "wenn", "werde", "werden", "wie", "wir",
+    "wird", "worden", "wurde", "wurden", "wäre", "zu", "zum", "zur", "zwar", "über",
 ];
 
 #[cfg(test)]
