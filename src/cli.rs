@@ -160,6 +160,23 @@ pub struct ClassifyArgs {
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
+    /// Folders: take only the files whose path inside the folder matches this glob
+    /// pattern (`*.pdf`, `2026-12-*/**`; `*` also crosses `/`). May be given several
+    /// times: a file matching any is taken. Files given by name are always taken.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Folders: leave out the files whose path inside the folder matches this glob
+    /// pattern (`*.tmp`, `archiv/**`), even when --include takes them. May be given
+    /// several times.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// An INPUT that does not exist (today's folder of a scanner that sent nothing) is
+    /// passed over with a warning instead of ending the run with exit status 1.
+    #[arg(long)]
+    pub allow_missing_inputs: bool,
+
     /// Output file, or `-` for stdout. An existing file is kept unless --force.
     #[arg(long, short, value_name = "FILE")]
     pub out: PathBuf,
@@ -228,7 +245,9 @@ pub struct ClassifyArgs {
     pub quiet: bool,
 
     /// Incremental intake: this file remembers the documents done (id, SHA-256 of the
-    /// text, model); documents unchanged since are skipped. Created when missing.
+    /// text, model); documents unchanged since are skipped. A document that failed is
+    /// remembered too and not tried (nor counted) again while its file is unchanged.
+    /// Created when missing.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
 

@@ -421,3 +421,85 @@ fn help_and_flags_say_what_the_commands_do() {
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
 }
+
+#[test]
+fn report_and_review_read_the_csv_that_classify_writes() {
+    let t = trial(&[]);
+    let csv_results = t.path("out/results.csv");
+    let run = docclass(&[
+        "classify",
+        "--model",
+        path_str(&t.head),
+        path_str(&t.inbox),
+        "--out",
+        path_str(&csv_results),
+        "--quiet",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let overview = t.path("overview-csv.html");
+    let run = docclass(&["report", path_str(&csv_results), "--out", path_str(&overview)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let html = fs::read_to_string(&overview).unwrap();
+    assert!(html.contains("<h1>Overview of 12 documents</h1>") && html.contains("Finanzamt"), "{html}");
+    let queue = t.path("queue-csv.csv");
+    let run = docclass(&["review", path_str(&csv_results), "--out", path_str(&queue), "--budget", "4"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(read_csv(&queue).1.len(), 4);
+    // Anything else is refused with what results are read as.
+    let other = t.path("other.txt");
+    fs::write(&other, "label,text\nsteuer,Finanzamt\n").unwrap();
+    let run = docclass(&["report", path_str(&other), "--out", path_str(&t.path("x.html"))]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr(&run).contains("or as the CSV classify writes"), "{}", stderr(&run));
+}
+
+#[test]
+fn nightly_runs_filter_folders_pass_over_missing_inputs_and_remember_failures() {
+    let t = trial(&[]);
+    let inbox = t.path("nightly");
+    fs::create_dir_all(inbox.join("scans")).unwrap();
+    fs::write(inbox.join("a.txt"), letter(1).1).unwrap();
+    fs::write(inbox.join("scans/b.txt"), letter(2).1).unwrap();
+    fs::write(inbox.join("broken.pdf"), "not a PDF").unwrap();
+    fs::write(inbox.join("draft.tmp"), letter(3).1).unwrap();
+    let state = t.path("state.jsonl");
+    let run_night = |night: &str| {
+        let out = t.path(&format!("results/{night}.jsonl"));
+        let missing = t.path("scanner-2");
+        docclass(&[
+            "classify",
+            "--model",
+            path_str(&t.head),
+            path_str(&inbox),
+            path_str(&missing),
+            "--allow-missing-inputs",
+            "--include",
+            "*.txt",
+            "--include",
+            "*.pdf",
+            "--exclude",
+            "scans/**",
+            "--state",
+            path_str(&state),
+            "--out",
+            path_str(&out),
+        ])
+    };
+    let first = run_night("2026-12-05");
+    assert_eq!(first.status.code(), Some(3), "the broken PDF fails: {}", stderr(&first));
+    assert!(stderr(&first).contains("no such input, passed over"), "{}", stderr(&first));
+    let records = read_records(&t.path("results/2026-12-05.jsonl"));
+    let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "a.txt and broken.pdf only: {ids:?}");
+    assert!(ids[0].ends_with("a.txt") && ids[1].ends_with("broken.pdf"), "{ids:?}");
+
+    let second = run_night("2026-12-06");
+    assert_eq!(second.status.code(), Some(0), "nothing new failed: {}", stderr(&second));
+    assert!(stderr(&second).contains("1 failed before and unchanged since (skipped)"), "{}", stderr(&second));
+    assert!(read_records(&t.path("results/2026-12-06.jsonl")).is_empty());
+
+    // A replaced file is tried again.
+    fs::write(inbox.join("broken.pdf"), "still not a PDF, but another file").unwrap();
+    let third = run_night("2026-12-07");
+    assert_eq!(third.status.code(), Some(3), "{}", stderr(&third));
+}

@@ -21,7 +21,8 @@ use crate::fsutil::refuse_existing;
 use crate::fsutil::sidecar;
 use crate::infer::runner::{ChunkLimits, Documents, Records, Resumable, Runner, Tracking};
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::ingest::{walk_inputs, DocumentReader, ReadLimits};
+use crate::ingest::walk::{walk_selected, InputSelection};
+use crate::ingest::{DocumentReader, ReadLimits};
 use crate::intake::checkpoint::{read_journal, Counts, Journal, RunFiles};
 use crate::intake::state::State;
 use crate::intake::RunLock;
@@ -48,7 +49,12 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         refuse_existing(&args.out, args.force)?;
     }
     // A first walk identifies the inputs (for the checkpoint) and sizes the progress bar.
-    let (inputs_key, input_files, total_bytes) = survey_inputs(&args.inputs)?;
+    let selection = InputSelection {
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        allow_missing: args.allow_missing_inputs,
+    };
+    let (inputs_key, input_files, total_bytes) = survey_inputs(&args.inputs, &selection)?;
     let (pipeline, options, model_id) = load_pipeline(&args)?;
     let state = args.state.as_deref().map(State::load).transpose()?;
 
@@ -84,7 +90,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         document_bytes: args.max_document_bytes,
         extract_time: Duration::from_secs_f64(args.max_extract_seconds),
     };
-    let reader = DocumentReader::new(walk_inputs(&args.inputs)?, fields, limits);
+    let reader = DocumentReader::new(walk_selected(&args.inputs, &selection)?.0, fields, limits);
     let resume_at = resumed.as_ref().map_or(0, |c| c.output_bytes);
     let writer = open_writer(&args.out, format, args.force || resumed.is_some(), resume_at)?;
     // Beside a file output the state entries go to a journal that the checkpoint covers;
@@ -197,9 +203,18 @@ fn lock(args: &ClassifyArgs, to_stdout: bool) -> Result<Vec<RunLock>> {
 /// One walk over the inputs: a SHA-256 of every file's path, size and modification
 /// time (so that a run resumes only on unchanged inputs), the number of files and their
 /// total size.
-fn survey_inputs(inputs: &[std::path::PathBuf]) -> Result<(String, u64, u64)> {
+fn survey_inputs(inputs: &[std::path::PathBuf], selection: &InputSelection) -> Result<(String, u64, u64)> {
     let (mut hash, mut files, mut bytes) = (Sha256::new(), 0u64, 0u64);
-    for input in walk_inputs(inputs)? {
+    let (walk, missing) = walk_selected(inputs, selection)?;
+    for path in &missing {
+        logging::warning(
+            "input_missing",
+            &format!("{}: no such input, passed over (--allow-missing-inputs)", path.display()),
+            json!({"input": path.display().to_string()}),
+        );
+        hash.update(format!("missing\0{}\0", path.display()).as_bytes());
+    }
+    for input in walk {
         files += 1;
         match input {
             Ok(path) => {
@@ -242,6 +257,9 @@ fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> 
         // Only what the run could have skipped is mentioned.
         if counts.skipped_unchanged > 0 {
             parts.push(format!("{} unchanged since the state (skipped)", counts.skipped_unchanged));
+        }
+        if counts.skipped_failed_before > 0 {
+            parts.push(format!("{} failed before and unchanged since (skipped)", counts.skipped_failed_before));
         }
         if counts.skipped_other_shards > 0 {
             parts.push(format!("{} in other shards", counts.skipped_other_shards));

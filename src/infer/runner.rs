@@ -5,13 +5,15 @@
 //! that a killed run resumes where it stopped (see `intake::checkpoint`); `eval` runs it
 //! over gold documents in memory. Memory stays bounded by the chunk size.
 
+use std::path::Path;
+
 use anyhow::Result;
 
 use super::pipeline::{Pipeline, PipelineOptions};
 use crate::ingest::{DocumentReader, Item, Next};
 use crate::intake::checkpoint::{Checkpoint, Counts, Journal, RunFiles};
 use crate::intake::shard::Shard;
-use crate::intake::state::{text_sha256, Entry, State};
+use crate::intake::state::{failure_sha256, text_sha256, Entry, State};
 use crate::output::record::Record;
 use crate::output::RecordWriter;
 
@@ -181,11 +183,17 @@ impl Runner {
                 self.counts.skipped_other_shards += 1;
                 continue;
             }
-            // Hashing the text is only needed where a state records it.
-            let sha256 = item.as_ref().ok().filter(|_| self.tracking.is_some()).map(|d| text_sha256(&d.text));
+            // Hashing is only needed where a state records it.
+            let sha256 = self.tracking.as_ref().map(|_| match &item {
+                Ok(d) => text_sha256(&d.text),
+                Err(f) => failure_sha256(&f.error, Path::new(&f.source.path)),
+            });
             if let (Some(tracking), Some(sha256)) = (&self.tracking, &sha256) {
-                if tracking.state.is_done(id, sha256, &self.model_id) {
-                    self.counts.skipped_unchanged += 1;
+                if let Some(done) = tracking.state.done(id, sha256, &self.model_id) {
+                    match done.failed {
+                        None => self.counts.skipped_unchanged += 1,
+                        Some(_) => self.counts.skipped_failed_before += 1,
+                    }
                     continue;
                 }
             }
@@ -204,20 +212,19 @@ impl Runner {
             record.source.path = writer.recorded_path(&record.source.path);
             writer.write(&record)?;
         }
-        match (&record.error, sha256) {
-            (Some(error), _) => {
+        match &record.error {
+            Some(error) => {
                 self.counts.failed += 1;
                 *self.counts.failed_by_reason.entry(failure_reason(error)).or_default() += 1;
             }
-            (None, sha256) => {
-                self.counts.classified += 1;
-                if let (Some(tracking), Some(sha256)) = (&mut self.tracking, sha256) {
-                    let entry = Entry { id: record.id.clone(), sha256, model: self.model_id.clone() };
-                    match &mut tracking.journal {
-                        Some(journal) => journal.add(&entry)?,
-                        None => tracking.done.push(entry),
-                    }
-                }
+            None => self.counts.classified += 1,
+        }
+        if let (Some(tracking), Some(sha256)) = (&mut self.tracking, sha256) {
+            let entry =
+                Entry { id: record.id.clone(), sha256, model: self.model_id.clone(), failed: record.error.clone() };
+            match &mut tracking.journal {
+                Some(journal) => journal.add(&entry)?,
+                None => tracking.done.push(entry),
             }
         }
         if let Records::Memory(records) = &mut self.records {

@@ -29,6 +29,9 @@ pub struct Counts {
     pub failed_by_reason: BTreeMap<String, u64>,
     /// Unchanged since the state recorded them.
     pub skipped_unchanged: u64,
+    /// Failed in an earlier run, and their files unchanged since (`--state`).
+    #[serde(default)]
+    pub skipped_failed_before: u64,
     /// Other shards' documents.
     pub skipped_other_shards: u64,
     pub tokens: u64,

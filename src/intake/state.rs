@@ -12,10 +12,15 @@ use sha2::{Digest, Sha256};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub id: String,
-    /// SHA-256 of the document's text.
+    /// SHA-256 of the document's text; for a document that failed, of the failure and
+    /// its file's size and modification time ([`failure_sha256`]).
     pub sha256: String,
     /// The model's fingerprint: another model classifies everything again.
     pub model: String,
+    /// Why the document failed, when it did: it is not tried again while its file is
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 pub struct State {
@@ -25,6 +30,17 @@ pub struct State {
 
 pub fn text_sha256(text: &str) -> String {
     crate::hashing::sha256_hex(text.as_bytes())
+}
+
+/// What identifies a failure: the error and the size and modification time of the file
+/// it happened in (a document that failed has no text to hash). Touching or replacing
+/// the file makes the next run try it again.
+pub fn failure_sha256(error: &str, file: &Path) -> String {
+    let meta = std::fs::metadata(file).ok();
+    let modified =
+        meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let key = format!("failed\0{error}\0{:?}\0{modified:?}", meta.map(|m| m.len()));
+    crate::hashing::sha256_hex(key.as_bytes())
 }
 
 impl State {
@@ -49,8 +65,9 @@ impl State {
         Ok(Self { path: path.to_path_buf(), entries })
     }
 
-    pub fn is_done(&self, id: &str, sha256: &str, model: &str) -> bool {
-        self.entries.get(id).is_some_and(|e| e.sha256 == sha256 && e.model == model)
+    /// The entry of a document done before, unchanged since, with the same model.
+    pub fn done(&self, id: &str, sha256: &str, model: &str) -> Option<&Entry> {
+        self.entries.get(id).filter(|e| e.sha256 == sha256 && e.model == model)
     }
 
     pub fn len(&self) -> usize {

@@ -1,5 +1,5 @@
 //! Results files read back (`review`, `report`): the part of each record those need,
-//! streamed line by line from JSONL, plain or gzip.
+//! streamed record by record from JSONL or the CSV `classify` writes, plain or gzip.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use super::writer::CSV_HEADER;
 use crate::decode::{Entity, LabelScore};
 use crate::ingest::Source;
 
@@ -48,18 +49,80 @@ impl ResultRecord {
     }
 }
 
-/// Calls `each(line, record)` for every record of a results file, its source path as
-/// it can be opened from here.
+/// Calls `each(line, record)` for every record of a results file (JSONL, or the CSV
+/// `classify` writes; plain or gzip), its source path as it can be opened from here.
 pub fn for_each_record(path: &Path, mut each: impl FnMut(usize, ResultRecord) -> Result<()>) -> Result<()> {
-    for (i, line) in crate::fsutil::open_text(path)?.lines().enumerate() {
+    let mut reader = crate::fsutil::open_text(path)?;
+    let first = reader.fill_buf().with_context(|| format!("{}: cannot read", path.display()))?;
+    let csv_header = CSV_HEADER.join(",");
+    if first.starts_with(csv_header.as_bytes()) {
+        return for_each_csv_record(path, reader, each);
+    }
+    for (i, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let mut record: ResultRecord = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a record of docclass classify", path.display(), i + 1))?;
+        let mut record: ResultRecord = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "{}:{}: not a record of docclass classify (results are read as JSONL, or as the CSV classify writes)",
+                path.display(),
+                i + 1
+            )
+        })?;
         record.source.path = crate::fsutil::resolve_from_file_of(path, &record.source.path);
         each(i + 1, record)?;
+    }
+    Ok(())
+}
+
+/// The CSV output of `classify`: its columns become a record (a CSV file has no room for
+/// further heads or evidence).
+fn for_each_csv_record(
+    path: &Path,
+    reader: Box<dyn BufRead>,
+    mut each: impl FnMut(usize, ResultRecord) -> Result<()>,
+) -> Result<()> {
+    let mut rows = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+    let column = |name: &str| CSV_HEADER.iter().position(|&c| c == name).expect("a column of the output");
+    let (id, source_path, source_line, label, score, scores, entities, error) = (
+        column("id"),
+        column("path"),
+        column("line"),
+        column("label"),
+        column("score"),
+        column("scores"),
+        column("entities"),
+        column("error"),
+    );
+    for row in rows.records() {
+        let row = row.with_context(|| format!("{}: malformed CSV", path.display()))?;
+        let line = row.position().map_or(0, |p| p.line() as usize);
+        let at = || format!("{}:{line}", path.display());
+        let cell = |k: usize| row.get(k).unwrap_or("");
+        let json = |k: usize| -> Result<Option<serde_json::Value>> {
+            Ok(if cell(k).is_empty() { None } else { Some(serde_json::from_str(cell(k)).with_context(at)?) })
+        };
+        let classification = if cell(label).is_empty() {
+            None
+        } else {
+            Some(Classified {
+                label: cell(label).to_string(),
+                score: cell(score).parse().with_context(|| format!("{}: score {:?}", at(), cell(score)))?,
+                scores: json(scores)?.map(serde_json::from_value).transpose().with_context(at)?.unwrap_or_default(),
+                evidence: None,
+            })
+        };
+        let recorded = Source { path: cell(source_path).to_string(), line: cell(source_line).parse().ok() };
+        let record = ResultRecord {
+            id: cell(id).to_string(),
+            source: Source { path: crate::fsutil::resolve_from_file_of(path, &recorded.path), ..recorded },
+            classification,
+            heads: BTreeMap::new(),
+            entities: json(entities)?.map(serde_json::from_value).transpose().with_context(at)?,
+            error: Some(cell(error).to_string()).filter(|e| !e.is_empty()),
+        };
+        each(line, record)?;
     }
     Ok(())
 }
