@@ -159,7 +159,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     };
     let dense_best = best(false).expect("dense settings are always tried");
     let lexical_best = best(true);
-    warn_at_grid_edge(dense_best.setting, lexical_best.map(|e| e.setting));
+    note_grid_edge(dense_best.setting, lexical_best.map(|e| e.setting));
     // The stacking: dense and lexical logits blended (the dense model alone without
     // lexical features).
     let (stack, combined) = match lexical_best {
@@ -396,18 +396,25 @@ fn refit(inputs: &Inputs, documents: &[&Document], k: usize, multi_label: bool, 
     model.expect("c is on its grid")
 }
 
-/// A chosen C at the end of its grid may mean the grid is too narrow for this data.
-fn warn_at_grid_edge(dense: Setting, lexical: Option<Setting>) {
-    let edge = |c: f64, grid: &[f64]| c == grid[0] || c == grid[grid.len() - 1];
-    for (setting, grid) in [(Some(dense), &DENSE_GRID[..]), (lexical, &LEXICAL_GRID[..])] {
-        if let Some(setting @ (Setting::Lexical { c } | Setting::Dense { c, .. })) = setting {
-            if edge(c, grid) {
-                logging::warning(
-                    "c_at_grid_edge",
-                    &format!("cross-validation chose C = {c} at the end of the grid {grid:?}"),
-                    json!({"setting": setting.describe()}),
-                );
-            }
-        }
+/// A C chosen at the end of its grid means the best setting may lie beyond it: said as
+/// what it means for the head, not as a warning (nothing is wrong, and there is nothing
+/// for the user to change).
+fn note_grid_edge(dense: Setting, lexical: Option<Setting>) {
+    for (setting, grid, part) in
+        [(Some(dense), &DENSE_GRID[..], "encoder-feature"), (lexical, &LEXICAL_GRID[..], "lexical")]
+    {
+        let Some(setting @ (Setting::Lexical { c } | Setting::Dense { c, .. })) = setting else { continue };
+        let meaning = if c == grid[0] {
+            "the most strongly regularised one tried: this part of the head generalises from little evidence; a still stronger penalty was not tried"
+        } else if c == grid[grid.len() - 1] {
+            "the least regularised one tried: the training data supports a closely fitted model; a looser fit was not tried and might add a little accuracy"
+        } else {
+            continue;
+        };
+        logging::info(
+            "c_at_grid_edge",
+            &format!("cross-validation chose the {part} model's C = {c}, {meaning} (grid {grid:?})"),
+            json!({"setting": setting.describe(), "grid": grid}),
+        );
     }
 }
