@@ -460,6 +460,9 @@ fn default_pipeline_classifies_court_passages_and_finds_legal_entities() {
         for e in record["entities"].as_array().unwrap() {
             let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
             assert_eq!(char_slice(passage, start, end), e["text"].as_str().unwrap());
+            // The mean of marginal probabilities (once up to 1.0072 from f32 rounding).
+            let score = e["score"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&score), "{e}");
         }
     }
 

@@ -468,3 +468,17 @@ fn render_summary(c: &Comparison) -> String {
     out += &format!("McNemar p = {}\n", p_value(c.mcnemar.p_value));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn messages_name_documents_not_internal_values() {
+        let a: BTreeSet<&str> = ["doc1", "doc2", "doc5"].into();
+        let b: BTreeSet<&str> = ["doc1"].into();
+        assert_eq!(super::only_in(&a, &b), "2 documents, such as \"doc2\"");
+        assert_eq!(super::only_in(&b, &a), "none");
+        assert_eq!(super::only_in(&["x", "y"].into(), &["y"].into()), "1 document, such as \"x\"");
+    }
+}

@@ -304,3 +304,39 @@ pub mod svg {
         out + "</svg>"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::svg;
+
+    /// The numbers of attribute `name` in an SVG, in order.
+    fn attribute(svg: &str, name: &str) -> Vec<f64> {
+        svg.split(&format!(" {name}=\"")).skip(1).map(|rest| rest.split('"').next().unwrap().parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn bar_labels_fit_left_of_their_bars() {
+        let long = "Kemper in von Mangoldt / Klein / Starck GG 7. Aufl. Art. 9 Rn. 91";
+        let chart = svg::count_chart(&[(long.to_string(), 3.0), ("BGB".to_string(), 1.0)]);
+        // Each label ends (text-anchor end) at x and needs about 6.6 px a character.
+        let label_x = attribute(&chart, "x")[0];
+        assert!(label_x >= 59.0 * 6.6, "{label_x}: the long label is cut at the left edge");
+        assert!(chart.contains(&format!("<title>{long}: 3</title>")), "the whole label in the tooltip");
+        assert!(
+            chart.contains(">Kemper in von Mangoldt / Klein / Starck GG 7. Aufl. Art. 9 …<"),
+            "shortened to 60 characters"
+        );
+    }
+
+    #[test]
+    fn the_last_rotated_column_header_fits_in_the_matrix() {
+        let labels: Vec<String> = ["bag", "bverwg", "Verwaltungsrecht"].map(String::from).to_vec();
+        let counts = vec![vec![1.0; 3]; 3];
+        let chart = svg::heatmap(&labels, &counts);
+        let width = attribute(&chart, "width")[0];
+        // The last column's centre plus its header, rotated by 45°.
+        let margin = (16.0 * 6.6 + 12.0f64).max(80.0);
+        let last_centre = margin + 34.0 * 2.5;
+        assert!(width >= last_centre + 16.0 * 6.6 * 0.7, "{width}");
+    }
+}

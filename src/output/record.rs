@@ -159,4 +159,48 @@ impl Record {
     pub fn is_error(&self) -> bool {
         self.error.is_some()
     }
+
+    /// The first score that is no probability (outside 0..=1, or NaN), with where it
+    /// is: a defect in a head, which must never reach a reader as a number.
+    pub fn score_out_of_range(&self) -> Option<String> {
+        let bad = |s: f32| !(0.0..=1.0).contains(&s);
+        let classifications =
+            self.classification.iter().map(|c| ("", c)).chain(self.heads.iter().map(|(n, c)| (n.as_str(), c)));
+        for (head, c) in classifications {
+            if bad(c.score) {
+                return Some(format!("{head} score {}", c.score));
+            }
+            if let Some(s) = c.scores.iter().find(|s| bad(s.score)) {
+                return Some(format!("{head} score of {} {}", s.label, s.score));
+            }
+        }
+        self.entities.iter().flatten().find(|e| bad(e.score)).map(|e| format!("entity {:?} score {}", e.text, e.score))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Entity, LabelScore};
+
+    #[test]
+    fn scores_outside_zero_to_one_are_found() {
+        let source = Source { path: "a.txt".into(), line: None };
+        let mut record = Record::failed("a".into(), source, "m", String::new());
+        record.error = None;
+        assert_eq!(record.score_out_of_range(), None);
+        let entity = |score| Entity { text: "BAG".into(), label: "ORG".into(), start: 0, end: 3, score };
+        record.entities = Some(vec![entity(0.5), entity(1.0025)]);
+        assert_eq!(record.score_out_of_range().as_deref(), Some("entity \"BAG\" score 1.0025"));
+        record.entities = Some(vec![entity(1.0)]);
+        let score = |score| LabelScore { label: "bag".into(), score };
+        record.classification = Some(Classification {
+            label: "bag".into(),
+            score: 0.9,
+            scores: vec![score(0.9), score(f32::NAN)],
+            labels: None,
+            evidence: None,
+        });
+        assert!(record.score_out_of_range().unwrap().contains("NaN"));
+    }
 }
