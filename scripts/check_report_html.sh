@@ -11,6 +11,8 @@ png=${2:-${html%.html}.png}
 if ! command -v chromium >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "check_report_html: chromium is missing (apt-get install chromium)" >&2; exit 1; }
   echo "check_report_html: installing Debian's chromium" >&2
+  # A fresh machine has no package lists yet.
+  apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 profile=$(mktemp -d)
