@@ -361,12 +361,15 @@ fn gold_key(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
+/// A place in a source: its path, and the line for JSONL and CSV/TSV inputs.
+type Place = (String, Option<u64>);
+
 /// Texts of documents read again from their sources, found by a record's source and id.
 #[derive(Default)]
 pub struct SourceTexts {
     by_id: HashMap<(String, String), String>,
-    /// (path, line) → (id, text) of every document read there.
-    by_place: HashMap<(String, Option<u64>), Vec<(String, String)>>,
+    /// (id, text) of every document read at a place.
+    by_place: HashMap<Place, Vec<(String, String)>>,
 }
 
 impl SourceTexts {

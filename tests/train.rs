@@ -7,13 +7,12 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{char_slice, dataset, docclass, fixture, path_str, read_records, real_model};
+use common::{char_slice, dataset, docclass, fixture, path_str, read_records, real_model, FILLER};
 use serde_json::Value;
 
 const COURTS: [&str; 3] = ["Landgericht", "Bundesgericht", "Amtsgericht"];
 const CITIES: [&str; 4] = ["Berlin", "Köln", "München", "Kassel"];
 const LAWS: [&str; 3] = ["BGB", "StGB", "SGB"];
-const FILLER: [&str; 6] = ["hat", "die", "Klage", "nach", "heute", "abgewiesen"];
 
 /// Sentences such as `Das Landgericht in Köln hat nach § 12 BGB heute abgewiesen .`
 /// with ORG, LOC and NRM (three words) tags.
@@ -41,19 +40,8 @@ fn synthetic_conll(sentences: usize, offset: usize) -> String {
 
 /// Documents labelled `steuer` or `arbeit` by their vocabulary, with shared filler.
 fn synthetic_documents(n: usize, offset: usize) -> String {
-    let tax = ["Finanzamt", "Einkommensteuer", "Steuerbescheid", "Umsatzsteuer"];
-    let labour = ["Arbeitgeber", "Kündigung", "Arbeitnehmer", "Lohn"];
     let mut out = String::from("label\ttext\n");
-    for i in offset..offset + n {
-        let (label, words) = if i % 2 == 0 { ("steuer", tax) } else { ("arbeit", labour) };
-        let text = format!(
-            "Die {} {} und der {} {} wurde {}",
-            FILLER[i % 6],
-            words[i % 4],
-            words[(i + 1) % 4],
-            FILLER[(i + 2) % 6],
-            FILLER[(i + 3) % 6]
-        );
+    for (label, text) in (offset..offset + n).map(common::synthetic_letter) {
         out.push_str(&format!("{label}\t{text}\n"));
     }
     out

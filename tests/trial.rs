@@ -7,24 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{docclass, fixture, path_str, read_records};
-
-const TAX: [&str; 4] = ["Finanzamt", "Einkommensteuer", "Steuerbescheid", "Umsatzsteuer"];
-const LABOUR: [&str; 4] = ["Arbeitgeber", "Kündigung", "Arbeitnehmer", "Lohn"];
-const FILLER: [&str; 6] = ["hat", "die", "Klage", "nach", "heute", "abgewiesen"];
-
-fn letter(i: usize) -> (&'static str, String) {
-    let (label, words) = if i % 2 == 0 { ("steuer", TAX) } else { ("arbeit", LABOUR) };
-    let text = format!(
-        "Die {} {} und der {} {} wurde {}",
-        FILLER[i % 6],
-        words[i % 4],
-        words[(i + 1) % 4],
-        FILLER[(i + 2) % 6],
-        FILLER[(i + 3) % 6]
-    );
-    (label, text)
-}
+use common::{docclass, fixture, path_str, read_records, synthetic_letter as letter};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -239,17 +222,7 @@ fn merged_shards_from_other_folders_still_name_their_sources() {
     for k in 0..2 {
         let part = t.path(&format!("shard{k}/part.jsonl"));
         let shard = format!("{k}/2");
-        let run = docclass(&[
-            "classify",
-            "--model",
-            path_str(&t.head),
-            path_str(&t.inbox),
-            "--out",
-            path_str(&part),
-            "--shard",
-            &shard,
-            "--quiet",
-        ]);
+        let run = common::classify(&t.head, &t.inbox, &part, &["--shard", &shard, "--quiet"]);
         assert!(run.status.success(), "{}", stderr(&run));
         parts.push(part);
     }
@@ -426,15 +399,7 @@ fn help_and_flags_say_what_the_commands_do() {
 fn report_and_review_read_the_csv_that_classify_writes() {
     let t = trial(&[]);
     let csv_results = t.path("out/results.csv");
-    let run = docclass(&[
-        "classify",
-        "--model",
-        path_str(&t.head),
-        path_str(&t.inbox),
-        "--out",
-        path_str(&csv_results),
-        "--quiet",
-    ]);
+    let run = common::classify(&t.head, &t.inbox, &csv_results, &["--quiet"]);
     assert!(run.status.success(), "{}", stderr(&run));
     let overview = t.path("overview-csv.html");
     let run = docclass(&["report", path_str(&csv_results), "--out", path_str(&overview)]);

@@ -133,7 +133,7 @@ mod tests {
         let names: Vec<String> =
             files.map(|f| f.unwrap().strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(names, ["a.txt", "b.pdf", "sub/d.txt", "c.tmp"], "a file given by name is always taken");
-        assert_eq!(not_there, [missing.clone()]);
+        assert_eq!(not_there, std::slice::from_ref(&missing));
         let strict = InputSelection::default();
         assert!(walk_selected(&[missing], &strict).is_err(), "without the flag a missing input ends the run");
         let bad = InputSelection { include: vec!["[".into()], ..InputSelection::default() };

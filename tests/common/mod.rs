@@ -66,6 +66,26 @@ pub fn classify(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Outpu
 }
 pub mod corpus;
 
+/// Filler words of the synthetic letters.
+pub const FILLER: [&str; 6] = ["hat", "die", "Klage", "nach", "heute", "abgewiesen"];
+
+/// Letter `i` of a synthetic inbox, labelled `steuer` (even `i`) or `arbeit` by its
+/// vocabulary, with shared filler: a working classifier must learn the words.
+pub fn synthetic_letter(i: usize) -> (&'static str, String) {
+    const TAX: [&str; 4] = ["Finanzamt", "Einkommensteuer", "Steuerbescheid", "Umsatzsteuer"];
+    const LABOUR: [&str; 4] = ["Arbeitgeber", "Kündigung", "Arbeitnehmer", "Lohn"];
+    let (label, words) = if i.is_multiple_of(2) { ("steuer", TAX) } else { ("arbeit", LABOUR) };
+    let text = format!(
+        "Die {} {} und der {} {} wurde {}",
+        FILLER[i % 6],
+        words[i % 4],
+        words[(i + 1) % 4],
+        FILLER[(i + 2) % 6],
+        FILLER[(i + 3) % 6]
+    );
+    (label, text)
+}
+
 /// Checks a record's linear `evidence` against its text: it explains the record's label,
 /// the bias, the contributions and the rest add up to the logit (to 1e-4), every listed
 /// occurrence slices the original text to one of its term's texts, every window range

@@ -301,7 +301,7 @@ mod tests {
     fn viterbi_never_starts_inside_an_entity_or_jumps_from_outside() {
         let k = 3;
         // Emissions that favour I-X everywhere.
-        let emissions = vec![0.0, 0.0, 5.0].repeat(4);
+        let emissions = [0.0, 0.0, 5.0].repeat(4);
         let tags = viterbi(&transitions(), &emissions, k);
         assert_ne!(tags[0], 2);
         for pair in tags.windows(2) {
