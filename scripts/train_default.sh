@@ -22,7 +22,7 @@ timed "$DOCCLASS" train datasets/ler/ler_train_rebuilt.conll --dev datasets/ler/
 # A classifier chooses its settings by 5-fold cross-validation on train + dev and is
 # fitted on both (see the README's train section).
 timed "$DOCCLASS" train datasets/ler_court_cls/train.tsv --dev datasets/ler_court_cls/dev.tsv \
-  --out models/area-of-law --force --refit-with-dev
+  --label-names models/area-of-law/label-names.tsv --out models/area-of-law --force --refit-with-dev
 
 # Each head at f32 (the reference) and at int8 (what classify runs by default), and the two compared.
 for precision in f32 int8; do

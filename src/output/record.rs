@@ -91,20 +91,6 @@ pub enum Contribution {
     },
 }
 
-impl Contribution {
-    pub fn value(&self) -> f32 {
-        match self {
-            Contribution::Word { value, .. } | Contribution::Window { value, .. } => *value,
-        }
-    }
-
-    pub fn versus(&self) -> Option<f32> {
-        match self {
-            Contribution::Word { versus, .. } | Contribution::Window { versus, .. } => *versus,
-        }
-    }
-}
-
 /// Characters `start..end` of the original text (Unicode scalar values, as entities).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Span {
@@ -165,13 +151,13 @@ impl Record {
     pub fn score_out_of_range(&self) -> Option<String> {
         let bad = |s: f32| !(0.0..=1.0).contains(&s);
         let classifications =
-            self.classification.iter().map(|c| ("", c)).chain(self.heads.iter().map(|(n, c)| (n.as_str(), c)));
+            self.classification.iter().map(|c| ("the", c)).chain(self.heads.iter().map(|(n, c)| (n.as_str(), c)));
         for (head, c) in classifications {
             if bad(c.score) {
-                return Some(format!("{head} score {}", c.score));
+                return Some(format!("{head} head's score {}", c.score));
             }
             if let Some(s) = c.scores.iter().find(|s| bad(s.score)) {
-                return Some(format!("{head} score of {} {}", s.label, s.score));
+                return Some(format!("{head} head's score of {} {}", s.label, s.score));
             }
         }
         self.entities.iter().flatten().find(|e| bad(e.score)).map(|e| format!("entity {:?} score {}", e.text, e.score))
