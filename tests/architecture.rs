@@ -1,6 +1,7 @@
 //! The module layering of docs/ARCHITECTURE.md, checked on the source: every module
 //! imports only modules of lower layers, the library below `commands/` never sees the
-//! command line, and the files of one folder import each other in no circle.
+//! command line, and no modules import each other in a circle, at any depth and across
+//! folders.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -64,14 +65,56 @@ fn circle_through(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Op
     None
 }
 
+/// The module paths named after `prefix` in `text`: `crate::model::heads::Tagger` →
+/// `[model, heads, Tagger]`.
+fn paths_after<'a>(text: &'a str, prefix: &str) -> Vec<Vec<&'a str>> {
+    text.match_indices(prefix)
+        .filter(|(i, _)| !text[..*i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|(i, _)| {
+            let mut rest = &text[i + prefix.len()..];
+            let mut path = Vec::new();
+            loop {
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                if end == 0 {
+                    break;
+                }
+                path.push(&rest[..end]);
+                match rest[end..].strip_prefix("::") {
+                    Some(next) => rest = next,
+                    None => break,
+                }
+            }
+            path
+        })
+        .filter(|path| !path.is_empty())
+        .collect()
+}
+
+/// The module a source file is: `model/heads/tagger.rs` → `model::heads::tagger`,
+/// `model/heads/mod.rs` → `model::heads`.
+fn module_of(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> =
+        relative.components().map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string()).collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
 #[test]
-fn modules_import_only_lower_layers_and_files_of_a_folder_form_no_circle() {
+fn modules_import_only_lower_layers_and_form_no_circle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     source_files(&src, &mut files);
     let mut violations = Vec::new();
-    // folder → file stem → sibling stems it imports
-    let mut siblings: BTreeMap<PathBuf, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    let modules: BTreeSet<Vec<String>> =
+        files.iter().map(|f| module_of(f.strip_prefix(&src).unwrap())).filter(|m| !m.is_empty()).collect();
+    // The longest prefix of `path` that is a module of the crate.
+    let resolve = |path: Vec<String>| -> Option<Vec<String>> {
+        (1..=path.len()).rev().map(|n| path[..n].to_vec()).find(|prefix| modules.contains(prefix))
+    };
+    // module → the modules it imports (at any depth, across folders).
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in &files {
         let relative = file.strip_prefix(&src).unwrap();
         let top =
@@ -90,23 +133,36 @@ fn modules_import_only_lower_layers_and_files_of_a_folder_form_no_circle() {
                 ));
             }
         }
-        let stem = file.file_stem().unwrap().to_string_lossy().to_string();
-        if stem != "mod" && relative.components().count() > 1 {
-            let folder = file.parent().unwrap().to_path_buf();
-            let imports: BTreeSet<String> = names_after(&text, "super::")
-                .into_iter()
-                .filter(|n| folder.join(format!("{n}.rs")).exists())
-                .map(String::from)
-                .collect();
-            siblings.entry(folder).or_default().insert(stem, imports);
-        }
-    }
-    for (folder, graph) in &siblings {
-        for start in graph.keys() {
-            if let Some(circle) = circle_through(graph, start) {
-                violations.push(format!("{}: import circle {}", folder.display(), circle.join(" → ")));
+        let module = module_of(relative);
+        let parent = module[..module.len() - 1].to_vec();
+        let imported = paths_after(&text, "crate::")
+            .into_iter()
+            .map(|p| p.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .chain(
+                paths_after(&text, "super::")
+                    .into_iter()
+                    .map(|p| parent.iter().cloned().chain(p.iter().map(|s| s.to_string())).collect()),
+            );
+        let edges = graph.entry(module.join("::")).or_default();
+        for target in imported.filter_map(resolve) {
+            // A module declares and re-exports its children: that is no import.
+            if target != module && !target.starts_with(&module) {
+                edges.insert(target.join("::"));
             }
         }
+    }
+    let mut circles = BTreeSet::new();
+    for start in graph.keys() {
+        if let Some(mut circle) = circle_through(&graph, start) {
+            // The same circle from each of its modules is reported once.
+            circle.pop();
+            let first = (0..circle.len()).min_by_key(|&i| &circle[i]).unwrap();
+            circle.rotate_left(first);
+            circles.insert(circle);
+        }
+    }
+    for circle in circles {
+        violations.push(format!("import circle {} → {}", circle.join(" → "), circle[0]));
     }
     assert!(violations.is_empty(), "layering broken:\n{}", violations.join("\n"));
 }

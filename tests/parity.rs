@@ -169,7 +169,7 @@ fn real_e5_embeddings_match_transformers() {
         serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
     let pipeline = Pipeline::new(ModelBundle::load(&dir).unwrap(), None).unwrap();
     let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    let options = PipelineOptions::first_window_only(4096);
+    let options = PipelineOptions::first_window_only(std::num::NonZeroUsize::new(4096).unwrap());
     let (embeddings, _) = pipeline.embed_texts(&texts, &options).unwrap();
     assert_close("e5 mean-pooled embeddings", &embeddings, &rows(&expected["embeddings"]));
 }
@@ -184,7 +184,7 @@ fn real_e5_int8_embeddings_stay_close_to_f32() {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
     let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    let options = PipelineOptions::first_window_only(4096);
+    let options = PipelineOptions::first_window_only(std::num::NonZeroUsize::new(4096).unwrap());
     let embed = |precision: Precision| {
         let pipeline = Pipeline::new(ModelBundle::load_at(&dir, precision).unwrap(), None).unwrap();
         pipeline.embed_texts(&texts, &options).unwrap().0

@@ -13,7 +13,8 @@ use super::{configure_run, peak_memory_bytes, Outcome};
 use crate::cli::BenchArgs;
 use crate::fsutil::write_durably;
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::model::quantized::Int8Kernel;
+use crate::model::cpu::CpuFeatures;
+use crate::model::int8::Int8Kernel;
 use crate::model::ModelBundle;
 
 pub fn run(args: BenchArgs) -> Result<Outcome> {
@@ -28,13 +29,12 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
         bail!("{}: the corpus has no documents", args.corpus.display());
     }
     let dir = args.model.model.unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
-    let precision = args.run.inference_precision();
-    let mut bundle =
-        ModelBundle::load_at(&dir, precision).with_context(|| format!("loading model {}", dir.display()))?;
-    let model = bundle.name.clone();
+    let mut bundle = ModelBundle::load_at(&dir, args.run.inference_precision())
+        .with_context(|| format!("loading model {}", dir.display()))?;
+    let identity = bundle.identity.clone();
     bundle.settings.input_prefix.clear();
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
-    let options = PipelineOptions::first_window_only(args.run.batch_tokens.max(1));
+    let options = PipelineOptions::first_window_only(args.run.batch_tokens);
 
     // Untimed warm-up on a few documents from the middle of the corpus.
     let mid = docs.len() / 2;
@@ -72,10 +72,10 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
         "maxrss_mb": maxrss_mb,
         "threads": threads,
         "batch_tokens": options.batch_tokens,
-        "model": model,
-        "precision": precision,
-        "int8_kernel": (!precision.is_f32()).then(|| Int8Kernel::detect().name()),
-        "cpu_features": cpu_features(),
+        "model": identity.record_name,
+        "precision": identity.precision,
+        "int8_kernel": (!identity.precision.is_f32()).then(|| Int8Kernel::detect().name()),
+        "cpu_features": CpuFeatures::get().names(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let Some((mean, min)) = cosine {
@@ -91,22 +91,6 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
         writeln!(file, "{result}").with_context(|| format!("{}: cannot write", path.display()))?;
     }
     Ok(Outcome::Complete)
-}
-
-/// The vector extensions the kernels choose between that this CPU has: a speed is only
-/// meaningful with them.
-fn cpu_features() -> Vec<&'static str> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut found = Vec::new();
-        macro_rules! check {
-            ($($name:tt),+) => { $(if std::is_x86_feature_detected!($name) { found.push($name); })+ };
-        }
-        check!("avx2", "fma", "avx512f", "avx512bw", "avx512vnni");
-        found
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    Vec::new()
 }
 
 /// Mean and minimum cosine similarity of each embedding to its row in `path` (written by

@@ -27,7 +27,6 @@ use crate::intake::checkpoint::{read_journal, Counts, Journal, RunFiles};
 use crate::intake::state::State;
 use crate::intake::RunLock;
 use crate::logging;
-use crate::model::bundle::model_fingerprint;
 use crate::model::ModelBundle;
 use crate::output::{open_writer, OutputFormat};
 
@@ -142,13 +141,9 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
         }
         (_, model) => model_dir(model.clone()),
     };
-    let precision = args.run.inference_precision();
-    let bundle = ModelBundle::load_at(&dir, precision).with_context(|| format!("loading model {}", dir.display()))?;
-    let mut model_id = model_fingerprint(&dir)?;
-    if !precision.is_f32() {
-        // Records of another precision are other results: a resumed run must not keep them.
-        model_id = format!("{model_id}@{precision}");
-    }
+    let bundle = ModelBundle::load_at(&dir, args.run.inference_precision())
+        .with_context(|| format!("loading model {}", dir.display()))?;
+    let mut model_id = bundle.identity.results_key();
     if let Some(labels) = &args.zero_shot {
         let bytes = std::fs::read(labels).with_context(|| format!("{}: cannot read", labels.display()))?;
         model_id = format!(

@@ -23,7 +23,7 @@ use crate::infer::runner::{ChunkLimits, Documents, Records, Runner};
 use crate::infer::Pipeline;
 use crate::ingest::labelled::{read_conll, read_documents, TaggedSentence};
 use crate::ingest::{Document, Item, Source};
-use crate::model::bundle::model_fingerprint;
+use crate::model::bundle::ModelIdentity;
 use crate::model::ModelBundle;
 
 const CHUNK: usize = 256;
@@ -66,9 +66,9 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     let model = match &run {
         Some(run) => ModelInfo {
             path: Some(run.dir.display().to_string()),
-            name: Some(run.name.clone()),
-            sha256: Some(run.fingerprint.clone()),
-            precision: Some(args.run.inference_precision()),
+            name: Some(run.identity.record_name.clone()),
+            sha256: Some(run.identity.fingerprint.clone()),
+            precision: Some(run.identity.precision),
         },
         None => {
             let recorded = || predictions.first()?.record.get("model")?.as_str().map(String::from);
@@ -127,8 +127,7 @@ fn read_gold(args: &EvalArgs, path: &Path) -> Result<Gold> {
 /// What a model run adds to the report.
 struct ModelRun {
     dir: PathBuf,
-    name: String,
-    fingerprint: String,
+    identity: ModelIdentity,
     tokens: usize,
 }
 
@@ -175,7 +174,7 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
             let mut runner = Runner::new(
                 Documents::Memory(items.into_iter()),
                 Records::Memory(Vec::new()),
-                &pipeline.model_name,
+                &pipeline.identity.record_name,
                 chunks,
             );
             let mut done = 0;
@@ -201,14 +200,14 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
                 tokens += chunk_tokens;
                 progress.inc(text_chunk.len() as u64);
                 for (id, tags) in id_chunk.iter().zip(tags) {
-                    out += &json!({"id": id, "tags": tags, "model": pipeline.model_name}).to_string();
+                    out += &json!({"id": id, "tags": tags, "model": pipeline.identity.record_name}).to_string();
                     out.push('\n');
                 }
             }
         }
     }
     progress.finish_and_clear();
-    let run = ModelRun { fingerprint: model_fingerprint(&dir)?, name: pipeline.model_name.clone(), dir, tokens };
+    let run = ModelRun { identity: pipeline.identity.clone(), dir, tokens };
     Ok((out, run))
 }
 

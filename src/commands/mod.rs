@@ -95,7 +95,7 @@ pub fn pipeline_options(
             max_windows: windows.max_windows.max(1),
             truncate: windows.truncate,
         },
-        batch_tokens: run.batch_tokens.max(1),
+        batch_tokens: run.batch_tokens,
         aggregation: windows.aggregation,
         top_k,
         explain,

@@ -32,7 +32,7 @@ pub fn run(command: ModelCommand) -> Result<Outcome> {
             let prefix = bundle.settings.input_prefix.clone();
             let pipeline = Pipeline::new(bundle, None)?;
             let heads: Vec<String> = pipeline.heads.iter().map(|h| h.describe()).collect();
-            let options = PipelineOptions::first_window_only(512);
+            let options = PipelineOptions::first_window_only(std::num::NonZeroUsize::new(512).expect("not 0"));
             let (embeddings, tokens) =
                 pipeline.embed_texts(&["Das Verwaltungsgericht weist die Klage ab."], &options)?;
             let embedding = &embeddings[0];

@@ -18,7 +18,6 @@ use crate::ingest::labelled::{
 };
 use crate::ingest::FieldNames;
 use crate::logging;
-use crate::model::bundle::fingerprint;
 use crate::model::ModelBundle;
 use crate::review::GoldLabels;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
@@ -35,7 +34,6 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let encoder_dir = args.encoder.clone().unwrap_or_else(|| super::resolve_default(super::DEFAULT_ENCODER));
     let bundle = ModelBundle::load_at(&encoder_dir, args.run.training_precision())
         .with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
-    let encoder_fingerprint = fingerprint(&encoder_dir)?;
     let encoder_layers = bundle.encoder_config().layers;
     let layers = if args.layers.is_empty() {
         (encoder_layers.saturating_sub(3).max(1)..=encoder_layers).collect()
@@ -46,6 +44,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         bail!("--layers: the encoder has layers 1 to {encoder_layers}, not {bad}");
     }
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
+    let identity = pipeline.identity.clone();
     let options = PipelineOptions::whole_texts(&pipeline, args.run.batch_tokens)?;
     let cache_dir = args
         .cache
@@ -54,7 +53,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         .unwrap_or_else(|| PathBuf::from(".cache/features"));
     let encode = |label: &str, texts: &[String], spans: &[Vec<(usize, usize)>]| -> Result<FeatureSet> {
         let request = FeatureRequest { label, texts, word_spans: spans };
-        features(&pipeline, &encoder_fingerprint, &layers, encoder_layers, &options, &cache_dir, &request)
+        features(&pipeline, &layers, encoder_layers, &options, &cache_dir, &request)
     };
     // The head is written into a hidden sibling folder and renamed into place when
     // complete: a run that fails or is killed leaves the previous head as it was.
@@ -62,8 +61,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let context = TrainContext {
         config: &config,
         encoder_dir: &encoder_dir,
-        encoder_fingerprint: &encoder_fingerprint,
-        encoder_precision: args.run.training_precision(),
+        encoder_fingerprint: &identity.encoder_fingerprint,
+        encoder_precision: identity.precision,
         layers: &layers,
         staging: &staging,
     };

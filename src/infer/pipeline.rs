@@ -3,6 +3,7 @@
 //! assemble one record per document in input order.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -12,6 +13,7 @@ use crate::decode::entities::Aggregation;
 use crate::decode::iob2;
 use crate::decode::scores::weighted_mean;
 use crate::ingest::{Document, Item};
+use crate::model::bundle::ModelIdentity;
 use crate::model::heads::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::model::{ModelBundle, PackedBatch};
 use crate::output::record::{Classification, Record};
@@ -21,7 +23,7 @@ use crate::text::{DocTokens, TextEncoder, Window, WindowOptions};
 pub struct PipelineOptions {
     pub windows: WindowOptions,
     /// Real tokens per encoder batch.
-    pub batch_tokens: usize,
+    pub batch_tokens: NonZeroUsize,
     pub aggregation: Aggregation,
     pub top_k: Option<usize>,
     /// Evidence for the chosen label with this many contributions (`classify --explain`).
@@ -31,10 +33,10 @@ pub struct PipelineOptions {
 impl PipelineOptions {
     /// Every text read whole, with windows overlapping by the default stride: for
     /// training and evaluation data.
-    pub fn whole_texts(pipeline: &Pipeline, batch_tokens: usize) -> Result<Self> {
+    pub fn whole_texts(pipeline: &Pipeline, batch_tokens: NonZeroUsize) -> Result<Self> {
         Ok(Self {
             windows: WindowOptions { stride: pipeline.text.stride(None)?, max_windows: usize::MAX, truncate: false },
-            batch_tokens: batch_tokens.max(1),
+            batch_tokens,
             aggregation: Aggregation::First,
             top_k: None,
             explain: None,
@@ -43,7 +45,7 @@ impl PipelineOptions {
 
     /// Each text truncated to its first window: for embedding short texts and for
     /// benchmarks that compare with truncating pipelines.
-    pub fn first_window_only(batch_tokens: usize) -> Self {
+    pub fn first_window_only(batch_tokens: NonZeroUsize) -> Self {
         Self {
             windows: WindowOptions { stride: 0, max_windows: 1, truncate: true },
             batch_tokens,
@@ -59,7 +61,8 @@ pub struct Pipeline {
     pub encoder: crate::model::Encoder,
     pub text: TextEncoder,
     pub heads: Vec<Box<dyn TaskHead>>,
-    pub model_name: String,
+    /// What the model is (fingerprint, precision, the name records carry).
+    pub identity: ModelIdentity,
 }
 
 /// What one window contributes to its document.
@@ -104,7 +107,7 @@ impl Pipeline {
         let max_len = max_len.map_or(model_max, |m| m.min(model_max));
         let text = TextEncoder::new(bundle.tokenizer, &bundle.settings.input_prefix, max_len)
             .with_context(|| format!("{}: tokenizer", bundle.dir.display()))?;
-        Ok(Self { encoder: bundle.encoder, text, heads: bundle.heads, model_name: bundle.name })
+        Ok(Self { encoder: bundle.encoder, text, heads: bundle.heads, identity: bundle.identity })
     }
 
     /// The width of one encoder layer's states.
@@ -118,10 +121,13 @@ impl Pipeline {
         let prepared: Vec<Result<(Document, Prepared), Box<Record>>> = items
             .into_par_iter()
             .map(|item| {
-                let doc = item.map_err(|f| Box::new(Record::failed(f.id, f.source, &self.model_name, f.error)))?;
+                let doc =
+                    item.map_err(|f| Box::new(Record::failed(f.id, f.source, &self.identity.record_name, f.error)))?;
                 match self.prepare(&doc.text, &options.windows) {
                     Ok(p) => Ok((doc, p)),
-                    Err(e) => Err(Box::new(Record::failed(doc.id, doc.source, &self.model_name, format!("{e:#}")))),
+                    Err(e) => {
+                        Err(Box::new(Record::failed(doc.id, doc.source, &self.identity.record_name, format!("{e:#}"))))
+                    }
                 }
             })
             .collect();
@@ -252,7 +258,7 @@ impl Pipeline {
     pub(crate) fn encode_windows(
         &self,
         window_ids: &[Vec<u32>],
-        batch_tokens: usize,
+        batch_tokens: NonZeroUsize,
         needs_mean: bool,
         feature_layers: Option<&[usize]>,
     ) -> Result<Vec<WindowOutput>> {
@@ -261,7 +267,7 @@ impl Pipeline {
         let layers = self.layers_needed(feature_layers);
         let last = self.encoder.config().layers;
         let frame = (self.text.leading_len(), self.text.trailing_len());
-        for batch_indices in plan_batches(&lens, batch_tokens) {
+        for batch_indices in plan_batches(&lens, batch_tokens.get()) {
             let mut batch = PackedBatch::default();
             for &i in &batch_indices {
                 batch.push(&window_ids[i]);
@@ -340,7 +346,7 @@ impl Pipeline {
             encoding: Some(doc.encoding),
             extractor: Some(doc.extractor),
             index: None,
-            model: self.model_name.clone(),
+            model: self.identity.record_name.clone(),
             error: None,
         }
     }

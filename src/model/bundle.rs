@@ -9,10 +9,10 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::config::{EncoderConfig, HfConfig};
+use super::config::{EncoderConfig, HfConfig, Precision};
 use super::encoder::Encoder;
-use super::heads::{ClassificationHead, TaskHead, TokenClassificationHead};
-use super::quantized::{Precision, QuantizedTable};
+use super::heads::{self, ClassificationHead, TaskHead, TokenClassificationHead};
+use super::int8::QuantizedTable;
 use super::trained;
 use super::weights::SafetensorFiles;
 
@@ -38,11 +38,44 @@ pub struct ModelSettings {
 
 pub const SETTINGS_FILE: &str = "docclass.json";
 
+/// What a loaded model is, decided once when it is loaded: commands, the feature cache,
+/// resume state and reports ask it instead of hashing or naming the model again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelIdentity {
+    /// SHA-256 of the encoder's files ([`fingerprint`]): what trained heads and cached
+    /// features record.
+    pub encoder_fingerprint: String,
+    /// SHA-256 of everything that determines the model's output: the encoder's
+    /// fingerprint and, for a pipeline or a trained head, `pipeline.json` and each head's
+    /// files. For a bare checkpoint, the encoder's fingerprint.
+    pub fingerprint: String,
+    /// The arithmetic the encoder runs in.
+    pub precision: Precision,
+    /// The name written into every record: the directory's, `name@int8` at int8.
+    pub record_name: String,
+}
+
+impl ModelIdentity {
+    /// What a run's results depend on: the fingerprint, and the precision unless f32
+    /// (records of another precision are other results; f32 keys are as they were
+    /// before precisions existed).
+    pub fn results_key(&self) -> String {
+        marked(&self.fingerprint, self.precision)
+    }
+}
+
+/// `name@int8` for a precision other than f32; f32 names and keys stay as they were
+/// before precisions existed.
+fn marked(name: &str, precision: Precision) -> String {
+    match precision {
+        Precision::F32 => name.to_string(),
+        precision => format!("{name}@{precision}"),
+    }
+}
+
 pub struct ModelBundle {
     pub dir: PathBuf,
-    /// The directory's name, written into every output record; `name@int8` when the
-    /// encoder runs at int8.
-    pub name: String,
+    pub identity: ModelIdentity,
     pub config: HfConfig,
     pub encoder: Encoder,
     pub tokenizer: Tokenizer,
@@ -70,9 +103,7 @@ impl ModelBundle {
     /// [`Self::load`] with the encoder at `precision`.
     pub fn load_at(dir: &Path, precision: Precision) -> Result<Self, ModelError> {
         let mut bundle = Self::load_any(dir, precision)?;
-        if !precision.is_f32() {
-            bundle.name = format!("{}@{precision}", bundle.name);
-        }
+        bundle.identity.record_name = marked(&bundle.identity.record_name, precision);
         Ok(bundle)
     }
 
@@ -96,19 +127,26 @@ impl ModelBundle {
     /// The encoder of `spec` with its trained heads, named after the pipeline directory.
     fn load_pipeline(dir: &Path, spec: &PipelineSpec, precision: Precision) -> Result<Self, ModelError> {
         let (encoder_dir, encoder_fingerprint) = find_encoder(dir, spec)?;
-        let mut bundle = Self::load_checkpoint(&encoder_dir, precision)?;
+        let mut bundle = Self::load_encoder(&encoder_dir, precision, Some(encoder_fingerprint.clone()))?;
         let hidden = bundle.encoder_config().hidden;
         for head in &spec.heads {
             let head_dir = dir.join(head);
-            let loaded = trained::load_head(&head_dir, &encoder_fingerprint, hidden)
+            let loaded = heads::load_trained(&head_dir, &encoder_fingerprint, hidden)
                 .map_err(|e| ModelError::Invalid { path: head_dir.clone(), message: format!("{e:#}") })?;
             bundle.heads.push(loaded);
         }
-        bundle.name = directory_name(dir);
+        bundle.identity.fingerprint = pipeline_fingerprint(dir, spec, &encoder_fingerprint)?;
+        bundle.identity.record_name = directory_name(dir);
         Ok(bundle)
     }
 
     fn load_checkpoint(dir: &Path, precision: Precision) -> Result<Self, ModelError> {
+        Self::load_encoder(dir, precision, None)
+    }
+
+    /// A Hugging Face checkpoint; its fingerprint is hashed once it has loaded, unless
+    /// finding it already did.
+    fn load_encoder(dir: &Path, precision: Precision, known: Option<String>) -> Result<Self, ModelError> {
         if !dir.is_dir() {
             return Err(ModelError::Missing {
                 path: dir.to_path_buf(),
@@ -182,8 +220,17 @@ impl ModelBundle {
             Encoder::load_at(&encoder_vb, &encoder_config, precision, quantized_words).map_err(invalid_weights)?;
         let heads = load_hf_heads(&vb, &config, &encoder_config).map_err(invalid_weights)?;
 
-        let name = directory_name(dir);
-        Ok(Self { dir: dir.to_path_buf(), name, config, encoder, tokenizer, heads, settings })
+        let encoder_fingerprint = match known {
+            Some(known) => known,
+            None => fingerprint(dir)?,
+        };
+        let identity = ModelIdentity {
+            fingerprint: encoder_fingerprint.clone(),
+            encoder_fingerprint,
+            precision,
+            record_name: directory_name(dir),
+        };
+        Ok(Self { dir: dir.to_path_buf(), identity, config, encoder, tokenizer, heads, settings })
     }
 
     pub fn encoder_config(&self) -> &EncoderConfig {
@@ -283,32 +330,21 @@ pub fn fingerprint(dir: &Path) -> Result<String, ModelError> {
     Ok(format!("{:x}", hash.finalize()))
 }
 
-/// A SHA-256 over everything that determines a model directory's output: the encoder's
-/// fingerprint and, for a pipeline or head directory, `pipeline.json` and each head's
+/// A SHA-256 over everything that determines a pipeline's (or trained head directory's)
+/// output: the encoder's fingerprint, `pipeline.json` where there is one, and each head's
 /// `head.json` (which names the SHA-256 of its weights, checked at load) and weights.
-pub fn model_fingerprint(dir: &Path) -> Result<String, ModelError> {
+fn pipeline_fingerprint(dir: &Path, spec: &PipelineSpec, encoder_fingerprint: &str) -> Result<String, ModelError> {
     use sha2::{Digest, Sha256};
-    let pipeline_path = dir.join(PIPELINE_FILE);
-    let head_path = dir.join(trained::HEAD_FILE);
     let invalid = |path: &Path, message: String| ModelError::Invalid { path: path.to_path_buf(), message };
-    let (mut files, spec) = if pipeline_path.is_file() {
-        let spec: PipelineSpec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
-            .map_err(|e| invalid(&pipeline_path, e.to_string()))?;
-        (vec![pipeline_path], spec)
-    } else if head_path.is_file() {
-        let head: trained::HeadSpec = serde_json::from_str(&read_to_string(&head_path, "the head")?)
-            .map_err(|e| invalid(&head_path, e.to_string()))?;
-        (Vec::new(), PipelineSpec { encoder: head.encoder, heads: vec![".".into()] })
-    } else {
-        return fingerprint(dir);
-    };
+    let pipeline_path = dir.join(PIPELINE_FILE);
+    let mut files = if pipeline_path.is_file() { vec![pipeline_path] } else { Vec::new() };
     for head in &spec.heads {
         let head_dir = dir.join(head);
         files.push(head_dir.join(trained::HEAD_FILE));
         files.push(head_dir.join(trained::WEIGHTS_FILE));
     }
     let mut hash = Sha256::new();
-    hash.update(find_encoder(dir, &spec)?.1.as_bytes());
+    hash.update(encoder_fingerprint.as_bytes());
     for path in files {
         let mut file = std::fs::File::open(&path).map_err(|e| invalid(&path, e.to_string()))?;
         std::io::copy(&mut file, &mut hash).map_err(|e| invalid(&path, e.to_string()))?;

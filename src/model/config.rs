@@ -1,8 +1,10 @@
 //! `config.json` of a Hugging Face checkpoint, normalised into what the encoder needs.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 
@@ -188,5 +190,56 @@ impl EncoderConfig {
     /// The longest sequence (special tokens included) the position table allows.
     pub fn max_sequence_len(&self) -> usize {
         self.max_positions - self.first_position()
+    }
+}
+
+/// The arithmetic the encoder's dense layers run in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout: the encoder as trained, transformers parity.
+    #[default]
+    F32,
+    /// int8 dense layers, word embeddings in 4 or 8 bits (`model::int8`).
+    Int8,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?}: expected f32 or int8")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Precision;
+
+    #[test]
+    fn precision_parses_and_prints() {
+        for p in [Precision::F32, Precision::Int8] {
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+        }
+        assert!("q4".parse::<Precision>().is_err());
     }
 }

@@ -8,9 +8,10 @@
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
+use super::config::Precision;
 use super::config::{Activation, Architecture, EncoderConfig};
+use super::int8::{self, QuantizedLinear, QuantizedTable};
 use super::kernels::{BiasActivation, WindowAttention};
-use super::quantized::{self, Precision, QuantizedLinear, QuantizedTable};
 
 /// A dense layer stored as `[in, out]`, so that the packed activations multiply it
 /// without a transpose per call.
@@ -229,7 +230,6 @@ impl PackedBatch {
 
 pub struct Encoder {
     config: EncoderConfig,
-    precision: Precision,
     word_embeddings: WordEmbeddings,
     position_embeddings: Tensor,
     /// Row 0 of the token type table: docclass always feeds token type 0, as
@@ -295,7 +295,6 @@ impl Encoder {
         }
         Ok(Self {
             config: config.clone(),
-            precision,
             word_embeddings,
             position_embeddings,
             token_type_row,
@@ -307,10 +306,6 @@ impl Encoder {
 
     pub fn config(&self) -> &EncoderConfig {
         &self.config
-    }
-
-    pub fn precision(&self) -> Precision {
-        self.precision
     }
 
     /// The name of the word-embedding tensor, relative to the encoder's prefix.
@@ -373,7 +368,7 @@ impl Encoder {
         let xs = layer.attention_norm.forward(&layer.attention_out.forward(&context)?.add(xs)?)?;
         let activation = Some(self.config.activation);
         let ffn = match (&layer.ffn_in, &layer.ffn_out) {
-            (Dense::Int8(inner), Dense::Int8(outer)) => quantized::feed_forward(inner, outer, &xs, activation)?,
+            (Dense::Int8(inner), Dense::Int8(outer)) => int8::feed_forward(inner, outer, &xs, activation)?,
             (inner, outer) => outer.forward(&inner.forward_activated(&xs, activation)?)?,
         };
         layer.ffn_norm.forward(&ffn.add(&xs)?)

@@ -14,6 +14,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
 use super::config::Activation;
+use super::cpu::CpuFeatures;
 
 /// Rows handed to one rayon task by the element-wise kernels.
 const ROWS_PER_TASK: usize = 16;
@@ -88,12 +89,14 @@ pub fn bias_activation_in_place(values: &mut [f32], bias: &[f32], activation: Op
 fn map_in_place(values: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // Safety: the CPU supports the features the function is compiled for.
+        // SAFETY: the CPU supports the features the function is compiled for.
         return unsafe { map_in_place_avx2(values, bias, &f) };
     }
     map_rows_in_place(values, bias, &f)
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn map_in_place_avx2(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
@@ -111,10 +114,7 @@ fn map_rows_in_place(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) 
 
 /// Whether the AVX2/FMA builds of the element-wise loops may run; asked once per op.
 fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    CpuFeatures::get().avx2_fma
 }
 
 /// erf as a rational function of x (Eigen's `generic_fast_erf_float`): no branches and no
@@ -148,7 +148,10 @@ pub struct WindowAttention {
 /// A pointer that rayon tasks may share because each writes its own disjoint block.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
+// SAFETY: the tasks that share it write disjoint blocks of the output (one window's rows
+// and one head's columns each), and the output outlives them.
 unsafe impl Send for SharedOut {}
+// SAFETY: as for Send.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
@@ -193,7 +196,7 @@ impl CustomOp1 for WindowAttention {
                 let k = qkv[row(0) + hidden + h * head_dim..].as_ptr();
                 let v = qkv[row(0) + 2 * hidden + h * head_dim..].as_ptr();
                 let w = width as isize;
-                // Safety: all pointers stay inside `qkv`, `scores` and this task's block of
+                // SAFETY: all pointers stay inside `qkv`, `scores` and this task's block of
                 // `out` (rows start..start+len, columns of head h), which no other task touches.
                 unsafe {
                     // scores = scale * Q Kᵀ: Q is len x head_dim (rows `width` apart), Kᵀ is
@@ -223,6 +226,8 @@ impl CustomOp1 for WindowAttention {
                 for scores_row in scores[..len * len].chunks_exact_mut(len) {
                     softmax_in_place(scores_row, vectors);
                 }
+                // SAFETY: as for the scores: `dst` and the rows of `v` lie inside this task's
+                // block of `out` and inside `qkv`; `scores` holds len × len values.
                 unsafe {
                     let dst = shared.ptr().add(start * hidden + h * head_dim);
                     // context = P V: P is len x len, V is len x head_dim (rows `width` apart).
@@ -268,11 +273,12 @@ enum SoftmaxWidth {
 }
 
 fn softmax_width() -> SoftmaxWidth {
+    let cpu = CpuFeatures::get();
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && has_avx2_fma() {
+    if cpu.avx512f && cpu.avx2_fma {
         return SoftmaxWidth::Avx512;
     }
-    if has_avx2_fma() {
+    if cpu.avx2_fma {
         SoftmaxWidth::Avx2
     } else {
         SoftmaxWidth::Portable
@@ -285,20 +291,25 @@ fn softmax_width() -> SoftmaxWidth {
 fn softmax_in_place(row: &mut [f32], width: SoftmaxWidth) {
     #[cfg(target_arch = "x86_64")]
     match width {
-        // Safety: `softmax_width` saw the features these builds are compiled for.
+        // SAFETY: `softmax_width` saw the features these builds are compiled for.
         SoftmaxWidth::Avx512 => return unsafe { softmax_avx512(row) },
+        // SAFETY: as above.
         SoftmaxWidth::Avx2 => return unsafe { softmax_avx2(row) },
         SoftmaxWidth::Portable => {}
     }
     softmax_portable(row)
 }
 
+/// # Safety
+/// The CPU must have AVX-512 F, AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn softmax_avx512(row: &mut [f32]) {
     softmax_portable(row)
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_avx2(row: &mut [f32]) {

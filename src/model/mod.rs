@@ -2,16 +2,16 @@
 
 pub mod bundle;
 pub mod config;
+pub mod cpu;
 pub mod encoder;
 pub mod heads;
 pub mod import_e5;
+pub mod int8;
 pub mod kernels;
-pub mod quantized;
 pub mod trained;
 pub mod weights;
 
 pub use bundle::{ModelBundle, ModelError};
-pub use config::{Architecture, EncoderConfig, HfConfig};
+pub use config::{Architecture, EncoderConfig, HfConfig, Precision};
 pub use encoder::{Encoder, PackedBatch};
 pub use heads::{ClassificationHead, TaskHead, TokenClassificationHead, ZeroShotHead};
-pub use quantized::Precision;

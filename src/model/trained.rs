@@ -1,7 +1,7 @@
 //! The files of a head `docclass train` writes, and the weights both kinds share. A head
 //! directory holds `head.json` (what the head is, which encoder and layers it reads, how
-//! it was trained) and `head.safetensors` (its weights). The heads themselves are
-//! [`DocumentClassifier`] and [`Tagger`] in `model::heads`.
+//! it was trained) and `head.safetensors` (its weights). This file only reads and writes
+//! them: each head kind in `model::heads` builds itself from a [`HeadFile`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +12,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::heads::tagger::Transitions;
-use super::heads::{DocumentClassifier, Tagger, TaskHead};
-use super::quantized::Precision;
+use super::config::Precision;
 use crate::hashing::sha256_hex;
 use crate::text::lexical::LexicalScheme;
 
@@ -170,76 +168,81 @@ impl LinearScores {
     }
 }
 
-/// Loads a head directory; `encoder_fingerprint` must match the one it was trained on.
-pub fn load_head(dir: &Path, encoder_fingerprint: &str, hidden: usize) -> Result<Box<dyn TaskHead>> {
-    let spec_path = dir.join(HEAD_FILE);
-    let spec: HeadSpec = serde_json::from_str(
-        &std::fs::read_to_string(&spec_path).with_context(|| format!("{}: cannot read", spec_path.display()))?,
-    )
-    .with_context(|| format!("{}: not a valid head description", spec_path.display()))?;
-    if !READABLE_FORMATS.contains(&spec.format.as_str()) {
-        bail!("{}: format {:?}, this docclass reads {HEAD_FORMAT:?}", spec_path.display(), spec.format);
+/// A head directory read and checked: its description, and its weights' bytes.
+pub struct HeadFile {
+    pub spec: HeadSpec,
+    weights_path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl HeadFile {
+    /// Reads a head directory; `encoder_fingerprint` must match the one it was trained on,
+    /// and the weights must be the ones `head.json` names.
+    pub fn read(dir: &Path, encoder_fingerprint: &str) -> Result<Self> {
+        let spec_path = dir.join(HEAD_FILE);
+        let spec: HeadSpec = serde_json::from_str(
+            &std::fs::read_to_string(&spec_path).with_context(|| format!("{}: cannot read", spec_path.display()))?,
+        )
+        .with_context(|| format!("{}: not a valid head description", spec_path.display()))?;
+        if !READABLE_FORMATS.contains(&spec.format.as_str()) {
+            bail!("{}: format {:?}, this docclass reads {HEAD_FORMAT:?}", spec_path.display(), spec.format);
+        }
+        if spec.encoder_fingerprint != encoder_fingerprint {
+            bail!(
+                "{}: the head was trained on another encoder (fingerprint {}…, this encoder {}…): retrain it with docclass train",
+                dir.display(),
+                &spec.encoder_fingerprint[..12.min(spec.encoder_fingerprint.len())],
+                &encoder_fingerprint[..12.min(encoder_fingerprint.len())]
+            );
+        }
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights_path).with_context(|| format!("{}: cannot read", weights_path.display()))?;
+        if sha256_hex(&bytes) != spec.weights_sha256 {
+            bail!(
+                "{}: the weights do not belong to {HEAD_FILE} (an interrupted copy or training run?): copy the head again or retrain it",
+                weights_path.display()
+            );
+        }
+        SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{}: not a readable safetensors file", weights_path.display()))?;
+        Ok(Self { spec, weights_path, bytes })
     }
-    if spec.encoder_fingerprint != encoder_fingerprint {
-        bail!(
-            "{}: the head was trained on another encoder (fingerprint {}…, this encoder {}…): retrain it with docclass train",
-            dir.display(),
-            &spec.encoder_fingerprint[..12.min(spec.encoder_fingerprint.len())],
-            &encoder_fingerprint[..12.min(encoder_fingerprint.len())]
-        );
+
+    fn tensors(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("checked when read")
     }
-    let weights_path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&weights_path).with_context(|| format!("{}: cannot read", weights_path.display()))?;
-    if sha256_hex(&bytes) != spec.weights_sha256 {
-        bail!(
-            "{}: the weights do not belong to {HEAD_FILE} (an interrupted copy or training run?): copy the head again or retrain it",
-            weights_path.display()
-        );
-    }
-    let tensors = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not a readable safetensors file", weights_path.display()))?;
-    let k = spec.labels.len();
-    let dim =
-        hidden * spec.layers.len() * if spec.kind == HeadKind::DocumentClassifier { spec.pooling.parts() } else { 1 };
-    let get = |name: &str, len: usize| -> Result<Vec<f32>> {
-        let view = tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", weights_path.display()))?;
+
+    /// The tensor `name` as f32 values, which must be `len`.
+    pub fn get(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let tensors = self.tensors();
+        let view =
+            tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", self.weights_path.display()))?;
         let values = to_f32(&view);
         if values.len() != len {
-            bail!("{}: {name} has {} values, expected {len}", weights_path.display(), values.len());
+            bail!("{}: {name} has {} values, expected {len}", self.weights_path.display(), values.len());
         }
         Ok(values)
-    };
-    let lexical = match tensors.tensor("lexical_ids") {
-        Ok(view) if spec.lexical_buckets > 0 => {
-            let ids: Vec<u32> =
-                view.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            if ids.windows(2).any(|w| w[0] >= w[1]) || ids.last().is_some_and(|&b| b as usize >= spec.lexical_buckets) {
-                bail!("{}: lexical_ids are not ascending bucket ids", weights_path.display());
+    }
+
+    /// The linear scores every trained head has, on `dim` dense features.
+    pub fn linear_scores(&self, dim: usize) -> Result<LinearScores> {
+        let k = self.spec.labels.len();
+        let lexical = match self.tensors().tensor("lexical_ids") {
+            Ok(view) if self.spec.lexical_buckets > 0 => {
+                let ids: Vec<u32> =
+                    view.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                if ids.windows(2).any(|w| w[0] >= w[1])
+                    || ids.last().is_some_and(|&b| b as usize >= self.spec.lexical_buckets)
+                {
+                    bail!("{}: lexical_ids are not ascending bucket ids", self.weights_path.display());
+                }
+                let rows = self.get("lexical", ids.len() * k)?;
+                LexicalTable { ids, rows, labels: k }
             }
-            let rows = get("lexical", ids.len() * k)?;
-            LexicalTable { ids, rows, labels: k }
-        }
-        _ => LexicalTable { labels: k, ..Default::default() },
-    };
-    let scores = LinearScores { dense: get("dense", k * dim)?, bias: get("bias", k)?, lexical, labels: k };
-    Ok(match spec.kind {
-        HeadKind::DocumentClassifier => {
-            let idf = if scores.lexical.ids.is_empty() { Vec::new() } else { get("idf", spec.lexical_buckets)? };
-            Box::new(DocumentClassifier { spec, scores, idf })
-        }
-        HeadKind::Tagger => {
-            let (allowed, allowed_start) = crate::decode::iob2::allowed_transitions(&spec.labels);
-            let transitions = Transitions {
-                scores: get("transitions", k * k)?,
-                start: get("start", k)?,
-                end: get("end", k)?,
-                allowed,
-                allowed_start,
-            };
-            let abbreviations = spec.abbreviations.iter().cloned().collect();
-            Box::new(Tagger { spec, scores, transitions, abbreviations })
-        }
-    })
+            _ => LexicalTable { labels: k, ..Default::default() },
+        };
+        Ok(LinearScores { dense: self.get("dense", k * dim)?, bias: self.get("bias", k)?, lexical, labels: k })
+    }
 }
 
 fn to_f32(view: &TensorView) -> Vec<f32> {
@@ -294,4 +297,60 @@ pub fn save_head(
 /// The encoder directory a head names, resolved against the head directory.
 pub fn encoder_dir(head_dir: &Path, spec: &HeadSpec) -> PathBuf {
     head_dir.join(&spec.encoder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(encoder_fingerprint: &str) -> HeadSpec {
+        HeadSpec {
+            format: HEAD_FORMAT.to_string(),
+            kind: HeadKind::DocumentClassifier,
+            name: "test".into(),
+            labels: vec!["a".into(), "b".into()],
+            multi_label: false,
+            layers: vec![1],
+            encoder: "../encoder".into(),
+            encoder_fingerprint: encoder_fingerprint.into(),
+            encoder_precision: Precision::F32,
+            lexical_buckets: 8,
+            lexical_scheme: None,
+            pooling: DocumentPooling::Mean,
+            abbreviations: Vec::new(),
+            training: serde_json::Value::Null,
+            weights_sha256: String::new(),
+        }
+    }
+
+    /// A head written and read back: the same weights (the dense ones at f32, the lexical
+    /// rows at f16), and a head that does not belong is refused.
+    #[test]
+    fn a_head_file_round_trips_and_refuses_what_does_not_belong() {
+        let dir = tempfile::tempdir().unwrap();
+        let dense = vec![0.5, -1.25, 2.0, 0.0, 0.75, -0.5];
+        let f32_tensors = BTreeMap::from([("dense", dense.clone()), ("bias", vec![0.1, -0.1])]);
+        let f16_tensors = BTreeMap::from([("idf", vec![1.5; 8])]);
+        let lexical = LexicalTable { ids: vec![2, 5], rows: vec![0.25, -0.5, 1.0, 2.0], labels: 2 };
+        save_head(dir.path(), &spec("abc"), &f32_tensors, &f16_tensors, &lexical).unwrap();
+
+        let file = HeadFile::read(dir.path(), "abc").unwrap();
+        assert_eq!(file.spec.labels, ["a", "b"]);
+        let scores = file.linear_scores(3).unwrap();
+        assert_eq!((scores.dense, scores.bias), (dense, vec![0.1, -0.1]));
+        assert_eq!(scores.lexical.row(5), Some(&[1.0, 2.0][..]));
+        assert_eq!(scores.lexical.row(3), None);
+        assert_eq!(file.get("idf", 8).unwrap(), vec![1.5; 8]);
+        assert!(file.get("idf", 7).is_err(), "a tensor of the wrong size");
+        assert!(file.linear_scores(4).is_err(), "dense weights for another encoder width");
+
+        let other = HeadFile::read(dir.path(), "xyz").err().unwrap().to_string();
+        assert!(other.contains("trained on another encoder"), "{other}");
+        let weights = dir.path().join(WEIGHTS_FILE);
+        let mut bytes = std::fs::read(&weights).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&weights, bytes).unwrap();
+        let mixed = HeadFile::read(dir.path(), "abc").err().unwrap().to_string();
+        assert!(mixed.contains("do not belong"), "{mixed}");
+    }
 }

@@ -140,12 +140,12 @@ struct Store {
 }
 
 impl Store {
-    fn open(cache_dir: &Path, pipeline: &Pipeline, encoder_fingerprint: &str, layers: &[usize]) -> Result<Self> {
+    fn open(cache_dir: &Path, pipeline: &Pipeline, layers: &[usize]) -> Result<Self> {
         let mut hash = Sha256::new();
         hash.update(b"docclass features v2\n");
-        hash.update(encoder_fingerprint.as_bytes());
+        hash.update(pipeline.identity.encoder_fingerprint.as_bytes());
         hash.update(format!("\nlayers {layers:?} window {}\n", pipeline.text.capacity()).as_bytes());
-        let precision = pipeline.encoder.precision();
+        let precision = pipeline.identity.precision;
         if !precision.is_f32() {
             // f32 stores keep the names they had before precisions existed.
             hash.update(format!("precision {precision}\n").as_bytes());
@@ -185,7 +185,6 @@ impl Store {
 /// of every layer, else encoded (and stored for the next run).
 pub fn features(
     pipeline: &Pipeline,
-    encoder_fingerprint: &str,
     layers: &[usize],
     encoder_layers: usize,
     options: &PipelineOptions,
@@ -193,11 +192,11 @@ pub fn features(
     request: &FeatureRequest,
 ) -> Result<FeatureSet> {
     let keys: Vec<TextKey> = (0..request.texts.len()).map(|i| request.key(i)).collect();
-    let mut stores = vec![(Store::open(cache_dir, pipeline, encoder_fingerprint, layers)?, Columns::All)];
+    let mut stores = vec![(Store::open(cache_dir, pipeline, layers)?, Columns::All)];
     let every_layer: Vec<usize> = (1..=encoder_layers).collect();
     if layers != every_layer {
         let width = pipeline.hidden_size();
-        let all = Store::open(cache_dir, pipeline, encoder_fingerprint, &every_layer)?;
+        let all = Store::open(cache_dir, pipeline, &every_layer)?;
         stores.push((all, Columns::Layers { width, layers: layers.to_vec() }));
     }
     // Texts that no store holds, each once.
@@ -219,7 +218,7 @@ pub fn features(
     if !missing.is_empty() {
         encode_into(&stores[0].0, pipeline, layers, options, request, &missing, &keys)?;
         // Read back through the store like every other text.
-        stores[0].0 = Store::open(cache_dir, pipeline, encoder_fingerprint, layers)?;
+        stores[0].0 = Store::open(cache_dir, pipeline, layers)?;
     }
     assemble(&stores, &keys)
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::{classification, BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::scores::{argmax, sigmoid, softmax, window_max};
-use crate::model::trained::{DocumentPooling, HeadSpec, LinearScores};
+use crate::model::trained::{DocumentPooling, HeadFile, HeadSpec, LinearScores};
 use crate::output::record::{Contribution, Evidence, RunnerUp, Span};
 use crate::text::lexical::LexicalScheme;
 use crate::text::word_shares::WordShares;
@@ -21,6 +21,14 @@ pub struct DocumentClassifier {
 }
 
 impl DocumentClassifier {
+    /// The classifier of a head directory, on an encoder of `hidden` features per layer.
+    pub fn from_file(file: HeadFile, hidden: usize) -> anyhow::Result<Self> {
+        let dim = hidden * file.spec.layers.len() * file.spec.pooling.parts();
+        let scores = file.linear_scores(dim)?;
+        let idf = if scores.lexical.ids.is_empty() { Vec::new() } else { file.get("idf", file.spec.lexical_buckets)? };
+        Ok(Self { spec: file.spec, scores, idf })
+    }
+
     pub fn lexical_scheme(&self) -> LexicalScheme {
         self.spec.lexical_scheme.unwrap_or(LexicalScheme::WORDS_ONLY)
     }

@@ -3,7 +3,7 @@
 //! batch's layer states (one output per window), and how a document's window outputs
 //! become its part of the record. The run loop in `infer::pipeline` only moves batches;
 //! adding a head kind is one file here plus where it is loaded (`model::bundle` for
-//! checkpoint heads, `model::trained::load_head` for heads `docclass train` writes).
+//! checkpoint heads, [`load_trained`] for heads `docclass train` writes).
 
 pub mod checkpoint;
 pub mod document_classifier;
@@ -15,6 +15,7 @@ use std::any::Any;
 use candle_core::Tensor;
 
 use super::encoder::mean_pool;
+use super::trained::{HeadFile, HeadKind};
 use crate::decode::entities::{Aggregation, Entity};
 use crate::decode::scores::{argmax, rank};
 use crate::output::record::Classification;
@@ -60,6 +61,20 @@ pub trait TaskHead: Send + Sync {
     fn describe(&self) -> String;
     /// The concrete head, for tests that compare its logits with transformers.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// The head in a directory `docclass train` wrote: its file read and checked, and the
+/// head kind it names built from it. One line per kind.
+pub fn load_trained(
+    dir: &std::path::Path,
+    encoder_fingerprint: &str,
+    hidden: usize,
+) -> anyhow::Result<Box<dyn TaskHead>> {
+    let file = HeadFile::read(dir, encoder_fingerprint)?;
+    Ok(match file.spec.kind {
+        HeadKind::DocumentClassifier => Box::new(DocumentClassifier::from_file(file, hidden)?),
+        HeadKind::Tagger => Box::new(Tagger::from_file(file, hidden)?),
+    })
 }
 
 /// A head's part of a record.

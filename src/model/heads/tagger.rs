@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use super::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::entities::Entity;
 use crate::decode::iob2::{self, SpanMode};
-use crate::model::trained::{HeadSpec, LinearScores};
+use crate::model::trained::{HeadFile, HeadSpec, LinearScores};
 use crate::text::lexical::{split_words, word_features};
 use crate::text::windows::{token_owners, word_means};
 
@@ -36,6 +36,22 @@ pub struct Tagger {
 const FORBIDDEN: f32 = -1.0e4;
 
 impl Tagger {
+    /// The tagger of a head directory, on an encoder of `hidden` features per layer.
+    pub fn from_file(file: HeadFile, hidden: usize) -> anyhow::Result<Self> {
+        let k = file.spec.labels.len();
+        let scores = file.linear_scores(hidden * file.spec.layers.len())?;
+        let (allowed, allowed_start) = iob2::allowed_transitions(&file.spec.labels);
+        let transitions = Transitions {
+            scores: file.get("transitions", k * k)?,
+            start: file.get("start", k)?,
+            end: file.get("end", k)?,
+            allowed,
+            allowed_start,
+        };
+        let abbreviations = file.spec.abbreviations.iter().cloned().collect();
+        Ok(Self { spec: file.spec, scores, transitions, abbreviations })
+    }
+
     /// Emission scores `[words, tags]`: `dense_rows` (the words' `dense · x`, already
     /// projected) plus bias and lexical features.
     pub fn emissions(&self, dense_rows: &[f32], words: &[String]) -> Vec<f32> {
@@ -307,5 +323,57 @@ mod tests {
         for pair in tags.windows(2) {
             assert!(!(pair[0] == 0 && pair[1] == 2), "{tags:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod loading_tests {
+    use std::collections::BTreeMap;
+
+    use crate::model::heads::{load_trained, Task};
+    use crate::model::trained::{save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
+
+    /// A tagger written as `train` writes it loads as a tagger through the one
+    /// registration, and decodes under IOB2 with its transitions.
+    #[test]
+    fn a_tagger_file_loads_through_the_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels: Vec<String> = ["O", "B-X", "I-X"].map(String::from).to_vec();
+        let (k, hidden) = (3, 4);
+        let spec = HeadSpec {
+            format: HEAD_FORMAT.into(),
+            kind: HeadKind::Tagger,
+            name: "tags".into(),
+            labels: labels.clone(),
+            multi_label: false,
+            layers: vec![1, 2],
+            encoder: ".".into(),
+            encoder_fingerprint: "fp".into(),
+            encoder_precision: Default::default(),
+            lexical_buckets: 0,
+            lexical_scheme: None,
+            pooling: DocumentPooling::Mean,
+            abbreviations: vec!["Abs.".into()],
+            training: serde_json::Value::Null,
+            weights_sha256: String::new(),
+        };
+        let f32_tensors = BTreeMap::from([
+            ("dense", vec![0.0; k * hidden * 2]),
+            ("bias", vec![0.0; k]),
+            ("transitions", vec![0.0; k * k]),
+            ("start", vec![0.0; k]),
+            ("end", vec![0.0; k]),
+        ]);
+        save_head(dir.path(), &spec, &f32_tensors, &BTreeMap::new(), &LexicalTable::default()).unwrap();
+        let head = load_trained(dir.path(), "fp", hidden).unwrap();
+        assert_eq!((head.task(), head.labels()), (Task::TagWords, &labels[..]));
+        assert_eq!(head.layers(12), vec![1, 2]);
+        let tagger = head.as_any().downcast_ref::<super::Tagger>().unwrap();
+        assert!(tagger.abbreviations.contains("Abs."));
+        // I-X wins every word on its own, but may neither start nor follow O.
+        let (tags, confidence) = tagger.decode(&[0.0, 0.0, 3.0].repeat(3));
+        assert_eq!(tags, vec![1, 2, 2]);
+        assert!(confidence.iter().all(|p| (0.0..=1.0).contains(p)));
+        assert!(load_trained(dir.path(), "fp", hidden + 1).is_err(), "weights for another encoder width");
     }
 }
