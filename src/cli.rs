@@ -254,7 +254,7 @@ pub struct ClassifyArgs {
     /// Classify only shard K of N (K from 0 to N−1), chosen by a hash of each document's
     /// id; `docclass merge` joins the shards' outputs into the output of a single run.
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<crate::intake::shard::Shard>,
+    pub shard: Option<crate::unattended::shard::Shard>,
 
     /// Discard the work an interrupted run of another command left beside --out.
     #[arg(long)]
@@ -439,7 +439,7 @@ pub struct TrainArgs {
     pub features_only: bool,
 
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data_format: DataArgs,
 
     /// Several labels per document, separated by SEP in the label column (JSONL may
     /// also give a list). Makes a multi-label head.
@@ -518,7 +518,7 @@ pub struct EvalArgs {
     pub seed: u64,
 
     #[command(flatten)]
-    pub format: DataArgs,
+    pub data_format: DataArgs,
 
     #[command(flatten)]
     pub run: RunArgs,

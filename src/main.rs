@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
             docclass::logging::error(&format!("{error:#}"));
-            let locked = error.downcast_ref::<docclass::intake::Locked>().is_some();
+            let locked = error.downcast_ref::<docclass::unattended::Locked>().is_some();
             let outcome = if locked { docclass::commands::Outcome::Locked } else { docclass::commands::Outcome::Fatal };
             outcome.exit_code()
         }

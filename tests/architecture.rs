@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["hashing", "rng", "fsutil", "logging"],
     &["decode", "text"],
-    &["ingest", "intake"],
+    &["ingest", "unattended"],
     &["output"],
     &["model"],
     &["infer"],

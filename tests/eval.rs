@@ -373,8 +373,8 @@ fn committed_reports_read_back_and_render_byte_for_byte() {
                     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 let dir = path.parent().unwrap();
                 for (name, rendered) in [
-                    ("report.md", docclass::eval::report::markdown(&metrics)),
-                    ("report.html", docclass::eval::report::html(&metrics)),
+                    ("report.md", docclass::eval::render::markdown(&metrics)),
+                    ("report.html", docclass::eval::render::html(&metrics)),
                 ] {
                     // After a deliberate change to the pages, this rewrites them.
                     if std::env::var_os("DOCCLASS_BLESS_REPORTS").is_some() {

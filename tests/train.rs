@@ -193,9 +193,11 @@ fn a_classifier_chooses_its_settings_by_cross_validation_and_reports_what_each_h
     fs::write(&train_path, synthetic_documents(80, 0)).unwrap();
     fs::write(&test, synthetic_documents(20, 1000)).unwrap();
     let head = dir.path().join("topic");
-    let run = train_classifier(dir.path(), &train_path, &head, &["--cross-validate", "4"]);
+    let run = train_classifier(dir.path(), &train_path, &head, &["--cross-validate", "4", "--log-format", "json"]);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(stderr(&run).contains("4-fold cross-validation, mean macro_f1: lexical only"), "{}", stderr(&run));
+    let reported = common::event(&run, "cross_validation").expect("the cross-validation is reported");
+    assert_eq!((reported["folds"].as_u64(), reported["score"].as_str()), (Some(4), Some("macro_f1")));
+    assert!(reported["lexical_only"].is_object() && reported["dense_only"].is_object(), "{reported}");
     let spec = json(&head.join("head.json"));
     assert_eq!(spec["labels"], serde_json::json!(["arbeit", "steuer"]));
     assert_eq!(spec["format"], "docclass-head/2");
@@ -690,17 +692,12 @@ fn a_review_queue_feeds_training_and_the_new_head_learns_the_corrections() {
     fs::write(&queue, filled).unwrap();
 
     let second = dir.path().join("second");
-    let run = train_classifier(dir.path(), &train_path, &second, &["--review", path_str(&queue)]);
+    let run =
+        train_classifier(dir.path(), &train_path, &second, &["--review", path_str(&queue), "--log-format", "json"]);
     assert!(run.status.success(), "{}", stderr(&run));
+    let joined = common::event(&run, "review").expect("the queue's rows are counted");
     let skipped = rows.len() - queued_customs.len();
-    assert!(
-        stderr(&run).contains(&format!(
-            "{} reviewed documents join the training data; {skipped} rows without a gold label skipped",
-            queued_customs.len()
-        )),
-        "{}",
-        stderr(&run)
-    );
+    assert_eq!((joined["labelled"].as_u64(), joined["unlabelled"].as_u64()), (Some(queued_customs.len() as u64), Some(skipped as u64)));
     let after_path = dir.path().join("after.jsonl");
     let run = docclass(&[
         "classify",

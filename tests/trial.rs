@@ -178,9 +178,9 @@ fn a_queue_saved_by_excel_in_windows_1252_is_read() {
     }
     assert!(std::str::from_utf8(&bytes).is_err(), "the queue is not UTF-8");
     fs::write(&queue, bytes).unwrap();
-    let run = t.retrain(t.dir.path(), &queue, &t.path("second"), &[]);
+    let run = t.retrain(t.dir.path(), &queue, &t.path("second"), &["--log-format", "json"]);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(stderr(&run).contains("1 reviewed documents join the training data"), "{}", stderr(&run));
+    assert_eq!(common::event(&run, "review").unwrap()["labelled"], 1, "{}", stderr(&run));
 }
 
 #[test]
@@ -191,9 +191,10 @@ fn sources_are_found_from_any_working_directory() {
 
     let elsewhere = tempfile::tempdir().unwrap();
     let overview = t.path("overview.html");
-    let run = docclass_in(elsewhere.path(), &["report", path_str(&t.results), "--out", path_str(&overview)]);
+    let report = ["report", path_str(&t.results), "--out", path_str(&overview), "--log-format", "json"];
+    let run = docclass_in(elsewhere.path(), &report);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(!stderr(&run).contains("cannot be read again"), "{}", stderr(&run));
+    assert!(common::event(&run, "sources_unreadable").is_none(), "{}", stderr(&run));
     let html = fs::read_to_string(&overview).unwrap();
     assert!(!html.contains("can no longer be read") && html.contains("Finanzamt"), "the texts are found");
 
@@ -210,9 +211,10 @@ fn sources_are_found_from_any_working_directory() {
 
     // Sources that are gone are counted in a warning, not passed over in silence.
     fs::remove_file(&t.inbox).unwrap();
-    let run = docclass(&["report", path_str(&t.results), "--out", path_str(&overview), "--force"]);
+    let run = docclass(&["report", path_str(&t.results), "--out", path_str(&overview), "--force", "--log-format", "json"]);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(stderr(&run).contains("12 of the 12 sampled documents cannot be read again"), "{}", stderr(&run));
+    let warned = common::event(&run, "sources_unreadable").expect("a warning");
+    assert_eq!((warned["level"].as_str(), warned["unreadable"].as_u64()), (Some("warning"), Some(12)));
 }
 
 #[test]
@@ -448,11 +450,13 @@ fn nightly_runs_filter_folders_pass_over_missing_inputs_and_remember_failures() 
             path_str(&state),
             "--out",
             path_str(&out),
+            "--log-format",
+            "json",
         ])
     };
     let first = run_night("2026-12-05");
     assert_eq!(first.status.code(), Some(3), "the broken PDF fails: {}", stderr(&first));
-    assert!(stderr(&first).contains("no such input, passed over"), "{}", stderr(&first));
+    assert!(common::event(&first, "input_missing").is_some(), "{}", stderr(&first));
     let records = read_records(&t.path("results/2026-12-05.jsonl"));
     let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2, "a.txt and broken.pdf only: {ids:?}");
@@ -460,7 +464,8 @@ fn nightly_runs_filter_folders_pass_over_missing_inputs_and_remember_failures() 
 
     let second = run_night("2026-12-06");
     assert_eq!(second.status.code(), Some(0), "nothing new failed: {}", stderr(&second));
-    assert!(stderr(&second).contains("1 failed before and unchanged since (skipped)"), "{}", stderr(&second));
+    let summary = common::event(&second, "summary").unwrap();
+    assert_eq!((summary["skipped_failed_before"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(0)));
     assert!(read_records(&t.path("results/2026-12-06.jsonl")).is_empty());
 
     // A replaced file is tried again.

@@ -23,12 +23,12 @@ use crate::infer::runner::{ChunkLimits, Documents, Records, Resumable, Runner, T
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::walk::{walk_selected, InputSelection};
 use crate::ingest::{DocumentReader, ReadLimits};
-use crate::intake::checkpoint::{read_journal, Counts, Journal, RunFiles};
-use crate::intake::state::State;
-use crate::intake::RunLock;
 use crate::logging;
 use crate::model::ModelBundle;
 use crate::output::{open_writer, OutputFormat};
+use crate::unattended::checkpoint::{read_journal, Counts, Journal, RunFiles};
+use crate::unattended::state::State;
+use crate::unattended::RunLock;
 
 pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;

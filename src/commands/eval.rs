@@ -15,7 +15,7 @@ use super::{configure_run, model_dir, Outcome};
 use crate::cli::{EvalArgs, TrainTask};
 use crate::eval::alignment::{align, parse_predictions, Gold};
 use crate::eval::metrics::{DataInfo, Machine, MetricsFile, ModelInfo, PredictionsInfo, Throughput, METRICS_SCHEMA};
-use crate::eval::report;
+use crate::eval::render;
 use crate::eval::scoring::{score, ScoringOptions};
 use crate::fsutil::{gzip, read_text, refuse_existing_dir, write_durably};
 use crate::hashing::{file_sha256, sha256_hex};
@@ -48,7 +48,7 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
         None => {
             let (text, run) = run_model(&args, &gold)?;
             std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
-            let path = args.report.join(report::PREDICTIONS_FILE);
+            let path = args.report.join(render::PREDICTIONS_FILE);
             write_durably(&path, &gzip(text.as_bytes()))?;
             (path, text, Some(run))
         }
@@ -107,18 +107,21 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
         &format!("{documents} documents in {seconds:.1} s; report in {}", args.report.display()),
         json!({"documents": documents, "seconds": seconds, "report": args.report.display().to_string()}),
     );
-    print!("{}", report::summary(&metrics));
+    print!("{}", render::summary(&metrics));
     Ok(Outcome::Complete)
 }
 
 fn read_gold(args: &EvalArgs, path: &Path) -> Result<Gold> {
-    Ok(match args.format.task_of(path) {
+    Ok(match args.data_format.task_of(path) {
         TrainTask::Classify => {
             // Several labels per document come as JSON lists; a separator is for train.
-            Gold::Documents { path: path.to_path_buf(), documents: read_documents(path, &args.format.columns(None))? }
+            Gold::Documents {
+                path: path.to_path_buf(),
+                documents: read_documents(path, &args.data_format.columns(None))?,
+            }
         }
         TrainTask::Tag => {
-            let tag_map = args.format.tag_map()?;
+            let tag_map = args.data_format.tag_map()?;
             Gold::Sentences { path: path.to_path_buf(), sentences: read_conll(path, tag_map.as_ref())? }
         }
     })
@@ -216,13 +219,13 @@ pub fn write_report(dir: &Path, metrics: &MetricsFile, documents: &[String]) -> 
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_durably(&dir.join("metrics.json"), (serde_json::to_string_pretty(metrics)? + "\n").as_bytes())?;
     if !documents.is_empty() {
-        write_durably(&dir.join(report::DOCUMENTS_FILE), &gzip((documents.join("\n") + "\n").as_bytes()))?;
+        write_durably(&dir.join(render::DOCUMENTS_FILE), &gzip((documents.join("\n") + "\n").as_bytes()))?;
     }
-    write_durably(&dir.join("report.md"), report::markdown(metrics).as_bytes())?;
-    write_durably(&dir.join("report.html"), report::html(metrics).as_bytes())?;
+    write_durably(&dir.join("report.md"), render::markdown(metrics).as_bytes())?;
+    write_durably(&dir.join("report.html"), render::html(metrics).as_bytes())?;
     // A report replaced with --force must not keep the plain files of an older docclass
     // beside the compressed ones.
-    for stale in report::PLAIN_FILES {
+    for stale in render::PLAIN_FILES {
         let path = dir.join(stale);
         if path.exists() {
             std::fs::remove_file(&path).with_context(|| format!("{}: cannot remove", path.display()))?;

@@ -26,7 +26,7 @@ use crate::train::{ClassifierConfig, PoolingChoice, Split, TaggerConfig, TrainCo
 pub fn run(args: TrainArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;
     let started = Instant::now();
-    let task = args.data.task_of(&args.train);
+    let task = args.data_format.task_of(&args.train);
     let config = lower(&args, task)?;
     if !args.features_only {
         refuse_existing_dir(&args.out, args.force, "head")?;
@@ -70,7 +70,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let stage = Stage { args: &args, context: &context, encode: &encode };
     let finished = match task {
         TrainTask::Classify => {
-            let columns = args.data.columns(args.label_separator.clone());
+            let columns = args.data_format.columns(args.label_separator.clone());
             let mut train = read_documents(&args.train, &columns)?;
             let known: BTreeSet<String> = train.iter().flat_map(|d| d.labels.iter().cloned()).collect();
             train.extend(reviewed_documents(&args, &known)?);
@@ -81,7 +81,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             stage.fit(&train, dev.as_deref(), false, texts, crate::train::classifier::train)?
         }
         TrainTask::Tag => {
-            let tag_map = args.data.tag_map()?;
+            let tag_map = args.data_format.tag_map()?;
             let train = read_conll(&args.train, tag_map.as_ref())?;
             let dev = args.dev.as_ref().map(|p| read_conll(p, tag_map.as_ref())).transpose()?;
             let texts = |sentences: &[TaggedSentence]| sentences.iter().map(TaggedSentence::text_and_spans).unzip();
@@ -178,7 +178,7 @@ impl Stage<'_> {
         prepare_staging(staging)?;
         if let Some(names) = &args.label_names {
             read_label_names(names)?;
-            let copy = staging.join(crate::model::trained::LABEL_NAMES_FILE);
+            let copy = staging.join(crate::model::head_file::LABEL_NAMES_FILE);
             std::fs::copy(names, &copy)
                 .with_context(|| format!("copying {} to {}", names.display(), copy.display()))?;
         }
@@ -215,7 +215,7 @@ fn publish(staging: &Path, out: &Path, fitted: Result<()>) -> Result<()> {
     // head.json goes last; it names the SHA-256 of its weights, so a run killed between
     // two moves leaves a head that refuses to load instead of a silently mixed one.
     let mut files: Vec<PathBuf> = std::fs::read_dir(staging)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    files.sort_by_key(|f| f.file_name().is_some_and(|n| n == crate::model::trained::HEAD_FILE));
+    files.sort_by_key(|f| f.file_name().is_some_and(|n| n == crate::model::head_file::HEAD_FILE));
     for file in files {
         let target = out.join(file.file_name().expect("a file in the staging folder"));
         std::fs::rename(&file, &target).with_context(|| format!("moving the head to {}", target.display()))?;
@@ -257,12 +257,12 @@ fn reviewed_documents(args: &TrainArgs, known: &BTreeSet<String>) -> Result<Vec<
     if args.review.is_empty() {
         return Ok(Vec::new());
     }
-    if args.data.task_of(&args.train) != TrainTask::Classify {
+    if args.data_format.task_of(&args.train) != TrainTask::Classify {
         bail!("--review queues label documents: they train classifiers, not taggers");
     }
     let display_names = args.label_names.as_deref().map(read_label_names).transpose()?.unwrap_or_default();
     let gold_labels = GoldLabels::new(known, &display_names);
-    let text = match &args.data.text_column {
+    let text = match &args.data_format.text_column {
         Column::Name(name) => name.clone(),
         Column::Position(_) => "text".to_string(),
     };

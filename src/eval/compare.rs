@@ -14,7 +14,7 @@ use super::html::{escape, html_table, inline, md_table, page, strings as owned, 
 use super::metrics::{
     ComparedReport, Comparison, LabelLine, MetricDelta, MetricsFile, SpanLine, TaskMetrics, COMPARISON_SCHEMA,
 };
-use super::report::{documents_file, f4};
+use super::render::{documents_file, f4};
 use super::stats::{mcnemar, paired_bootstrap, BootstrapInterval, McNemar};
 use crate::fsutil::read_text;
 

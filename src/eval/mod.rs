@@ -7,6 +7,6 @@ pub mod compare;
 pub mod entities;
 pub mod html;
 pub mod metrics;
-pub mod report;
+pub mod render;
 pub mod scoring;
 pub mod stats;

@@ -1,6 +1,6 @@
 //! Encoder features of whole texts, which heads are trained on: the states of chosen
 //! layers, concatenated, averaged over the text and over each word. Trained heads read
-//! the same quantities at inference (see `model::trained`), so training and inference
+//! the same quantities at inference (see `model::head_file`), so training and inference
 //! share this one definition.
 
 use anyhow::Result;

@@ -2,7 +2,7 @@
 //! take the next chunk (skipping other shards' documents, those the state has done, and
 //! those an interrupted run already wrote), run it, and record what was done. `classify`
 //! runs it from input files into an output file, with a checkpoint after every chunk so
-//! that a killed run resumes where it stopped (see `intake::checkpoint`); `eval` runs it
+//! that a killed run resumes where it stopped (see `unattended::checkpoint`); `eval` runs it
 //! over gold documents in memory. Memory stays bounded by the chunk size.
 
 use std::path::Path;
@@ -11,11 +11,11 @@ use anyhow::Result;
 
 use super::pipeline::{Pipeline, PipelineOptions};
 use crate::ingest::{DocumentReader, Item, Next};
-use crate::intake::checkpoint::{Checkpoint, Counts, Journal, RunFiles};
-use crate::intake::shard::Shard;
-use crate::intake::state::{failure_sha256, text_sha256, Entry, State};
 use crate::output::record::Record;
 use crate::output::RecordWriter;
+use crate::unattended::checkpoint::{Checkpoint, Counts, Journal, RunFiles};
+use crate::unattended::shard::Shard;
+use crate::unattended::state::{failure_sha256, text_sha256, Entry, State};
 
 /// Where documents come from.
 pub enum Documents {

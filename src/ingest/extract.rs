@@ -12,7 +12,7 @@ use std::io::Read;
 
 use quick_xml::events::Event;
 
-use super::decode::decode_text;
+use super::encoding::decode_text;
 
 /// One document's text and how it was obtained.
 #[derive(Clone, Debug, PartialEq)]

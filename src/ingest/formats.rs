@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use super::decode::decode_text;
+use super::encoding::decode_text;
 use super::extract::{email, extract, guarded, non_empty, Extracted, Kind};
 use super::{Document, Failed, Item, Source};
 

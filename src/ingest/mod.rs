@@ -2,7 +2,7 @@
 //! decoding text. A document that cannot be read becomes a [`Failed`] item that names
 //! the file (and line or row) and the reason; reading goes on.
 
-pub mod decode;
+pub mod encoding;
 pub mod extract;
 pub mod formats;
 pub mod labelled;
@@ -10,7 +10,7 @@ pub mod walk;
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::{decode_text, DecodeError};
+pub use encoding::{decode_text, DecodeError};
 pub use formats::{DocumentReader, FieldNames, Next, ReadLimits};
 pub use walk::{walk_inputs, InputFiles};
 

@@ -11,9 +11,9 @@ use tokenizers::Tokenizer;
 
 use super::config::{EncoderConfig, HfConfig, Precision};
 use super::encoder::Encoder;
+use super::head_file;
 use super::heads::{self, ClassificationHead, TaskHead, TokenClassificationHead};
 use super::int8::QuantizedTable;
-use super::trained;
 use super::weights::SafetensorFiles;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +114,9 @@ impl ModelBundle {
                 .map_err(|e| ModelError::Invalid { path: pipeline_path.clone(), message: e.to_string() })?;
             return Self::load_pipeline(dir, &spec, precision);
         }
-        let head_path = dir.join(trained::HEAD_FILE);
+        let head_path = dir.join(head_file::HEAD_FILE);
         if head_path.is_file() {
-            let head: trained::HeadSpec = serde_json::from_str(&read_to_string(&head_path, "the head")?)
+            let head: head_file::HeadSpec = serde_json::from_str(&read_to_string(&head_path, "the head")?)
                 .map_err(|e| ModelError::Invalid { path: head_path.clone(), message: e.to_string() })?;
             let spec = PipelineSpec { encoder: head.encoder, heads: vec![".".into()] };
             return Self::load_pipeline(dir, &spec, precision);
@@ -272,8 +272,8 @@ fn find_encoder(dir: &Path, spec: &PipelineSpec) -> Result<(PathBuf, String), Mo
     let recorded = dir.join(&spec.encoder);
     let wanted = match spec.heads.first() {
         Some(head) => {
-            let path = dir.join(head).join(trained::HEAD_FILE);
-            let head: trained::HeadSpec = serde_json::from_str(&read_to_string(&path, "the head")?)
+            let path = dir.join(head).join(head_file::HEAD_FILE);
+            let head: head_file::HeadSpec = serde_json::from_str(&read_to_string(&path, "the head")?)
                 .map_err(|e| ModelError::Invalid { path: path.clone(), message: e.to_string() })?;
             head.encoder_fingerprint
         }
@@ -340,8 +340,8 @@ fn pipeline_fingerprint(dir: &Path, spec: &PipelineSpec, encoder_fingerprint: &s
     let mut files = if pipeline_path.is_file() { vec![pipeline_path] } else { Vec::new() };
     for head in &spec.heads {
         let head_dir = dir.join(head);
-        files.push(head_dir.join(trained::HEAD_FILE));
-        files.push(head_dir.join(trained::WEIGHTS_FILE));
+        files.push(head_dir.join(head_file::HEAD_FILE));
+        files.push(head_dir.join(head_file::WEIGHTS_FILE));
     }
     let mut hash = Sha256::new();
     hash.update(encoder_fingerprint.as_bytes());

@@ -4,11 +4,11 @@ pub mod bundle;
 pub mod config;
 pub mod cpu;
 pub mod encoder;
+pub mod head_file;
 pub mod heads;
 pub mod import_e5;
 pub mod int8;
 pub mod kernels;
-pub mod trained;
 pub mod weights;
 
 pub use bundle::{ModelBundle, ModelError};

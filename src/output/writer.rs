@@ -1,7 +1,7 @@
 //! Writers. Output goes to `.NAME.partial` beside the target, which is renamed over it
 //! only when the run completes, so an existing file is never left half-replaced; `-`
 //! writes to stdout. A killed run's partial file is taken up again from the length its
-//! checkpoint recorded (see `intake::checkpoint`).
+//! checkpoint recorded (see `unattended::checkpoint`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -17,8 +17,8 @@ use crate::decode::iob2::{self, SpanMode};
 use crate::eval::entities::entity_metrics;
 use crate::ingest::labelled::TaggedSentence;
 use crate::logging;
+use crate::model::head_file::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::model::heads::tagger::{forward_backward, viterbi, Transitions};
-use crate::model::trained::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::text::lexical::word_features;
 
 /// A word ending in a period must occur this often in training to count as an abbreviation.

@@ -152,3 +152,14 @@ pub fn check_linear_evidence(record: &serde_json::Value, text: &str, top: usize)
         }
     }
 }
+
+/// The events of a run with `--log-format json`: one object per stderr line (lines that
+/// are not JSON, such as a panic, are left out).
+pub fn events(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The first event named `name` of a run with `--log-format json`.
+pub fn event(output: &Output, name: &str) -> Option<serde_json::Value> {
+    events(output).into_iter().find(|e| e["event"] == name)
+}

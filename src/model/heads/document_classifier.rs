@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::{classification, BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::scores::{argmax, sigmoid, softmax, window_max};
-use crate::model::trained::{DocumentPooling, HeadFile, HeadSpec, LinearScores};
+use crate::model::head_file::{DocumentPooling, HeadFile, HeadSpec, LinearScores};
 use crate::output::record::{Contribution, Evidence, RunnerUp, Span};
 use crate::text::lexical::LexicalScheme;
 use crate::text::word_shares::WordShares;

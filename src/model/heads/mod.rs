@@ -5,8 +5,8 @@
 //! adding a head kind is one file here plus where it is loaded (`model::bundle` for
 //! checkpoint heads, [`load_trained`] for heads `docclass train` writes).
 
-pub mod checkpoint;
 pub mod document_classifier;
+pub mod fine_tuned;
 pub mod tagger;
 pub mod zero_shot;
 
@@ -15,14 +15,14 @@ use std::any::Any;
 use candle_core::Tensor;
 
 use super::encoder::mean_pool;
-use super::trained::{HeadFile, HeadKind};
+use super::head_file::{HeadFile, HeadKind};
 use crate::decode::entities::{Aggregation, Entity};
 use crate::decode::scores::{argmax, rank};
 use crate::output::record::Classification;
 use crate::text::{DocTokens, Window};
 
-pub use checkpoint::{ClassificationHead, Pooling, TokenClassificationHead};
 pub use document_classifier::DocumentClassifier;
+pub use fine_tuned::{ClassificationHead, Pooling, TokenClassificationHead};
 pub use tagger::Tagger;
 pub use zero_shot::ZeroShotHead;
 

@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use super::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::entities::Entity;
 use crate::decode::iob2::{self, SpanMode};
-use crate::model::trained::{HeadFile, HeadSpec, LinearScores};
+use crate::model::head_file::{HeadFile, HeadSpec, LinearScores};
 use crate::text::lexical::{split_words, word_features};
 use crate::text::windows::{token_owners, word_means};
 
@@ -330,8 +330,8 @@ mod tests {
 mod loading_tests {
     use std::collections::BTreeMap;
 
+    use crate::model::head_file::{save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
     use crate::model::heads::{load_trained, Task};
-    use crate::model::trained::{save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 
     /// A tagger written as `train` writes it loads as a tagger through the one
     /// registration, and decodes under IOB2 with its transitions.

@@ -1,7 +1,7 @@
 //! The model card `train` writes beside a classifier head that has none.
 
 use super::selection::{Evaluated, Scored, Setting};
-use crate::model::trained::{DocumentPooling, HeadSpec};
+use crate::model::head_file::{DocumentPooling, HeadSpec};
 
 pub(super) fn model_card(
     spec: &HeadSpec,

@@ -5,7 +5,7 @@ use half::f16;
 
 use super::super::logistic::{Row, Shape};
 use super::super::optim::Standardizer;
-use crate::model::trained::DocumentPooling;
+use crate::model::head_file::DocumentPooling;
 use crate::text::lexical::LexicalScheme;
 
 /// One document's inputs before a fold's fitting: its pooled encoder features, its

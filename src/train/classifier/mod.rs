@@ -36,8 +36,10 @@ use super::{decimal, head_record, Example, PoolingChoice, Split, TrainContext};
 use crate::decode::scores::argmax;
 use crate::ingest::labelled::LabelledDocument;
 use crate::logging;
+use crate::model::head_file::{
+    save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, LinearScores, HEAD_FORMAT,
+};
 use crate::model::heads::DocumentClassifier;
-use crate::model::trained::{save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, LinearScores, HEAD_FORMAT};
 use card::model_card;
 use inputs::{Document, Inputs, SCHEME};
 use selection::{blocked_folds, Blend, Evaluated, Scored, Setting, Task};

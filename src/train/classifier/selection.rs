@@ -9,7 +9,7 @@ use serde_json::json;
 use super::super::logistic::{balanced_weights, example_loss, minimize, Linear};
 use crate::decode::scores::argmax;
 use crate::eval::classification::{classification_metrics, prf};
-use crate::model::trained::DocumentPooling;
+use crate::model::head_file::DocumentPooling;
 
 /// One of the settings cross-validation compares.
 #[derive(Clone, Copy, Debug, PartialEq)]
