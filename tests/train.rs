@@ -697,7 +697,10 @@ fn a_review_queue_feeds_training_and_the_new_head_learns_the_corrections() {
     assert!(run.status.success(), "{}", stderr(&run));
     let joined = common::event(&run, "review").expect("the queue's rows are counted");
     let skipped = rows.len() - queued_customs.len();
-    assert_eq!((joined["labelled"].as_u64(), joined["unlabelled"].as_u64()), (Some(queued_customs.len() as u64), Some(skipped as u64)));
+    assert_eq!(
+        (joined["labelled"].as_u64(), joined["unlabelled"].as_u64()),
+        (Some(queued_customs.len() as u64), Some(skipped as u64))
+    );
     let after_path = dir.path().join("after.jsonl");
     let run = docclass(&[
         "classify",

@@ -211,7 +211,8 @@ fn sources_are_found_from_any_working_directory() {
 
     // Sources that are gone are counted in a warning, not passed over in silence.
     fs::remove_file(&t.inbox).unwrap();
-    let run = docclass(&["report", path_str(&t.results), "--out", path_str(&overview), "--force", "--log-format", "json"]);
+    let run =
+        docclass(&["report", path_str(&t.results), "--out", path_str(&overview), "--force", "--log-format", "json"]);
     assert!(run.status.success(), "{}", stderr(&run));
     let warned = common::event(&run, "sources_unreadable").expect("a warning");
     assert_eq!((warned["level"].as_str(), warned["unreadable"].as_u64()), (Some("warning"), Some(12)));
