@@ -7,7 +7,6 @@
 //! uninterrupted run gives; `--state` skips documents done before; `--shard K/N` keeps
 //! one shard of the documents.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,8 +16,6 @@ use sha2::{Digest, Sha256};
 
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
-use crate::fsutil::refuse_existing;
-use crate::fsutil::sidecar;
 use crate::infer::runner::{ChunkLimits, Documents, Records, Resumable, Runner, Tracking};
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::walk::{walk_selected, InputSelection};
@@ -26,9 +23,9 @@ use crate::ingest::{DocumentReader, ReadLimits};
 use crate::logging;
 use crate::model::ModelBundle;
 use crate::output::{open_writer, OutputFormat};
-use crate::unattended::checkpoint::{read_journal, Counts, Journal, RunFiles};
+use crate::unattended::checkpoint::Counts;
+use crate::unattended::resume::{Interrupted, ResumableRun};
 use crate::unattended::state::State;
-use crate::unattended::RunLock;
 
 pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let threads = configure_run(&args.run)?;
@@ -37,16 +34,8 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     if args.explain.is_some() && format == OutputFormat::Csv {
         bail!("--explain writes `evidence` into JSONL records, and CSV output has no column for it: write JSONL (--format jsonl, or an --out name not ending in .csv), or leave out --explain");
     }
-    let to_stdout = args.out == Path::new("-");
-    // Held until the run ends; the OS releases them when the process dies.
-    let _locks = lock(&args, to_stdout)?;
-    let files = RunFiles::new(&args.out);
-
-    // Refuse an existing output and missing inputs before the slow model load.
-    let resumable = !to_stdout && files.checkpoint.exists();
-    if !resumable {
-        refuse_existing(&args.out, args.force)?;
-    }
+    // Refuse a locked or existing output and missing inputs before the slow model load.
+    let run = ResumableRun::start(&args.out, args.state.as_deref(), args.force)?;
     // A first walk identifies the inputs (for the checkpoint) and sizes the progress bar.
     let selection = InputSelection {
         include: args.include.clone(),
@@ -57,29 +46,30 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let (pipeline, options, model_id) = load_pipeline(&args)?;
     let state = args.state.as_deref().map(State::load).transpose()?;
 
-    let run_key = run_key(&model_id, &inputs_key);
-    let resumed = if to_stdout { None } else { files.interrupted(&run_key, args.restart)? };
-    if let Some(checkpoint) = resumed.as_ref().filter(|c| c.finished) {
-        logging::info(
-            "recovered",
-            "the interrupted run had written all its output; completing its last steps",
-            json!({}),
-        );
-        complete(&files, state)?;
-        return Ok(summarize(&checkpoint.counts, started, threads, args.quiet));
-    }
-    if let Some(c) = &resumed {
-        logging::info(
-            "resumed",
-            &format!(
-                "resuming an interrupted run after {} input documents ({} already classified)",
-                c.next_index, c.counts.classified
-            ),
-            json!({"next_index": c.next_index, "classified": c.counts.classified}),
-        );
-    } else if !to_stdout {
-        refuse_existing(&args.out, args.force)?;
-    }
+    let run_key = ResumableRun::key(&model_id, &inputs_key);
+    let resumed = match run.take_up(&run_key, args.restart, args.force)? {
+        Interrupted::Finished(checkpoint) => {
+            logging::info(
+                "recovered",
+                "the interrupted run had written all its output; completing its last steps",
+                json!({}),
+            );
+            run.complete(state, Vec::new())?;
+            return Ok(summarize(&checkpoint.counts, started, threads, args.quiet));
+        }
+        Interrupted::Resume(c) => {
+            logging::info(
+                "resumed",
+                &format!(
+                    "resuming an interrupted run after {} input documents ({} already classified)",
+                    c.next_index, c.counts.classified
+                ),
+                json!({"next_index": c.next_index, "classified": c.counts.classified}),
+            );
+            Some(c)
+        }
+        Interrupted::None => None,
+    };
 
     if input_files == 0 {
         logging::warning("no_inputs", "no files found in the given inputs", json!({}));
@@ -92,14 +82,9 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let reader = DocumentReader::new(walk_selected(&args.inputs, &selection)?.0, fields, limits);
     let resume_at = resumed.as_ref().map_or(0, |c| c.output_bytes);
     let writer = open_writer(&args.out, format, args.force || resumed.is_some(), resume_at)?;
-    // Beside a file output the state entries go to a journal that the checkpoint covers;
-    // with stdout they wait for the end in memory.
     let tracking = match state {
         Some(state) => {
-            let journal = match to_stdout {
-                false => Some(Journal::open(&files.journal, resumed.as_ref().map_or(0, |c| c.journal_bytes))?),
-                true => None,
-            };
+            let journal = run.journal(resumed.as_ref().map_or(0, |c| c.journal_bytes))?;
             Some(Tracking { state, journal, done: Vec::new() })
         }
         None => None,
@@ -108,8 +93,8 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     let mut runner = Runner::new(Documents::Files(reader), Records::Writer(writer), &model_id, chunks)
         .tracking(tracking)
         .shard(args.shard);
-    if !to_stdout {
-        runner = runner.resumable(Resumable { files: RunFiles::new(&args.out), run_key }, resumed.as_ref());
+    if let Some(files) = run.files() {
+        runner = runner.resumable(Resumable { files, run_key }, resumed.as_ref());
     }
 
     let progress = progress_bar(total_bytes, args.quiet);
@@ -123,10 +108,9 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         writer.finish()?;
     }
     progress.finish_and_clear();
-    match (tracking, to_stdout) {
-        (Some(mut tracking), true) => tracking.state.record(tracking.done)?,
-        (tracking, false) => complete(&files, tracking.map(|t| t.state))?,
-        (None, true) => {}
+    match tracking {
+        Some(tracking) => run.complete(Some(tracking.state), tracking.done)?,
+        None => run.complete(None, Vec::new())?,
     }
     Ok(summarize(&counts, started, threads, args.quiet))
 }
@@ -165,36 +149,6 @@ fn load_pipeline(args: &ClassifyArgs) -> Result<(Pipeline, PipelineOptions, Stri
     Ok((pipeline, options, model_id))
 }
 
-/// The last steps of a run whose output is complete, each safe to repeat: the output
-/// renamed into place, the journal merged into the state, the run's files removed.
-fn complete(files: &RunFiles, state: Option<State>) -> Result<()> {
-    if files.partial.exists() {
-        std::fs::rename(&files.partial, &files.target)
-            .with_context(|| format!("renaming {} to {}", files.partial.display(), files.target.display()))?;
-        crate::fsutil::sync_parent(&files.target);
-    }
-    if let Some(mut state) = state {
-        state.record(read_journal(&files.journal)?)?;
-    }
-    files.discard();
-    Ok(())
-}
-
-/// Locks beside the output file and the state file.
-fn lock(args: &ClassifyArgs, to_stdout: bool) -> Result<Vec<RunLock>> {
-    let mut locks = Vec::new();
-    if !to_stdout {
-        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
-        }
-        locks.push(RunLock::acquire(&sidecar(&args.out, "lock"))?);
-    }
-    if let Some(state) = &args.state {
-        locks.push(RunLock::acquire(&sidecar(state, "lock"))?);
-    }
-    Ok(locks)
-}
-
 /// One walk over the inputs: a SHA-256 of every file's path, size and modification
 /// time (so that a run resumes only on unchanged inputs), the number of files and their
 /// total size.
@@ -225,19 +179,6 @@ fn survey_inputs(inputs: &[std::path::PathBuf], selection: &InputSelection) -> R
         }
     }
     Ok((format!("{:x}", hash.finalize()), files, bytes))
-}
-
-/// What identifies a run, so that only the same command resumes it: the command line
-/// (without --restart), the model's fingerprint, and the inputs (see [`survey_inputs`]).
-fn run_key(model_id: &str, inputs_key: &str) -> String {
-    let mut hash = Sha256::new();
-    for arg in std::env::args().skip(1).filter(|a| a != "--restart") {
-        hash.update(arg.as_bytes());
-        hash.update([0]);
-    }
-    hash.update(model_id.as_bytes());
-    hash.update(inputs_key.as_bytes());
-    format!("{:x}", hash.finalize())
 }
 
 /// Logs the end-of-run summary and turns the counts into the exit status.

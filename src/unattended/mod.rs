@@ -3,6 +3,7 @@
 //! an incremental intake (which documents are done), and shards for scale-out.
 
 pub mod checkpoint;
+pub mod resume;
 pub mod shard;
 pub mod state;
 
