@@ -515,27 +515,42 @@ fn default_pipeline_classifies_court_passages_and_finds_legal_entities() {
 /// instead of 30); a head moved away from its encoder finds it by fingerprint in
 /// `$DOCCLASS_ENCODERS`, and says where it looked when it cannot; a head in a folder
 /// named `head` is named after the folder above.
-#[test]
-fn progress_without_a_terminal_moved_heads_and_head_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let train_path = dir.path().join("train.tsv");
+/// A classifier trained into `DIR/topics/head` with JSON log lines and a progress line
+/// every moment: the run, the head and the encoder it read.
+fn trained_into_head_folder(dir: &Path) -> (std::process::Output, PathBuf, PathBuf) {
+    let train_path = dir.join("train.tsv");
     fs::write(&train_path, synthetic_documents(40, 0)).unwrap();
-    let head = dir.path().join("topics").join("head");
+    let head = dir.join("topics").join("head");
     let encoder = fixture("bert-base");
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_docclass"))
         .args(["train", path_str(&train_path), "--encoder", path_str(&encoder), "--out", path_str(&head)])
-        .args(["--cache", path_str(&dir.path().join("cache")), "--lexical-buckets", "4096", "--log-format", "json"])
+        .args(["--cache", path_str(&dir.join("cache")), "--lexical-buckets", "4096", "--log-format", "json"])
         .env("DOCCLASS_PROGRESS_SECONDS", "0")
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
+    (run, head, encoder)
+}
+
+/// Without a terminal, progress goes to the log as events; a head in a folder named
+/// `head` takes its parent's name, and gets a model card.
+#[test]
+fn progress_without_a_terminal_and_head_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, head, _) = trained_into_head_folder(dir.path());
     let events: Vec<Value> = stderr(&run).lines().map(|l| serde_json::from_str(l).expect("a JSON log line")).collect();
     assert!(events.iter().any(|e| e["event"] == "progress"), "{events:?}");
     let spec = json(&head.join("head.json"));
     assert_eq!(spec["name"], "topics", "the folder above `head`");
     assert!(head.join("README.md").exists(), "a model card");
+}
 
-    // Moved: the recorded relative path no longer leads to the encoder.
+/// A head moved away from its encoder does not find it by its recorded path: the error
+/// says where it looked, and `$DOCCLASS_ENCODERS` finds it by fingerprint.
+#[test]
+fn a_moved_head_finds_its_encoder_by_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, head, encoder) = trained_into_head_folder(dir.path());
     let moved = dir.path().join("elsewhere").join("deeper").join("topics");
     fs::create_dir_all(moved.parent().unwrap()).unwrap();
     fs::rename(&head, &moved).unwrap();

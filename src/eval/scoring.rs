@@ -188,3 +188,71 @@ fn context(words: &[String], span: &Span, around: usize) -> String {
     }
     out.join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn case(id: &str, gold: &str, predicted: &str, confidence: f64) -> ClassificationCase {
+        let other = if predicted == "a" { "b" } else { "a" };
+        ClassificationCase {
+            id: id.into(),
+            text: format!("text of {id}"),
+            gold: vec![gold.into()],
+            predicted: vec![predicted.into()],
+            confidence: Some(confidence),
+            probabilities: Some(BTreeMap::from([(predicted.into(), confidence), (other.into(), 1.0 - confidence)])),
+        }
+    }
+
+    #[test]
+    fn single_label_cases_give_the_metrics_the_errors_and_one_line_per_document() {
+        let cases = vec![
+            case("1", "a", "a", 0.9),
+            case("2", "a", "b", 0.8),
+            case("3", "b", "b", 0.7),
+            case("4", "b", "b", 0.6),
+        ];
+        let options = ScoringOptions { target_accuracy: 0.99, examples: 10 };
+        let scored = score(&Cases::Classification { cases, multi_label: false }, &options);
+        let TaskMetrics::Classification(report) = &scored.metrics else { panic!("a single-label report") };
+        assert_eq!((report.metrics.documents, report.metrics.accuracy), (4, 0.75));
+        // a: precision 1, recall 1/2, F1 2/3; b: precision 2/3, recall 1, F1 4/5.
+        assert!((report.metrics.macro_f1 - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12);
+        assert_eq!(report.errors.len(), 1);
+        assert_eq!((report.errors[0].id.as_str(), report.errors[0].predicted.as_str()), ("2", "b"));
+        // The log loss takes the gold label's probability: 0.9, 0.2, 0.7, 0.6.
+        let expected = -(0.9f64.ln() + 0.2f64.ln() + 0.7f64.ln() + 0.6f64.ln()) / 4.0;
+        assert!((report.log_loss.unwrap() - expected).abs() < 1e-9);
+        assert_eq!(scored.documents.len(), 4);
+    }
+
+    #[test]
+    fn tagging_cases_are_scored_by_strict_spans() {
+        let tags = |t: &str| t.split(' ').map(String::from).collect::<Vec<_>>();
+        let cases = vec![
+            TaggingCase {
+                id: "s1".into(),
+                words: tags("Das BAG in Erfurt"),
+                gold: tags("O B-ORG O B-LOC"),
+                predicted: tags("O B-ORG O O"),
+            },
+            TaggingCase {
+                id: "s2".into(),
+                words: tags("§ 15 AufenthG"),
+                gold: tags("B-NRM I-NRM I-NRM"),
+                predicted: tags("B-NRM I-NRM I-NRM"),
+            },
+        ];
+        let options = ScoringOptions { target_accuracy: 0.99, examples: 10 };
+        let scored = score(&Cases::Tagging { cases }, &options);
+        let TaskMetrics::Entities(report) = &scored.metrics else { panic!("an entity report") };
+        let strict = &report.strict_iob2;
+        assert_eq!((strict.support, strict.predicted), (3, 2));
+        assert!((strict.precision - 1.0).abs() < 1e-12 && (strict.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(strict.per_type["LOC"].f1, 0.0);
+        assert_eq!(scored.documents.len(), 2);
+    }
+}
