@@ -380,3 +380,56 @@ fn document_mean(windows: &[Window], outs: &[WindowOutput]) -> Vec<f32> {
             .map(|(w, o)| (o.mean.as_deref().expect("window means requested"), w.content.len() as f32)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::ingest::{Failed, Source};
+    use crate::text::WindowOptions;
+
+    fn fixture(name: &str) -> Pipeline {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(name);
+        Pipeline::new(ModelBundle::load(&dir).unwrap(), Some(16)).unwrap()
+    }
+
+    fn document(id: &str, text: &str) -> Item {
+        let source = Source { path: "in.jsonl".into(), line: Some(1) };
+        Ok(Document { id: id.into(), source, text: text.into(), encoding: "UTF-8", extractor: "jsonl" })
+    }
+
+    /// One chunk: records in input order, a document that could not be read as its error
+    /// record, a long text in several windows, and the same record for a text whether it
+    /// is encoded alone or among others.
+    #[test]
+    fn a_chunk_gives_one_record_per_item_in_order() {
+        let pipeline = fixture("bert-seqcls");
+        let options = PipelineOptions {
+            windows: WindowOptions { stride: pipeline.text.stride(None).unwrap(), max_windows: 100, truncate: false },
+            batch_tokens: NonZeroUsize::new(40).unwrap(),
+            aggregation: Aggregation::First,
+            top_k: Some(1),
+            explain: None,
+        };
+        let long = "Der Bescheid des Finanzamts wird aufgehoben und die Sache zurückverwiesen. ".repeat(4);
+        let failed = Err(Failed {
+            id: "broken".into(),
+            source: Source { path: "broken.pdf".into(), line: None },
+            error: "not a PDF".into(),
+        });
+        let items = vec![document("short", "Die Klage ist begründet."), failed, document("long", &long)];
+        let (records, stats) = pipeline.process(items, &options).unwrap();
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["short", "broken", "long"]);
+        assert_eq!((stats.documents, stats.failed), (3, 1));
+        assert_eq!(records[1].error.as_deref(), Some("not a PDF"));
+        assert!(records[2].windows.unwrap() > 1, "a long text is read in several windows");
+        let classification = records[0].classification.as_ref().unwrap();
+        assert_eq!(classification.scores.len(), 1, "--top-k 1");
+        assert_eq!(records[0].model, pipeline.identity.record_name);
+
+        let (alone, _) = pipeline.process(vec![document("short", "Die Klage ist begründet.")], &options).unwrap();
+        assert_eq!(alone[0], records[0], "a record does not depend on the chunk around it");
+    }
+}
