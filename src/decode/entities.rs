@@ -108,7 +108,7 @@ fn aggregate_word(word: &[TokenScores], strategy: Aggregation) -> Tagged {
     }
 }
 
-struct Span {
+struct ScoredSpan {
     label: String,
     start: usize,
     end: usize,
@@ -116,7 +116,7 @@ struct Span {
 }
 
 /// transformers' `group_entities`, then dropping the `O` groups.
-fn group(units: &[Tagged], labels: &[String]) -> Vec<Span> {
+fn group(units: &[Tagged], labels: &[String]) -> Vec<ScoredSpan> {
     let mut spans = Vec::new();
     let mut current: Vec<&Tagged> = Vec::new();
     let mut flush = |current: &mut Vec<&Tagged>| {
@@ -124,7 +124,7 @@ fn group(units: &[Tagged], labels: &[String]) -> Vec<Span> {
             let (_, kind) = lenient_split(&labels[first.tag]);
             if kind != "O" {
                 let score = current.iter().map(|u| u.score).sum::<f32>() / current.len() as f32;
-                spans.push(Span {
+                spans.push(ScoredSpan {
                     label: kind.to_string(),
                     start: first.start,
                     end: current[current.len() - 1].end,
@@ -150,7 +150,7 @@ fn group(units: &[Tagged], labels: &[String]) -> Vec<Span> {
 
 /// Cuts each span's text (spans in text order) and trims whitespace at its edges,
 /// which SentencePiece tokens can carry.
-fn with_text(text: &str, spans: Vec<Span>) -> Vec<Entity> {
+fn with_text(text: &str, spans: Vec<ScoredSpan>) -> Vec<Entity> {
     let mut cursor = CharCursor { text, chars: 0, bytes: 0 };
     let mut out = Vec::with_capacity(spans.len());
     for span in spans {

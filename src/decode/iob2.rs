@@ -51,15 +51,15 @@ pub enum SpanMode {
 
 /// An entity: type and word range `[start, end)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Span {
+pub struct TagSpan {
     pub kind: String,
     pub start: usize,
     pub end: usize,
 }
 
-pub fn spans(tags: &[String], mode: SpanMode) -> Vec<Span> {
+pub fn spans(tags: &[String], mode: SpanMode) -> Vec<TagSpan> {
     let mut out = Vec::new();
-    let mut open: Option<Span> = None;
+    let mut open: Option<TagSpan> = None;
     for (i, tag) in tags.iter().enumerate() {
         let (prefix, kind) = match tag.split_once('-') {
             Some((p, k)) if p == "B" || p == "I" => (p, k),
@@ -73,7 +73,7 @@ pub fn spans(tags: &[String], mode: SpanMode) -> Vec<Span> {
         out.extend(open.take());
         let starts = prefix == "B" || (prefix == "I" && mode == SpanMode::Default);
         if starts {
-            open = Some(Span { kind: kind.to_string(), start: i, end: i + 1 });
+            open = Some(TagSpan { kind: kind.to_string(), start: i, end: i + 1 });
         }
     }
     out.extend(open);

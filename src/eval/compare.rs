@@ -20,18 +20,18 @@ use crate::fsutil::read_text;
 
 /// What was scored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Task {
+enum ReportKind {
     Classification,
     MultiLabel,
     Entities,
 }
 
-impl Task {
+impl ReportKind {
     fn of(metrics: &TaskMetrics) -> Self {
         match metrics {
-            TaskMetrics::Classification(_) => Task::Classification,
-            TaskMetrics::MultiLabel(_) => Task::MultiLabel,
-            TaskMetrics::Entities(_) => Task::Entities,
+            TaskMetrics::Classification(_) => ReportKind::Classification,
+            TaskMetrics::MultiLabel(_) => ReportKind::MultiLabel,
+            TaskMetrics::Entities(_) => ReportKind::Entities,
         }
     }
 }
@@ -120,8 +120,8 @@ fn only_in(this: &BTreeSet<&str>, other: &BTreeSet<&str>) -> String {
 
 pub fn run(a_dir: &Path, b_dir: &Path, args: &CompareOptions) -> Result<()> {
     let (a, b) = (read_side(a_dir)?, read_side(b_dir)?);
-    let task = Task::of(&a.metrics.task);
-    if Task::of(&b.metrics.task) != task {
+    let task = ReportKind::of(&a.metrics.task);
+    if ReportKind::of(&b.metrics.task) != task {
         bail!("{} and {} score different tasks", a_dir.display(), b_dir.display());
     }
     // The same documents with the same gold answers, in the same order.
@@ -205,10 +205,10 @@ struct Significance {
 
 /// McNemar on per-document correctness and paired bootstrap intervals of the headline
 /// metrics and of each label's (entity type's) F1.
-fn significance(task: Task, a: &Documents, b: &Documents, resamples: usize, seed: u64) -> Significance {
+fn significance(task: ReportKind, a: &Documents, b: &Documents, resamples: usize, seed: u64) -> Significance {
     match (a, b) {
         (Documents::Labels(a), Documents::Labels(b)) => {
-            label_significance([a, b], task == Task::Classification, resamples, seed)
+            label_significance([a, b], task == ReportKind::Classification, resamples, seed)
         }
         (Documents::Spans(a), Documents::Spans(b)) => span_significance([a, b], resamples, seed),
         _ => unreachable!("both reports score the same task"),
@@ -351,9 +351,12 @@ fn interval_rows(intervals: &[BootstrapInterval]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn tables(c: &Comparison, task: Task) -> Vec<Section> {
-    let unit =
-        if task == Task::Entities { "sentences whose entities are all right" } else { "documents classified right" };
+fn tables(c: &Comparison, task: ReportKind) -> Vec<Section> {
+    let unit = if task == ReportKind::Entities {
+        "sentences whose entities are all right"
+    } else {
+        "documents classified right"
+    };
     let m: &McNemar = &c.mcnemar;
     let verdict = if m.p_value < 0.05 {
         "a real difference at the 5% level"
@@ -396,7 +399,7 @@ fn tables(c: &Comparison, task: Task) -> Vec<Section> {
         },
     ];
     if !c.per_class_bootstrap.is_empty() {
-        let (what, column) = if task == Task::Entities {
+        let (what, column) = if task == ReportKind::Entities {
             ("Strict F1 of each entity type", "type")
         } else {
             ("F1 of each label", "label")
@@ -414,7 +417,7 @@ fn tables(c: &Comparison, task: Task) -> Vec<Section> {
     sections
 }
 
-fn render(c: &Comparison, task: Task) -> (String, String) {
+fn render(c: &Comparison, task: ReportKind) -> (String, String) {
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".to_string());
     let side =
         |s: &ComparedReport| format!("{} (model {}, sha256 {})", s.report, dash(&s.model.name), dash(&s.model.sha256));
@@ -438,7 +441,7 @@ fn render(c: &Comparison, task: Task) -> (String, String) {
         .iter()
         .filter_map(|r| Some((r.metric.clone(), r.delta?, r.better.as_deref())))
         .filter(|(name, _, _)| {
-            task != Task::Entities || name.contains("F1") || name.contains("precision") || name.contains("recall")
+            task != ReportKind::Entities || name.contains("F1") || name.contains("precision") || name.contains("recall")
         })
         .collect();
     html += &format!(

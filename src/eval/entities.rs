@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::classification::prf;
-use crate::decode::iob2::{spans, Span, SpanMode};
+use crate::decode::iob2::{spans, SpanMode, TagSpan};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TypeScores {
@@ -93,11 +93,11 @@ impl ErrorKind {
 pub struct EntityError {
     pub kind: ErrorKind,
     pub sentence: usize,
-    pub gold: Option<Span>,
-    pub predicted: Option<Span>,
+    pub gold: Option<TagSpan>,
+    pub predicted: Option<TagSpan>,
 }
 
-fn overlaps(a: &Span, b: &Span) -> bool {
+fn overlaps(a: &TagSpan, b: &TagSpan) -> bool {
     a.start < b.end && b.start < a.end
 }
 
@@ -114,7 +114,7 @@ pub fn entity_errors(gold: &[Vec<String>], predicted: &[Vec<String>]) -> (ErrorC
                 counts.exact += 1;
                 continue;
             }
-            let touching: Vec<&Span> = predicted_spans.iter().filter(|ps| overlaps(gs, ps)).collect();
+            let touching: Vec<&TagSpan> = predicted_spans.iter().filter(|ps| overlaps(gs, ps)).collect();
             let (kind, prediction) = if let Some(ps) = touching.iter().find(|ps| ps.kind == gs.kind) {
                 counts.partial += 1;
                 (ErrorKind::Partial, Some(*ps))

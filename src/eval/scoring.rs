@@ -10,7 +10,7 @@ use super::metrics::{
     ClassificationError, DocumentLine, EntityErrorExample, EntityReport, LabelLine, SingleLabelReport, SpanLine,
     SpanText, TaskMetrics,
 };
-use crate::decode::iob2::{spans, Span, SpanMode};
+use crate::decode::iob2::{spans, SpanMode, TagSpan};
 
 pub struct ScoringOptions {
     pub target_accuracy: f64,
@@ -125,7 +125,7 @@ fn score_tagging(cases: &[TaggingCase], options: &ScoringOptions) -> Scored {
     for kind in ErrorKind::ALL {
         for e in errors.iter().filter(|e| e.kind == kind).take(options.examples) {
             let case = &cases[e.sentence];
-            let describe = |s: &Option<Span>| {
+            let describe = |s: &Option<TagSpan>| {
                 s.as_ref().map(|s| SpanText {
                     kind: s.kind.clone(),
                     text: case.words[s.start..s.end].join(" "),
@@ -173,7 +173,7 @@ fn snippet(text: &str, chars: usize) -> String {
 }
 
 /// Up to `around` words either side of the span, the span in ⟦ ⟧.
-fn context(words: &[String], span: &Span, around: usize) -> String {
+fn context(words: &[String], span: &TagSpan, around: usize) -> String {
     let from = span.start.saturating_sub(around);
     let to = (span.end + around).min(words.len());
     let mut out = Vec::new();

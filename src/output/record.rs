@@ -73,7 +73,7 @@ pub enum Contribution {
     /// a place, among the words it covers by their characters.
     Word {
         text: String,
-        occurrences: Vec<Span>,
+        occurrences: Vec<CharRange>,
         value: f32,
         #[serde(skip_serializing_if = "Option::is_none")]
         versus: Option<f32>,
@@ -93,7 +93,7 @@ pub enum Contribution {
 
 /// Characters `start..end` of the original text (Unicode scalar values, as entities).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Span {
+pub struct CharRange {
     pub start: usize,
     pub end: usize,
 }

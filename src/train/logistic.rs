@@ -33,12 +33,12 @@ pub struct Shape {
 /// Fitted weights: dense `[labels, dense]`, sparse `[sparse, labels]`, bias `[labels]`,
 /// one flat vector in that order.
 #[derive(Clone, Debug)]
-pub struct Linear {
+pub struct LinearModel {
     pub shape: Shape,
     pub params: Vec<f32>,
 }
 
-impl Linear {
+impl LinearModel {
     pub fn zeros(shape: Shape) -> Self {
         Self { shape, params: vec![0.0; shape.labels * (shape.dense + shape.sparse + 1)] }
     }
@@ -170,18 +170,18 @@ struct Layout {
 
 impl Fit<'_> {
     /// Fits from `start` (a warm start from a nearby `C`, or zeros).
-    pub fn run(&self, start: Option<&Linear>) -> Linear {
+    pub fn run(&self, start: Option<&LinearModel>) -> LinearModel {
         let layout = Layout {
             dense: self.rows.iter().flat_map(|r| r.dense.iter().copied()).collect(),
             by_column: ByColumn::new(self.rows, self.shape.sparse),
         };
-        let initial = start.map_or_else(|| Linear::zeros(self.shape), Linear::clone);
+        let initial = start.map_or_else(|| LinearModel::zeros(self.shape), LinearModel::clone);
         // scikit-learn stops at a largest gradient entry of 1e-4 of C · Σ loss + ½‖W‖²;
         // this objective is that divided by C · n.
         let tolerance = 1e-4 / (self.c * self.rows.len().max(1) as f64);
         let params =
             minimize(initial.params, tolerance, &mut |p: &[f32], grad: &mut [f32]| self.objective(&layout, p, grad));
-        Linear { shape: self.shape, params }
+        LinearModel { shape: self.shape, params }
     }
 
     /// The objective at `p`, its gradient written into `grad`.
@@ -233,7 +233,7 @@ impl Fit<'_> {
                             let w = &weights_sparse[column as usize * k..(column as usize + 1) * k];
                             z.iter_mut().zip(w).for_each(|(z, w)| *z += value * w);
                         }
-                        let probs = Linear::activate(multi_label, z);
+                        let probs = LinearModel::activate(multi_label, z);
                         let loss = example_loss(multi_label, &probs, &row.labels);
                         z.copy_from_slice(&probs);
                         for &l in &row.labels {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::{classification, BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::scores::{argmax, sigmoid, softmax, window_max};
 use crate::model::head_file::{DocumentPooling, HeadFile, HeadSpec, LinearScores};
-use crate::output::record::{Contribution, Evidence, RunnerUp, Span};
+use crate::output::record::{CharRange, Contribution, Evidence, RunnerUp};
 use crate::text::lexical::LexicalScheme;
 use crate::text::word_shares::WordShares;
 
@@ -131,7 +131,7 @@ impl DocumentClassifier {
                     hidden.iter_mut().zip(&word.values).for_each(|(h, v)| *h += v);
                     continue;
                 }
-                let occurrences = word.occurrences.iter().map(|&(start, end)| Span { start, end }).collect();
+                let occurrences = word.occurrences.iter().map(|&(start, end)| CharRange { start, end }).collect();
                 let contribution = Contribution::Word { text: word.text, occurrences, value: 0.0, versus: None };
                 parts.push((contribution, word.values));
             }

@@ -16,7 +16,7 @@ use crate::text::windows::token_owners;
 
 /// How a classification head turns a window's token states into one vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
+pub enum TokenPooling {
     /// The first token (`[CLS]`/`<s>`): HF `*ForSequenceClassification`.
     First,
     /// Mean over the window's tokens: e5's sentence embedding.
@@ -29,7 +29,7 @@ pub enum Pooling {
 pub struct ClassificationHead {
     pub name: String,
     pub labels: Vec<String>,
-    pub pooling: Pooling,
+    pub pooling: TokenPooling,
     pub hidden_layer: Option<(Linear, Activation)>,
     pub output: Linear,
     /// Sigmoid per label instead of a softmax over labels.
@@ -64,7 +64,7 @@ impl ClassificationHead {
         Ok(Self {
             name: name.to_string(),
             labels,
-            pooling: Pooling::First,
+            pooling: TokenPooling::First,
             hidden_layer: Some(hidden_layer),
             output,
             multi_label: config.is_multi_label(),
@@ -105,8 +105,8 @@ impl TaskHead for ClassificationHead {
     fn forward(&self, batch: &BatchStates) -> candle_core::Result<Vec<Vec<f32>>> {
         let hidden = batch.last_layer()?;
         let pooled = match self.pooling {
-            Pooling::First => first_token(&hidden, batch.starts())?,
-            Pooling::Mean => mean_pool(&hidden, batch.starts(), batch.lens())?,
+            TokenPooling::First => first_token(&hidden, batch.starts())?,
+            TokenPooling::Mean => mean_pool(&hidden, batch.starts(), batch.lens())?,
         };
         Ok(self.logits(&pooled)?.to_vec2::<f32>()?.iter().map(|l| self.probabilities(l)).collect())
     }

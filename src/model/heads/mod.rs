@@ -22,7 +22,7 @@ use crate::output::record::Classification;
 use crate::text::{DocTokens, Window};
 
 pub use document_classifier::DocumentClassifier;
-pub use fine_tuned::{ClassificationHead, Pooling, TokenClassificationHead};
+pub use fine_tuned::{ClassificationHead, TokenClassificationHead, TokenPooling};
 pub use tagger::Tagger;
 pub use zero_shot::ZeroShotHead;
 

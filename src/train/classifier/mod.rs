@@ -31,7 +31,7 @@ use half::f16;
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::logistic::{Fit, Linear, Row};
+use super::logistic::{Fit, LinearModel, Row};
 use super::{decimal, head_record, Example, PoolingChoice, Split, TrainContext};
 use crate::decode::scores::argmax;
 use crate::ingest::labelled::LabelledDocument;
@@ -356,7 +356,7 @@ fn out_of_fold_logits(
             let rows: Vec<Row> = fit_part.par_iter().map(|d| inputs.row(d)).collect();
             let held_rows: Vec<Row> = held_out.par_iter().map(|&i| inputs.row(&documents[i])).collect();
             let shape = inputs.shape(k, multi_label);
-            let mut previous: Option<Linear> = None;
+            let mut previous: Option<LinearModel> = None;
             for (s, setting) in grid.iter().enumerate() {
                 let model = Fit { rows: &rows, shape, c: setting.c() }.run(previous.as_ref());
                 for (&i, row) in held_out.iter().zip(&held_rows) {
@@ -387,11 +387,11 @@ fn inputs_for(setting: &Setting, documents: &[&Document], buckets: usize) -> Inp
 
 /// Fits one model on all `documents`, reaching `c` along the grid below it (each fit
 /// starting from the one before, as in cross-validation).
-fn refit(inputs: &Inputs, documents: &[&Document], k: usize, multi_label: bool, c: f64) -> Linear {
+fn refit(inputs: &Inputs, documents: &[&Document], k: usize, multi_label: bool, c: f64) -> LinearModel {
     let rows: Vec<Row> = documents.par_iter().map(|d| inputs.row(d)).collect();
     let shape = inputs.shape(k, multi_label);
     let grid: &[f64] = if matches!(inputs, Inputs::Lexical { .. }) { &LEXICAL_GRID } else { &DENSE_GRID };
-    let mut model: Option<Linear> = None;
+    let mut model: Option<LinearModel> = None;
     for &step in grid.iter().filter(|&&g| g <= c) {
         model = Some(Fit { rows: &rows, shape, c: step }.run(model.as_ref()));
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::super::logistic::{balanced_weights, example_loss, minimize, Linear};
+use super::super::logistic::{balanced_weights, example_loss, minimize, LinearModel};
 use crate::decode::scores::argmax;
 use crate::eval::classification::{classification_metrics, prf};
 use crate::model::head_file::DocumentPooling;
@@ -73,7 +73,7 @@ impl Task<'_> {
         let total: f64 = logits
             .iter()
             .zip(gold)
-            .map(|(l, g)| example_loss(self.multi_label, &Linear::activate(self.multi_label, l), g))
+            .map(|(l, g)| example_loss(self.multi_label, &LinearModel::activate(self.multi_label, l), g))
             .sum();
         total / logits.len().max(1) as f64
     }
@@ -136,7 +136,7 @@ impl Blend {
             for (i, g) in gold.iter().enumerate() {
                 let parts: Vec<&[f32]> = models.iter().map(|l| &l[i][..]).collect();
                 let w = if task.multi_label { 1.0 } else { label_weights[g[0]] };
-                let probs = Linear::activate(task.multi_label, &blend.logits(&parts));
+                let probs = LinearModel::activate(task.multi_label, &blend.logits(&parts));
                 loss += f64::from(w) * example_loss(task.multi_label, &probs, g);
                 for y in 0..k {
                     let dy = w * (probs[y] - f32::from(u8::from(g.contains(&y)))) / n;
