@@ -13,7 +13,7 @@ use crate::eval::html::{escape, html_table, page, strings, svg};
 use crate::infer::runner::failure_reason;
 use crate::ingest::Source;
 use crate::output::results::{for_each_record, ResultRecord};
-use crate::review::SourceTexts;
+use crate::review::{evidence_marks, evidence_words, SourceTexts};
 
 /// Confidence histogram bins over [0, 1].
 const BINS: usize = 20;
@@ -116,23 +116,6 @@ struct Sample {
 const EVIDENCE_WORDS: usize = 6;
 /// Failed documents listed by name.
 const FAILED_LISTED: usize = 100;
-
-/// The strongest word contributions of an evidence, by their part in setting the label
-/// apart from the runner-up (else in its logit).
-fn evidence_words(evidence: Option<&serde_json::Value>) -> Vec<(String, f32)> {
-    let Some(evidence) = evidence else { return Vec::new() };
-    evidence["contributions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["source"] == "word")
-        .filter_map(|c| {
-            let strength = c["versus"].as_f64().or_else(|| c["value"].as_f64())?;
-            Some((c["text"].as_str()?.to_string(), strength as f32))
-        })
-        .take(EVIDENCE_WORDS)
-        .collect()
-}
 
 impl Sample {
     fn key(&self) -> (u32, u64) {
@@ -242,16 +225,20 @@ impl Overview {
             if score < self.options.review_below {
                 self.below += 1;
             }
-            self.keep_if_least_confident(Sample {
-                score_bits: score.to_bits(),
-                order,
-                id: record.id.clone(),
-                source: record.source.clone(),
-                label: c.label.clone(),
-                runner_up: c.scores.iter().find(|s| s.label != c.label).map(|s| (s.label.clone(), s.score)),
-                marks: crate::review::evidence_marks(c.evidence.as_ref()),
-                evidence: evidence_words(c.evidence.as_ref()),
-            });
+            // Only a document that enters the sample is copied and its evidence read.
+            if self.would_keep((score.to_bits(), order)) {
+                let words = evidence_words(c.evidence.as_ref());
+                self.keep(Sample {
+                    score_bits: score.to_bits(),
+                    order,
+                    id: record.id.clone(),
+                    source: record.source.clone(),
+                    label: c.label.clone(),
+                    runner_up: c.scores.iter().find(|s| s.label != c.label).map(|s| (s.label.clone(), s.score)),
+                    marks: evidence_marks(&words),
+                    evidence: words.into_iter().take(EVIDENCE_WORDS).map(|w| (w.text, w.strength)).collect(),
+                });
+            }
         } else if self.options.head.is_some() || record.entities.is_none() {
             // A tagger's records have entities and no label; anything else lacks what
             // the page reports.
@@ -274,17 +261,21 @@ impl Overview {
         Ok(())
     }
 
-    fn keep_if_least_confident(&mut self, sample: Sample) {
-        if self.options.sample == 0 {
-            return;
-        }
+    /// Whether a document with this (score bits, input order) belongs to the sample of
+    /// the least confident.
+    fn would_keep(&self, key: (u32, u64)) -> bool {
+        self.options.sample > 0
+            && (self.least_confident.len() < self.options.sample
+                || self.least_confident.peek().is_some_and(|top| key < top.key()))
+    }
+
+    /// Adds a sample [`Self::would_keep`] took, making room if the sample is full.
+    fn keep(&mut self, sample: Sample) {
         // A max-heap of the kept: its top is the most confident of them, replaced first.
-        if self.least_confident.len() < self.options.sample {
-            self.least_confident.push(sample);
-        } else if self.least_confident.peek().is_some_and(|top| sample < *top) {
+        if self.least_confident.len() == self.options.sample {
             self.least_confident.pop();
-            self.least_confident.push(sample);
         }
+        self.least_confident.push(sample);
     }
 
     /// The month the source file was last modified (`YYYY-MM`), looked up once per file.

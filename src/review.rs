@@ -66,23 +66,39 @@ fn read_classified(path: &Path, head: Option<&str>) -> Result<(Vec<(ResultRecord
     Ok((records, failed))
 }
 
-/// The words that spoke for a classification's label (against the runner-up where the
-/// evidence has one): where the text should be marked for a reader.
-pub fn evidence_marks(evidence: Option<&serde_json::Value>) -> Vec<(usize, usize)> {
+/// A word of a record's evidence: its text, its part in setting the label apart from
+/// the runner-up (in the label's logit where there is none), and its occurrences.
+pub struct EvidenceWord {
+    pub text: String,
+    pub strength: f32,
+    pub occurrences: Vec<(usize, usize)>,
+}
+
+/// The word contributions of a record's `evidence`, strongest first (as written).
+pub fn evidence_words(evidence: Option<&serde_json::Value>) -> Vec<EvidenceWord> {
     let Some(evidence) = evidence else { return Vec::new() };
-    let mut out = Vec::new();
-    for c in evidence["contributions"].as_array().into_iter().flatten() {
-        let strength = c["versus"].as_f64().or_else(|| c["value"].as_f64()).unwrap_or(0.0);
-        if c["source"] != "word" || strength <= 0.0 {
-            continue;
-        }
-        for o in c["occurrences"].as_array().into_iter().flatten() {
-            if let (Some(start), Some(end)) = (o["start"].as_u64(), o["end"].as_u64()) {
-                out.push((start as usize, end as usize));
-            }
-        }
-    }
-    out
+    evidence["contributions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["source"] == "word")
+        .filter_map(|c| {
+            let strength = c["versus"].as_f64().or_else(|| c["value"].as_f64())? as f32;
+            let occurrences = c["occurrences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| Some((o["start"].as_u64()? as usize, o["end"].as_u64()? as usize)))
+                .collect();
+            Some(EvidenceWord { text: c["text"].as_str()?.to_string(), strength, occurrences })
+        })
+        .collect()
+}
+
+/// Where the text should be marked for a reader: the occurrences of the words that
+/// spoke for the label.
+pub fn evidence_marks(words: &[EvidenceWord]) -> Vec<(usize, usize)> {
+    words.iter().filter(|w| w.strength > 0.0).flat_map(|w| w.occurrences.iter().copied()).collect()
 }
 
 /// Candidates from one results file (margin, entropy) or two (disagreement: the ids
@@ -135,7 +151,7 @@ pub fn candidates(results: &Path, other: Option<&Path>, strategy: Strategy, head
             _ => (second.map(|s| (s.label.clone(), s.score)), f64::from(c.score - second.map_or(0.0, |s| s.score))),
         };
         out.push(Candidate {
-            marks: evidence_marks(c.evidence.as_ref()),
+            marks: evidence_marks(&evidence_words(c.evidence.as_ref())),
             id: record.id,
             source: record.source,
             label: c.label,
@@ -367,9 +383,11 @@ type Place = (String, Option<u64>);
 /// Texts of documents read again from their sources, found by a record's source and id.
 #[derive(Default)]
 pub struct SourceTexts {
-    by_id: HashMap<(String, String), String>,
-    /// (id, text) of every document read at a place.
-    by_place: HashMap<Place, Vec<(String, String)>>,
+    texts: Vec<String>,
+    /// (path, id) → index into `texts`.
+    by_id: HashMap<(String, String), usize>,
+    /// (id, index into `texts`) of every document read at a place.
+    by_place: HashMap<Place, Vec<(String, usize)>>,
 }
 
 impl SourceTexts {
@@ -378,8 +396,8 @@ impl SourceTexts {
     /// which differs from the path it is read from now: such a document is found by its
     /// place in the file instead.
     pub fn get(&self, source: &Source, id: &str) -> Option<&str> {
-        if let Some(text) = self.by_id.get(&(source.path.clone(), id.to_string())) {
-            return Some(text);
+        if let Some(&i) = self.by_id.get(&(source.path.clone(), id.to_string())) {
+            return Some(&self.texts[i]);
         }
         let derived = |candidate: &str| candidate.starts_with(source.path.as_str());
         // A mail's attachments share its place: they differ after the first `#`.
@@ -388,35 +406,42 @@ impl SourceTexts {
         here.iter()
             .filter(|(candidate, _)| derived(candidate))
             .find(|(candidate, _)| attachment(candidate) == attachment(id))
-            .map(|(_, text)| text.as_str())
+            .map(|&(_, i)| self.texts[i].as_str())
     }
 
-    pub fn extend(&mut self, other: SourceTexts) {
-        self.by_id.extend(other.by_id);
-        for (place, documents) in other.by_place {
-            self.by_place.entry(place).or_default().extend(documents);
+    fn insert(&mut self, source: Source, id: String, text: String) {
+        let i = self.texts.len();
+        self.texts.push(text);
+        self.by_place.entry((source.path.clone(), source.line)).or_default().push((id.clone(), i));
+        self.by_id.insert((source.path, id), i);
+    }
+}
+
+impl SourceTexts {
+    /// Adds the documents of `paths`, read as `classify` reads them. A source that is gone
+    /// has no text to give (callers say what that means for them).
+    pub fn read(&mut self, paths: &BTreeSet<String>, fields: &FieldNames) -> Result<()> {
+        let inputs: Vec<std::path::PathBuf> =
+            paths.iter().map(std::path::PathBuf::from).filter(|p| p.exists()).collect();
+        if inputs.is_empty() {
+            return Ok(());
         }
+        // Documents `classify` read are read again whatever limits it ran with.
+        let limits = ReadLimits { document_bytes: u64::MAX, extract_time: std::time::Duration::from_secs(600) };
+        let mut reader = DocumentReader::new(walk_inputs(&inputs)?, fields.clone(), limits);
+        while let Some(next) = reader.next_wanted(|_| true) {
+            if let Next::Item(Ok(document)) = next {
+                self.insert(document.source, document.id, document.text);
+            }
+        }
+        Ok(())
     }
 }
 
 /// The texts of the documents in `paths`, read as `classify` reads them.
 pub fn read_texts(paths: &BTreeSet<String>, fields: &FieldNames) -> Result<SourceTexts> {
-    // A source that is gone has no text to give (callers say what that means for them).
-    let inputs: Vec<std::path::PathBuf> = paths.iter().map(std::path::PathBuf::from).filter(|p| p.exists()).collect();
     let mut texts = SourceTexts::default();
-    if inputs.is_empty() {
-        return Ok(texts);
-    }
-    // Documents `classify` read are read again whatever limits it ran with.
-    let limits = ReadLimits { document_bytes: u64::MAX, extract_time: std::time::Duration::from_secs(600) };
-    let mut reader = DocumentReader::new(walk_inputs(&inputs)?, fields.clone(), limits);
-    while let Some(next) = reader.next_wanted(|_| true) {
-        if let Next::Item(Ok(document)) = next {
-            let place = (document.source.path.clone(), document.source.line);
-            texts.by_place.entry(place).or_default().push((document.id.clone(), document.text.clone()));
-            texts.by_id.insert((document.source.path, document.id), document.text);
-        }
-    }
+    texts.read(paths, fields)?;
     Ok(texts)
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{char_slice, dataset, docclass, fixture, path_str, read_records, real_model, FILLER};
+use common::{char_slice, dataset, docclass, fixture, path_str, read_records, real_model, train_classifier, FILLER};
 use serde_json::Value;
 
 const COURTS: [&str; 3] = ["Landgericht", "Bundesgericht", "Amtsgericht"];
@@ -51,15 +51,6 @@ fn train(args: &[&str]) -> std::process::Output {
     let mut all = vec!["train"];
     all.extend_from_slice(args);
     docclass(&all)
-}
-
-/// `train DATA` of a classifier on the tiny encoder, its features cached in `dir/cache`.
-fn train_classifier(dir: &Path, data: &Path, head: &Path, extra: &[&str]) -> std::process::Output {
-    let (encoder, cache) = (fixture("bert-base"), dir.join("cache"));
-    let mut args = vec![path_str(data), "--encoder", path_str(&encoder), "--out", path_str(head)];
-    args.extend(["--cache", path_str(&cache), "--lexical-buckets", "4096"]);
-    args.extend_from_slice(extra);
-    train(&args)
 }
 
 fn stderr(output: &std::process::Output) -> String {

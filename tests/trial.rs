@@ -38,19 +38,7 @@ fn trial(extra_classify: &[&str]) -> Trial {
     }
     fs::write(&train, rows).unwrap();
     let head = dir.path().join("head");
-    let cache = dir.path().join("cache");
-    let run = docclass(&[
-        "train",
-        path_str(&train),
-        "--encoder",
-        path_str(&fixture("bert-base")),
-        "--out",
-        path_str(&head),
-        "--cache",
-        path_str(&cache),
-        "--lexical-buckets",
-        "4096",
-    ]);
+    let run = common::train_classifier(dir.path(), &train, &head, &[]);
     assert!(run.status.success(), "{}", stderr(&run));
     fs::create_dir_all(dir.path().join("inbox")).unwrap();
     let inbox = dir.path().join("inbox/letters.tsv");

@@ -14,9 +14,7 @@ use crate::fsutil::{refuse_existing, relative_to_file_of, write_durably};
 use crate::ingest::Source;
 use crate::logging;
 use crate::output::csv_row;
-use crate::review::{
-    candidates, choose, excerpt, read_texts, Candidates, SourceTexts, Strategy, COLUMNS, DISAGREEMENT_COLUMNS,
-};
+use crate::review::{candidates, choose, excerpt, Candidates, SourceTexts, Strategy, COLUMNS, DISAGREEMENT_COLUMNS};
 
 /// Characters of text in a queue row's excerpt.
 const EXCERPT_CHARS: usize = 300;
@@ -38,7 +36,7 @@ pub fn run(args: ReviewArgs) -> Result<Outcome> {
     let mut read_paths: BTreeSet<String> = BTreeSet::new();
     let text_of = |c: &crate::review::Candidate| -> Result<String> {
         if read_paths.insert(c.source.path.clone()) {
-            texts.extend(read_texts(&BTreeSet::from([c.source.path.clone()]), &fields)?);
+            texts.read(&BTreeSet::from([c.source.path.clone()]), &fields)?;
         }
         texts.get(&c.source, &c.id).map(str::to_string).with_context(|| {
             format!(

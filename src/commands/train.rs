@@ -28,6 +28,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let started = Instant::now();
     let task = args.data_format.task_of(&args.train);
     let config = lower(&args, task)?;
+    // Read (and so checked) before the slow encoding; the head keeps a copy of the file.
+    let label_names = args.label_names.as_deref().map(read_label_names).transpose()?.unwrap_or_default();
     if !args.features_only {
         refuse_existing_dir(&args.out, args.force, "head")?;
     }
@@ -73,7 +75,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             let columns = args.data_format.columns(args.label_separator.clone());
             let mut train = read_documents(&args.train, &columns)?;
             let known: BTreeSet<String> = train.iter().flat_map(|d| d.labels.iter().cloned()).collect();
-            train.extend(reviewed_documents(&args, &known)?);
+            train.extend(reviewed_documents(&args, &known, &label_names)?);
             crate::train::classifier::check_label_counts(&args.train, train.iter().map(|d| &d.labels))?;
             let dev = args.dev.as_ref().map(|p| read_documents(p, &columns)).transpose()?;
             let texts = |docs: &[LabelledDocument]| (docs.iter().map(|d| d.text.clone()).collect(), Vec::new());
@@ -177,7 +179,6 @@ impl Stage<'_> {
         let staging = self.context.staging;
         prepare_staging(staging)?;
         if let Some(names) = &args.label_names {
-            read_label_names(names)?;
             let copy = staging.join(crate::model::head_file::LABEL_NAMES_FILE);
             std::fs::copy(names, &copy)
                 .with_context(|| format!("copying {} to {}", names.display(), copy.display()))?;
@@ -253,15 +254,18 @@ impl DataArgs {
 /// The labelled rows of the --review queues as training documents, their texts read
 /// again from their sources. Each gold label is matched to one of TRAIN's `known`
 /// labels: a typo must not train a new class.
-fn reviewed_documents(args: &TrainArgs, known: &BTreeSet<String>) -> Result<Vec<LabelledDocument>> {
+fn reviewed_documents(
+    args: &TrainArgs,
+    known: &BTreeSet<String>,
+    display_names: &BTreeMap<String, String>,
+) -> Result<Vec<LabelledDocument>> {
     if args.review.is_empty() {
         return Ok(Vec::new());
     }
     if args.data_format.task_of(&args.train) != TrainTask::Classify {
         bail!("--review queues label documents: they train classifiers, not taggers");
     }
-    let display_names = args.label_names.as_deref().map(read_label_names).transpose()?.unwrap_or_default();
-    let gold_labels = GoldLabels::new(known, &display_names);
+    let gold_labels = GoldLabels::new(known, display_names);
     let text = match &args.data_format.text_column {
         Column::Name(name) => name.clone(),
         Column::Position(_) => "text".to_string(),

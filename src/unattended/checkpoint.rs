@@ -51,6 +51,7 @@ pub struct Checkpoint {
 }
 
 /// The files of a run beside its output.
+#[derive(Clone)]
 pub struct RunFiles {
     pub target: PathBuf,
     pub partial: PathBuf,

@@ -86,7 +86,7 @@ impl ResumableRun {
 
     /// The files the run loop checkpoints into; none for stdout.
     pub fn files(&self) -> Option<RunFiles> {
-        self.files.as_ref().map(|f| RunFiles::new(&f.target))
+        self.files.clone()
     }
 
     /// Where the state entries of this run go until it completes: a journal beside an

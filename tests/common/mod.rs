@@ -58,6 +58,16 @@ pub fn char_slice(text: &str, start: usize, end: usize) -> String {
     text.chars().skip(start).take(end - start).collect()
 }
 
+/// `docclass train DATA` of a classifier on the tiny encoder, its features cached in
+/// `dir/cache`.
+pub fn train_classifier(dir: &Path, data: &Path, head: &Path, extra: &[&str]) -> Output {
+    let (encoder, cache) = (fixture("bert-base"), dir.join("cache"));
+    let mut args = vec!["train", path_str(data), "--encoder", path_str(&encoder), "--out", path_str(head)];
+    args.extend(["--cache", path_str(&cache), "--lexical-buckets", "4096"]);
+    args.extend_from_slice(extra);
+    docclass(&args)
+}
+
 /// `docclass classify --model MODEL INPUT --out OUT EXTRA...`
 pub fn classify(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["classify", "--model", path_str(model), path_str(input), "--out", path_str(out)];
