@@ -421,6 +421,25 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch_size: usize,
 
+    /// Taggers: what lies between the encoder features and the CRF. `bilstm`: projected
+    /// features and a character CNN per word feed a bidirectional LSTM over the
+    /// sentence. `linear`: the CRF reads the features linearly (faster, less accurate).
+    #[arg(long, value_enum, default_value_t = TaggerContextArg::Bilstm)]
+    pub tagger_context: TaggerContextArg,
+
+    /// Taggers with `--tagger-context bilstm`: width of the projected encoder features.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub projection: usize,
+
+    /// Taggers with `--tagger-context bilstm`: LSTM state width per direction.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub hidden: usize,
+
+    /// Taggers with `--tagger-context bilstm`: share of the LSTM's inputs and outputs
+    /// dropped while training.
+    #[arg(long, value_name = "RATE", default_value_t = 0.25)]
+    pub dropout: f32,
+
     /// Buckets of the hashed lexical features; 0 switches them off.
     #[arg(long, value_name = "N", default_value_t = 1 << 21)]
     pub lexical_buckets: usize,
@@ -454,6 +473,12 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaggerContextArg {
+    Bilstm,
+    Linear,
 }
 
 /// `docclass eval` in three forms: run a model on labelled DATA; score a results file

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{configure_run, Outcome};
 
-use crate::cli::{DataArgs, PoolingArg, TrainArgs, TrainTask};
+use crate::cli::{DataArgs, PoolingArg, TaggerContextArg, TrainArgs, TrainTask};
 use crate::fsutil::refuse_existing_dir;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::labelled::{
@@ -21,12 +21,18 @@ use crate::logging;
 use crate::model::ModelBundle;
 use crate::review::GoldLabels;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
-use crate::train::{ClassifierConfig, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
+use crate::train::{ClassifierConfig, ContextSettings, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
+    let task = args.data_format.task_of(&args.train);
+    if task == TrainTask::Tag && args.tagger_context != TaggerContextArg::Linear && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // The context layer trains shards of each batch on threads of their own; candle's
+        // own pool would split every small op of each shard again. Safe at this point: no
+        // other thread has started yet.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let threads = configure_run(&args.run)?;
     let started = Instant::now();
-    let task = args.data_format.task_of(&args.train);
     let config = lower(&args, task)?;
     // Read (and so checked) before the slow encoding; the head keeps a copy of the file.
     let label_names = args.label_names.as_deref().map(read_label_names).transpose()?.unwrap_or_default();
@@ -138,6 +144,18 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
             dense_learning_rate: args.dense_learning_rate,
             l2: args.l2,
             batch_size: args.batch_size,
+            context: match args.tagger_context {
+                TaggerContextArg::Linear => None,
+                TaggerContextArg::Bilstm => Some(ContextSettings {
+                    projection: args.projection,
+                    hidden: args.hidden,
+                    char_dim: 32,
+                    char_filters: 64,
+                    char_width: 3,
+                    word_chars: 20,
+                    dropout: args.dropout,
+                }),
+            },
         },
     })
 }

@@ -62,6 +62,10 @@ pub struct HeadSpec {
     /// Tagger: words ending in a period that stay one word (`Abs.`), from the training data.
     #[serde(default)]
     pub abbreviations: Vec<String>,
+    /// Tagger: its context layer between the encoder features and the CRF (absent: the
+    /// CRF reads the features linearly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextSpec>,
     /// How the head was made: data, settings, scores. Not read by docclass.
     #[serde(default)]
     pub training: serde_json::Value,
@@ -69,6 +73,23 @@ pub struct HeadSpec {
     /// never used with the weights of another training run.
     #[serde(default)]
     pub weights_sha256: String,
+}
+
+/// The context layer's sizes and character vocabulary, as `head.json` stores them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContextSpec {
+    /// Width of a word's projected encoder features.
+    pub projection: usize,
+    /// LSTM state width per direction.
+    pub hidden: usize,
+    pub char_dim: usize,
+    pub char_filters: usize,
+    /// Characters a filter sees at once.
+    pub char_width: usize,
+    /// Characters of a word read at most: its first and last halves of this.
+    pub word_chars: usize,
+    /// Characters with an embedding, in id order after padding and unknown.
+    pub chars: String,
 }
 
 /// How a document classifier pools its windows' mean features.
@@ -227,7 +248,13 @@ impl HeadFile {
     /// The linear scores every trained head has, on `dim` dense features.
     pub fn linear_scores(&self, dim: usize) -> Result<LinearScores> {
         let k = self.spec.labels.len();
-        let lexical = match self.tensors().tensor("lexical_ids") {
+        Ok(LinearScores { dense: self.get("dense", k * dim)?, bias: self.get("bias", k)?, lexical: self.lexical_table()?, labels: k })
+    }
+
+    /// The rows of the hashed lexical features that the head kept (none without buckets).
+    pub fn lexical_table(&self) -> Result<LexicalTable> {
+        let k = self.spec.labels.len();
+        Ok(match self.tensors().tensor("lexical_ids") {
             Ok(view) if self.spec.lexical_buckets > 0 => {
                 let ids: Vec<u32> =
                     view.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -240,8 +267,7 @@ impl HeadFile {
                 LexicalTable { ids, rows, labels: k }
             }
             _ => LexicalTable { labels: k, ..Default::default() },
-        };
-        Ok(LinearScores { dense: self.get("dense", k * dim)?, bias: self.get("bias", k)?, lexical, labels: k })
+        })
     }
 }
 
@@ -318,6 +344,7 @@ mod tests {
             lexical_scheme: None,
             pooling: DocumentPooling::Mean,
             abbreviations: Vec::new(),
+            context: None,
             training: serde_json::Value::Null,
             weights_sha256: String::new(),
         }

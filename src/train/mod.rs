@@ -65,6 +65,22 @@ pub struct TaggerConfig {
     pub dense_learning_rate: f32,
     pub l2: f32,
     pub batch_size: usize,
+    /// The trained context layer between the encoder features and the CRF; `None`: the
+    /// CRF reads the features linearly.
+    pub context: Option<ContextSettings>,
+}
+
+/// Sizes of a tagger's context layer (see `model::heads::context`).
+#[derive(Clone, Debug)]
+pub struct ContextSettings {
+    pub projection: usize,
+    pub hidden: usize,
+    pub char_dim: usize,
+    pub char_filters: usize,
+    pub char_width: usize,
+    pub word_chars: usize,
+    /// Share of the LSTM's inputs and outputs dropped while training.
+    pub dropout: f32,
 }
 
 /// What the fitting code needs to know about the run.
@@ -235,7 +251,7 @@ pub fn decimal(x: f32) -> serde_json::Value {
 
 /// The settings and outcome of a head fitted by epochs of Adam (the tagger).
 pub fn epoch_fit_record(args: &TaggerConfig, fitted: &Fitted, score_name: &str) -> serde_json::Value {
-    serde_json::json!({
+    let mut record = serde_json::json!({
         "learning_rate": decimal(args.learning_rate),
         "dense_learning_rate": decimal(args.dense_learning_rate),
         "l2": decimal(args.l2),
@@ -246,5 +262,18 @@ pub fn epoch_fit_record(args: &TaggerConfig, fitted: &Fitted, score_name: &str) 
         "dev_score": {"name": score_name, "value": fitted.best_score},
         "fit_seconds": (fitted.seconds * 10.0).round() / 10.0,
         "epochs": fitted.log.len(),
-    })
+    });
+    if let Some(c) = &args.context {
+        record["context"] = serde_json::json!({
+            "kind": "bilstm",
+            "projection": c.projection,
+            "hidden": c.hidden,
+            "char_dim": c.char_dim,
+            "char_filters": c.char_filters,
+            "char_width": c.char_width,
+            "word_chars": c.word_chars,
+            "dropout": decimal(c.dropout),
+        });
+    }
+    record
 }

@@ -7,6 +7,7 @@
 
 pub mod document_classifier;
 pub mod fine_tuned;
+pub mod context;
 pub mod tagger;
 pub mod zero_shot;
 

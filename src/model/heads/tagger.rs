@@ -6,8 +6,11 @@
 use std::any::Any;
 use std::collections::HashSet;
 
-use candle_core::Tensor;
+use std::collections::HashMap;
 
+use candle_core::{Device, Tensor};
+
+use super::context::{pad_segments, segments, weight_shapes, ContextLayer};
 use super::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::entities::Entity;
 use crate::decode::iob2::{self, SpanMode};
@@ -27,7 +30,10 @@ pub struct Transitions {
 
 pub struct Tagger {
     pub spec: HeadSpec,
+    /// The lexical weights; the dense ones and bias too when the head has no context layer.
     pub scores: LinearScores,
+    /// The trained layer between the encoder features and the CRF, if any.
+    pub context: Option<ContextLayer>,
     pub transitions: Transitions,
     pub abbreviations: HashSet<String>,
 }
@@ -39,7 +45,19 @@ impl Tagger {
     /// The tagger of a head directory, on an encoder of `hidden` features per layer.
     pub fn from_file(file: HeadFile, hidden: usize) -> anyhow::Result<Self> {
         let k = file.spec.labels.len();
-        let scores = file.linear_scores(hidden * file.spec.layers.len())?;
+        let encoder_dim = hidden * file.spec.layers.len();
+        let (scores, context) = match &file.spec.context {
+            None => (file.linear_scores(encoder_dim)?, None),
+            Some(spec) => {
+                let mut weights = HashMap::new();
+                for (name, shape) in weight_shapes(spec, encoder_dim, k) {
+                    let values = file.get(name, shape.iter().product())?;
+                    weights.insert(name, Tensor::from_vec(values, shape, &Device::Cpu)?);
+                }
+                let scores = LinearScores { dense: Vec::new(), bias: vec![0.0; k], lexical: file.lexical_table()?, labels: k };
+                (scores, Some(ContextLayer::new(spec.clone(), weights)?))
+            }
+        };
         let (allowed, allowed_start) = iob2::allowed_transitions(&file.spec.labels);
         let transitions = Transitions {
             scores: file.get("transitions", k * k)?,
@@ -49,14 +67,23 @@ impl Tagger {
             allowed_start,
         };
         let abbreviations = file.spec.abbreviations.iter().cloned().collect();
-        Ok(Self { spec: file.spec, scores, transitions, abbreviations })
+        Ok(Self { spec: file.spec, scores, context, transitions, abbreviations })
     }
 
-    /// Emission scores `[words, tags]`: `dense_rows` (the words' `dense · x`, already
-    /// projected) plus bias and lexical features.
-    pub fn emissions(&self, dense_rows: &[f32], words: &[String]) -> Vec<f32> {
+    /// Width of a word's row that `forward` gives: tag scores, or the context layer's
+    /// projected features.
+    fn row_width(&self) -> usize {
+        self.context.as_ref().map_or(self.scores.labels, |c| c.spec.projection)
+    }
+
+    /// Emission scores `[words, tags]` from the words' rows (`dense · x`, or the context
+    /// layer's `projection · x`), plus bias and lexical features.
+    pub fn emissions(&self, rows: &[f32], words: &[String]) -> anyhow::Result<Vec<f32>> {
         let k = self.scores.labels;
-        let mut out = dense_rows.to_vec();
+        let mut out = match &self.context {
+            None => rows.to_vec(),
+            Some(layer) => context_emissions(layer, rows, words)?,
+        };
         let mut buckets = Vec::new();
         for (i, row) in out.chunks_exact_mut(k).enumerate() {
             row.iter_mut().zip(&self.scores.bias).for_each(|(e, b)| *e += b);
@@ -66,7 +93,7 @@ impl Tagger {
                 self.scores.add_lexical(buckets.iter().map(|&b| (b, 1.0)), row);
             }
         }
-        out
+        Ok(out)
     }
 
     /// The best tag sequence and each word's marginal probability of its tag.
@@ -87,17 +114,20 @@ impl Tagger {
         chars: &[char],
         spans: &[(usize, usize)],
     ) -> (Vec<String>, Vec<f32>) {
-        let k = self.scores.labels;
+        let width = self.row_width();
         let words: Vec<String> = spans.iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
         let windows = document.windows;
         let owners = token_owners(windows, document.tokens.len());
         let token_row = |j: usize| -> &[f32] {
             let w = owners[j].0;
             let row = j - windows[w].content.start;
-            &document.outputs[w][row * k..(row + 1) * k]
+            &document.outputs[w][row * width..(row + 1) * width]
         };
-        let dense_rows = word_means(&document.tokens.offsets, token_row, spans, k);
-        let (tags, confidence) = self.decode(&self.emissions(&dense_rows, &words));
+        let rows = word_means(&document.tokens.offsets, token_row, spans, width);
+        // The layer's weights were checked against its sizes at load, and its inputs are
+        // built here to match: candle fails only on shapes that disagree.
+        let emissions = self.emissions(&rows, &words).expect("the context layer's shapes agree");
+        let (tags, confidence) = self.decode(&emissions);
         (tags.iter().map(|&t| self.spec.labels[t].clone()).collect(), confidence)
     }
 }
@@ -119,14 +149,17 @@ impl TaskHead for Tagger {
         self.spec.layers.clone()
     }
 
-    /// `dense · x` of each content token. Linear, so the mean over a word's tokens equals
-    /// `dense` applied to the word's mean features, as training computed it.
+    /// `dense · x` (or the context layer's `projection · x`) of each content token.
+    /// Linear, so the mean over a word's tokens equals the weights applied to the word's
+    /// mean features, as training computed it.
     fn forward(&self, batch: &BatchStates) -> candle_core::Result<Vec<Vec<f32>>> {
-        let k = self.scores.labels;
         let features = batch.layers(&self.spec.layers)?;
-        let dense = Tensor::from_slice(&self.scores.dense, (k, features.dim(1)?), features.device())?;
-        let projected = features.matmul(&dense.t()?)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(batch.content_rows(&projected, k))
+        let weights = match &self.context {
+            Some(layer) => layer.projection().clone(),
+            None => Tensor::from_slice(&self.scores.dense, (self.scores.labels, features.dim(1)?), features.device())?,
+        };
+        let projected = features.matmul(&weights.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(batch.content_rows(&projected, self.row_width()))
     }
 
     /// Entities of the words, split as in the training corpus.
@@ -166,6 +199,23 @@ impl TaskHead for Tagger {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// The context layer's emissions `[n, tags]` of a document's words from their rows
+/// `projection · x`: run over the document's sentences, as training ran over the corpus's.
+fn context_emissions(layer: &ContextLayer, rows: &[f32], words: &[String]) -> candle_core::Result<Vec<f32>> {
+    let width = layer.spec.projection;
+    let segments = segments(words);
+    let (packed, lengths) = pad_segments(rows, width, &segments, &Device::Cpu)?;
+    let inputs = layer.add_projection_bias(&packed)?;
+    let t = packed.dim(1)?;
+    let padded_words =
+        segments.iter().flat_map(|s| (0..t).map(move |i| if i < s.len() { words[s.start + i].as_str() } else { "" }));
+    let char_ids = layer.char_ids(padded_words, &Device::Cpu)?;
+    let scores = layer.emissions(&inputs, &char_ids, &lengths, None)?;
+    let k = scores.dim(2)?;
+    let all: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+    Ok(segments.iter().enumerate().flat_map(|(b, s)| all[b * t * k..(b * t + s.len()) * k].iter().copied()).collect())
 }
 
 fn transition(t: &Transitions, from: usize, to: usize, k: usize) -> f32 {
@@ -354,6 +404,7 @@ mod loading_tests {
             lexical_scheme: None,
             pooling: DocumentPooling::Mean,
             abbreviations: vec!["Abs.".into()],
+            context: None,
             training: serde_json::Value::Null,
             weights_sha256: String::new(),
         };
@@ -375,5 +426,54 @@ mod loading_tests {
         assert_eq!(tags, vec![1, 2, 2]);
         assert!(confidence.iter().all(|p| (0.0..=1.0).contains(p)));
         assert!(load_trained(dir.path(), "fp", hidden + 1).is_err(), "weights for another encoder width");
+    }
+
+    /// A tagger with a context layer loads through the same registration, and scores a
+    /// document sentence by sentence: each sentence as the layer scores it alone.
+    #[test]
+    fn a_context_tagger_scores_a_document_by_its_sentences() {
+        use crate::model::heads::context::tests::{random_weights, small_spec};
+        let dir = tempfile::tempdir().unwrap();
+        let labels: Vec<String> = ["O", "B-X", "I-X"].map(String::from).to_vec();
+        let (k, hidden) = (3, 4);
+        let context = small_spec();
+        let spec = HeadSpec {
+            format: HEAD_FORMAT.into(),
+            kind: HeadKind::Tagger,
+            name: "tags".into(),
+            labels: labels.clone(),
+            multi_label: false,
+            layers: vec![2],
+            encoder: ".".into(),
+            encoder_fingerprint: "fp".into(),
+            encoder_precision: Default::default(),
+            lexical_buckets: 0,
+            lexical_scheme: None,
+            pooling: DocumentPooling::Mean,
+            abbreviations: Vec::new(),
+            context: Some(context.clone()),
+            training: serde_json::Value::Null,
+            weights_sha256: String::new(),
+        };
+        let mut f32_tensors: BTreeMap<&str, Vec<f32>> = random_weights(&context, hidden, k, 3).into_iter().collect();
+        f32_tensors.extend([("transitions", vec![0.0; k * k]), ("start", vec![0.0; k]), ("end", vec![0.0; k])]);
+        save_head(dir.path(), &spec, &f32_tensors, &BTreeMap::new(), &LexicalTable::default()).unwrap();
+        let head = load_trained(dir.path(), "fp", hidden).unwrap();
+        let tagger = head.as_any().downcast_ref::<super::Tagger>().unwrap();
+        let layer = tagger.context.as_ref().expect("a context layer");
+
+        let words: Vec<String> = "ab cd . eg a .".split(' ').map(String::from).collect();
+        let rows: Vec<f32> = (0..words.len() * context.projection).map(|i| (i % 7) as f32 * 0.1).collect();
+        let document = tagger.emissions(&rows, &words).unwrap();
+        for sentence in [0..3, 3..6] {
+            let one = super::context_emissions(
+                layer,
+                &rows[sentence.start * context.projection..sentence.end * context.projection],
+                &words[sentence.clone()],
+            )
+            .unwrap();
+            assert_eq!(&document[sentence.start * k..sentence.end * k], &one[..]);
+        }
+        assert!(load_trained(dir.path(), "fp", hidden + 1).is_err(), "a projection for another encoder width");
     }
 }

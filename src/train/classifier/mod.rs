@@ -256,6 +256,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         lexical_scheme: lexical_setting.map(|_| SCHEME),
         pooling,
         abbreviations: Vec::new(),
+        context: None,
         training: serde_json::Value::Null, // below, once the head is measured
         weights_sha256: String::new(),     // set by save_head
     };
