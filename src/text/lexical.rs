@@ -77,19 +77,24 @@ fn words_with_offsets(text: &str) -> impl Iterator<Item = (usize, &str)> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LexicalScheme {
     /// Shortest and longest character n-grams taken inside each word padded with a
-    /// space, as scikit-learn's `char_wb` analyzer takes them (but for words shorter
-    /// than the longest n, see `term_counts`); `None`: none. They catch
+    /// space, as scikit-learn's `char_wb` analyzer takes them; `None`: none. They catch
     /// the parts of German compounds (`Aufenthalts|erlaubnis`) that words miss.
     pub char_ngrams: Option<(usize, usize)>,
     /// A term must occur in this many training documents to be a feature.
     pub min_df: usize,
+    /// A padded word no longer than n counts once, at the first such n, as
+    /// scikit-learn counts it. Heads written before December 2026 (absent: false) count
+    /// it once for each such n, and keep doing so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub short_words_once: bool,
 }
 
 impl LexicalScheme {
     /// Word uni- and bigrams only (the scheme of heads without a recorded one).
-    pub const WORDS_ONLY: LexicalScheme = LexicalScheme { char_ngrams: None, min_df: 1 };
+    pub const WORDS_ONLY: LexicalScheme = LexicalScheme { char_ngrams: None, min_df: 1, short_words_once: false };
     /// What `docclass train` fits: word uni- and bigrams beside character 2- to 5-grams.
-    pub const WORDS_AND_CHARS: LexicalScheme = LexicalScheme { char_ngrams: Some((2, 5)), min_df: 2 };
+    pub const WORDS_AND_CHARS: LexicalScheme =
+        LexicalScheme { char_ngrams: Some((2, 5)), min_df: 2, short_words_once: true };
 
     /// Where the word block ends: with character n-grams, words take the first half of
     /// the buckets and character n-grams the second, so that each block is normalised
@@ -158,10 +163,9 @@ impl LexicalScheme {
             origin.push(usize::MAX);
             let last = padded.len() - 2;
             for n in shortest..=longest {
-                // A padded word no longer than n gives itself, once for each such n.
-                // (scikit-learn's char_wb counts it once and stops: for words of one to
-                // three letters docclass counts the whole word more often.)
-                let starts = if padded.len() <= n { 1 } else { padded.len() - n + 1 };
+                // A padded word no longer than n gives itself (once, or once per such n).
+                let whole = padded.len() <= n;
+                let starts = if whole { 1 } else { padded.len() - n + 1 };
                 for start in 0..starts {
                     let end = (start + n).min(padded.len());
                     utf8.clear();
@@ -173,6 +177,9 @@ impl LexicalScheme {
                         origin[first],
                         origin[final_char] + 1,
                     );
+                }
+                if whole && self.short_words_once {
+                    break;
                 }
             }
         }
@@ -391,15 +398,34 @@ mod tests {
     fn character_ngrams_are_taken_inside_padded_words_as_scikit_learn_does() {
         // char_wb (2, 3) of "ab c": " a", "ab", "b ", " ab", "ab ", " c", "c ", " c " → 8
         // n-grams; words "ab", "c" and the bigram → 3.
-        let scheme = LexicalScheme { char_ngrams: Some((2, 3)), min_df: 1 };
+        let scheme = LexicalScheme { char_ngrams: Some((2, 3)), min_df: 1, short_words_once: true };
         let counts = scheme.term_counts("AB c", 1 << 20);
         assert_eq!(counts.iter().map(|(_, n)| n).sum::<f32>(), 11.0);
         assert_eq!(counts.iter().filter(|(b, _)| *b >= 1 << 19).map(|(_, n)| n).sum::<f32>(), 8.0);
     }
 
+    /// scikit-learn's `TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5))` counts a
+    /// short word once, at the first n as long as the padded word: " a " → " a", "a ",
+    /// " a "; " ab " → " a", "ab", "b ", " ab", "ab ", " ab ". Older heads counted the
+    /// whole padded word again for each longer n.
+    #[test]
+    fn short_words_count_once_as_scikit_learn_counts_them() {
+        let chars = |scheme: LexicalScheme, text: &str| -> f32 {
+            scheme.term_counts(text, 1 << 20).iter().filter(|(b, _)| *b >= 1 << 19).map(|(_, n)| n).sum()
+        };
+        let now = LexicalScheme::WORDS_AND_CHARS;
+        let before = LexicalScheme { short_words_once: false, ..now };
+        assert_eq!(chars(now, "a"), 3.0);
+        assert_eq!(chars(now, "ab"), 6.0);
+        assert_eq!(chars(before, "a"), 2.0 + 3.0);
+        assert_eq!(chars(before, "ab"), 3.0 + 2.0 + 2.0);
+        // Longer words are counted as before: "abcd" padded has 6 characters.
+        assert_eq!(chars(now, "abcd"), chars(before, "abcd"));
+    }
+
     #[test]
     fn rare_and_unseen_terms_are_no_features() {
-        let scheme = LexicalScheme { char_ngrams: None, min_df: 2 };
+        let scheme = LexicalScheme { char_ngrams: None, min_df: 2, short_words_once: true };
         let docs: Vec<Vec<(u32, f32)>> = ["a b", "a c"].iter().map(|t| scheme.term_counts(t, 64)).collect();
         let idf = scheme.inverse_document_frequency(docs.iter().map(|d| &d[..]), 64);
         let row = scheme.tf_idf(&scheme.term_counts("a z", 64), &idf);
@@ -455,7 +481,7 @@ mod tests {
         assert!(terms > 100);
         // Character n-grams of "İs" cover the one character İ, which lower-cases to two.
         let mut spans = Vec::new();
-        LexicalScheme { char_ngrams: Some((2, 2)), min_df: 1 }.visit_terms("İs", 64, |_, s, e| spans.push((s, e)));
+        LexicalScheme { char_ngrams: Some((2, 2)), min_df: 1, short_words_once: true }.visit_terms("İs", 64, |_, s, e| spans.push((s, e)));
         assert!(spans.contains(&(0, 1)) && spans.contains(&(0, 2)), "{spans:?}");
     }
 }

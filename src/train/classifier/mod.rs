@@ -64,6 +64,8 @@ pub fn check_label_counts<'a>(path: &Path, labels: impl Iterator<Item = &'a Vec<
 const LEXICAL_GRID: [f64; 5] = [1.0, 3.0, 10.0, 30.0, 100.0];
 /// The `C` values tried for the dense model (hundreds of standardised features).
 const DENSE_GRID: [f64; 5] = [0.0003, 0.001, 0.003, 0.01, 0.03];
+/// Steps a grid grows by at most at each end when the best C lies at that end.
+const MAX_GRID_EXTENSIONS: usize = 2;
 /// Folds when --cross-validate is not given.
 pub const DEFAULT_FOLDS: usize = 5;
 
@@ -146,14 +148,73 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         let log_loss = task.log_loss(&logits, &gold);
         Scored { logits, fold_scores, mean, log_loss }
     };
-    let mut evaluated: Vec<Evaluated> = Vec::new();
-    for (grid, logits) in settings.iter().zip(oof) {
-        for (&setting, raw) in grid.iter().zip(logits) {
-            let (blend, scored) = Blend::choose(&task, &[&raw], &gold, evaluate);
-            evaluated.push(Evaluated { setting, raw, blend, scored });
+    let evaluate_grid = |grid: &[Setting], logits: Vec<Vec<Vec<f32>>>| -> Vec<Evaluated> {
+        grid.iter()
+            .zip(logits)
+            .map(|(&setting, raw)| {
+                let (blend, scored) = Blend::choose(&task, &[&raw], &gold, evaluate);
+                Evaluated { setting, raw, blend, scored }
+            })
+            .collect()
+    };
+    let mut evaluated: Vec<Vec<Evaluated>> =
+        settings.iter().zip(oof).map(|(grid, logits)| evaluate_grid(grid, logits)).collect();
+    // The best of each model: the highest mean score, ties to the lower log loss; as its
+    // grid and place there.
+    let best = |evaluated: &[Vec<Evaluated>], lexical: bool| -> Option<(usize, usize)> {
+        let mut places = evaluated.iter().enumerate().flat_map(|(g, grid)| (0..grid.len()).map(move |s| (g, s)));
+        let first = places.find(|&(g, s)| matches!(evaluated[g][s].setting, Setting::Lexical { .. }) == lexical)?;
+        Some(places.filter(|&(g, s)| matches!(evaluated[g][s].setting, Setting::Lexical { .. }) == lexical).fold(
+            first,
+            |a, b| {
+                let (x, y) = (&evaluated[a.0][a.1].scored, &evaluated[b.0][b.1].scored);
+                if y.mean.total_cmp(&x.mean).then(x.log_loss.total_cmp(&y.log_loss)).is_gt() {
+                    b
+                } else {
+                    a
+                }
+            },
+        ))
+    };
+    // A best C at the end of its grid may lie beyond it: the grid grows by a step there
+    // and that grid's folds run again, as the classical baseline's search does.
+    for _ in 0..MAX_GRID_EXTENSIONS {
+        let mut grown = false;
+        for lexical in [false, true] {
+            let Some((g, s)) = best(&evaluated, lexical) else { continue };
+            let grid = &mut settings[g];
+            let c = grid[s].c();
+            let added = if s == 0 {
+                grid.insert(0, grid[0].with_c(grid_step(c, false)));
+                grid[0]
+            } else if s == grid.len() - 1 {
+                grid.push(grid[s].with_c(grid_step(c, true)));
+                grid[s + 1]
+            } else {
+                continue;
+            };
+            logging::info(
+                "grid_extended",
+                &format!("cross-validation chose C = {c} at the end of its grid: trying C = {} too", added.c()),
+                json!({"added": added.describe(), "grid": grid.iter().map(Setting::c).collect::<Vec<_>>()}),
+            );
+            let logits = out_of_fold_logits(
+                &documents,
+                &fold_members,
+                std::slice::from_ref(grid),
+                buckets,
+                k,
+                multi_label,
+                &mut log_lines,
+            );
+            evaluated[g] = evaluate_grid(grid, logits.into_iter().next().expect("one grid"));
+            grown = true;
+        }
+        if !grown {
+            break;
         }
     }
-    // The best of each model: the highest mean score, ties to the lower log loss.
+    let evaluated: Vec<Evaluated> = evaluated.into_iter().flatten().collect();
     let best = |lexical: bool| -> Option<&Evaluated> {
         evaluated.iter().filter(|e| matches!(e.setting, Setting::Lexical { .. }) == lexical).max_by(|a, b| {
             a.scored.mean.total_cmp(&b.scored.mean).then(b.scored.log_loss.total_cmp(&a.scored.log_loss))
@@ -161,7 +222,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     };
     let dense_best = best(false).expect("dense settings are always tried");
     let lexical_best = best(true);
-    note_grid_edge(dense_best.setting, lexical_best.map(|e| e.setting));
+    note_grid_edge(dense_best.setting, lexical_best.map(|e| e.setting), &settings);
     // The stacking: dense and lexical logits blended (the dense model alone without
     // lexical features).
     let (stack, combined) = match lexical_best {
@@ -220,7 +281,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         Setting::Lexical { .. } => unreachable!("the dense model's best setting is dense"),
     };
     let dense_inputs = Inputs::dense(&all, pooling);
-    let dense_model = refit(&dense_inputs, &all, k, multi_label, dense_c);
+    let dense_model = refit(&dense_inputs, &all, k, multi_label, &grid_of(&settings, &dense_best.setting), dense_c);
     let Inputs::Dense { standardizer, .. } = &dense_inputs else { unreachable!("dense inputs") };
     let (dense_weight, lexical_weight) = (stack.weights[0], stack.weights.get(1).copied().unwrap_or(0.0));
     let scaled_dense: Vec<f32> = dense_model.dense().iter().map(|w| w * dense_weight).collect();
@@ -230,7 +291,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     let mut idf_tensor = Vec::new();
     if let Some(Setting::Lexical { c }) = lexical_setting {
         let lexical_inputs = Inputs::lexical(&all, buckets);
-        let lexical_model = refit(&lexical_inputs, &all, k, multi_label, c);
+        let lexical_model = refit(&lexical_inputs, &all, k, multi_label, &grid_of(&settings, &Setting::Lexical { c }), c);
         let Inputs::Lexical { idf, buckets_of_columns, .. } = lexical_inputs else { unreachable!("lexical inputs") };
         for (column, &b) in buckets_of_columns.iter().enumerate() {
             let weights = &lexical_model.sparse()[column * k..(column + 1) * k];
@@ -386,12 +447,17 @@ fn inputs_for(setting: &Setting, documents: &[&Document], buckets: usize) -> Inp
     }
 }
 
-/// Fits one model on all `documents`, reaching `c` along the grid below it (each fit
+/// The C values of the grid `setting` was chosen from (grids as cross-validation left them).
+fn grid_of(settings: &[Vec<Setting>], setting: &Setting) -> Vec<f64> {
+    let grid = settings.iter().find(|grid| grid.contains(setting)).expect("a chosen setting is on its grid");
+    grid.iter().map(Setting::c).collect()
+}
+
+/// Fits one model on all `documents`, reaching `c` along `grid` below it (each fit
 /// starting from the one before, as in cross-validation).
-fn refit(inputs: &Inputs, documents: &[&Document], k: usize, multi_label: bool, c: f64) -> LinearModel {
+fn refit(inputs: &Inputs, documents: &[&Document], k: usize, multi_label: bool, grid: &[f64], c: f64) -> LinearModel {
     let rows: Vec<Row> = documents.par_iter().map(|d| inputs.row(d)).collect();
     let shape = inputs.shape(k, multi_label);
-    let grid: &[f64] = if matches!(inputs, Inputs::Lexical { .. }) { &LEXICAL_GRID } else { &DENSE_GRID };
     let mut model: Option<LinearModel> = None;
     for &step in grid.iter().filter(|&&g| g <= c) {
         model = Some(Fit { rows: &rows, shape, c: step }.run(model.as_ref()));
@@ -399,14 +465,26 @@ fn refit(inputs: &Inputs, documents: &[&Document], k: usize, multi_label: bool, 
     model.expect("c is on its grid")
 }
 
+/// The next C of the 1, 3, 10, 30 … grids above or below `c`.
+fn grid_step(c: f64, up: bool) -> f64 {
+    let leading_three = format!("{c:e}").starts_with('3');
+    let next = match (up, leading_three) {
+        (true, true) => c * 10.0 / 3.0,
+        (true, false) => c * 3.0,
+        (false, true) => c / 3.0,
+        (false, false) => c * 0.3,
+    };
+    // One significant digit, as the grids are written.
+    format!("{next:.0e}").parse().expect("a number formatted as one")
+}
+
 /// A C chosen at the end of its grid means the best setting may lie beyond it: said as
 /// what it means for the head, not as a warning (nothing is wrong, and there is nothing
 /// for the user to change).
-fn note_grid_edge(dense: Setting, lexical: Option<Setting>) {
-    for (setting, grid, part) in
-        [(Some(dense), &DENSE_GRID[..], "encoder-feature"), (lexical, &LEXICAL_GRID[..], "lexical")]
-    {
+fn note_grid_edge(dense: Setting, lexical: Option<Setting>, settings: &[Vec<Setting>]) {
+    for (setting, part) in [(Some(dense), "encoder-feature"), (lexical, "lexical")] {
         let Some(setting @ (Setting::Lexical { c } | Setting::Dense { c, .. })) = setting else { continue };
+        let grid = grid_of(settings, &setting);
         let meaning = if c == grid[0] {
             "the most strongly regularised one tried: this part of the head generalises from little evidence; a still stronger penalty was not tried"
         } else if c == grid[grid.len() - 1] {
@@ -419,5 +497,29 @@ fn note_grid_edge(dense: Setting, lexical: Option<Setting>) {
             &format!("cross-validation chose the {part} model's C = {c}, {meaning} (grid {grid:?})"),
             json!({"setting": setting.describe(), "grid": grid}),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_grow_by_the_steps_they_are_written_in() {
+        assert_eq!(grid_step(0.0003, false), 0.0001);
+        assert_eq!(grid_step(0.0001, false), 0.00003);
+        assert_eq!(grid_step(100.0, true), 300.0);
+        assert_eq!(grid_step(300.0, true), 1000.0);
+        assert_eq!(grid_step(1.0, false), 0.3);
+        assert_eq!(grid_step(0.03, true), 0.1);
+    }
+
+    #[test]
+    fn a_chosen_setting_is_refitted_along_its_own_grid() {
+        let mean = |c| Setting::Dense { pooling: DocumentPooling::Mean, c };
+        let mean_max = |c| Setting::Dense { pooling: DocumentPooling::MeanMax, c };
+        let settings = vec![vec![mean(0.001), mean(0.003)], vec![mean_max(0.0003), mean_max(0.001), mean_max(0.003)]];
+        assert_eq!(grid_of(&settings, &mean_max(0.001)), vec![0.0003, 0.001, 0.003]);
+        assert_eq!(grid_of(&settings, &mean(0.001)), vec![0.001, 0.003]);
     }
 }

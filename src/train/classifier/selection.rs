@@ -26,6 +26,14 @@ impl Setting {
         }
     }
 
+    /// The same model with another C.
+    pub(super) fn with_c(&self, c: f64) -> Setting {
+        match *self {
+            Setting::Lexical { .. } => Setting::Lexical { c },
+            Setting::Dense { pooling, .. } => Setting::Dense { pooling, c },
+        }
+    }
+
     pub(super) fn describe(&self) -> serde_json::Value {
         match self {
             Setting::Lexical { c } => json!({"model": "lexical", "c": c}),
