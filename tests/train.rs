@@ -70,6 +70,10 @@ struct Tagged {
 }
 
 fn trained_tagger(seed: &str) -> Tagged {
+    trained_tagger_with(seed, &[])
+}
+
+fn trained_tagger_with(seed: &str, extra: &[&str]) -> Tagged {
     let dir = tempfile::tempdir().unwrap();
     let (train_path, dev) = (dir.path().join("train.conll"), dir.path().join("dev.conll"));
     fs::write(&train_path, synthetic_conll(120, 0)).unwrap();
@@ -93,7 +97,10 @@ fn trained_tagger(seed: &str) -> Tagged {
         "6",
         "--seed",
         seed,
-    ]);
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect::<Vec<_>>());
     assert!(run.status.success(), "{}", stderr(&run));
     Tagged { _dir: dir, train: train_path, dev, cache, head }
 }
@@ -151,6 +158,18 @@ fn the_same_seed_gives_the_same_head_and_features_come_from_the_cache() {
     let a = trained_tagger("3");
     let b = trained_tagger("3");
     assert_eq!(fs::read(a.head.join("head.safetensors")).unwrap(), fs::read(b.head.join("head.safetensors")).unwrap());
+    // The context layer's batches run in shards on threads: the head does not depend
+    // on how many.
+    let one_thread = trained_tagger_with("3", &["--threads", "1"]);
+    assert_eq!(
+        fs::read(a.head.join("head.safetensors")).unwrap(),
+        fs::read(one_thread.head.join("head.safetensors")).unwrap()
+    );
+    let spec = json(&a.head.join("head.json"));
+    assert_eq!(spec["context"]["hidden"], 128, "the default tagger has a context layer: {spec}");
+    // The linear tagger is still there for who asks for it.
+    let linear = trained_tagger_with("3", &["--tagger-context", "linear"]);
+    assert!(json(&linear.head.join("head.json")).get("context").is_none());
     // A second training run with other settings reads the cached features.
     let again = train(&[
         path_str(&a.train),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::config::{EncoderConfig, HfConfig, Precision};
-use super::encoder::Encoder;
+use super::encoder::{Encoder, WordEmbeddings};
 use super::head_file;
 use super::heads::{self, ClassificationHead, TaskHead, TokenClassificationHead};
 use super::int8::QuantizedTable;
@@ -196,18 +196,18 @@ impl ModelBundle {
         let base = encoder_config.arch.base_prefix();
         let words = Encoder::word_embeddings_name(&encoder_config);
         let prefixed = tensors.contains_tensor(&format!("{base}.{words}"));
-        // At int8 the word embeddings (the largest tensor) are quantized as they are read;
-        // a table stored in another dtype is converted whole by the encoder instead.
         let words = if prefixed { format!("{base}.{words}") } else { words.to_string() };
-        let quantized_words = match precision {
+        let (vocab, hidden) = (encoder_config.vocab, encoder_config.hidden);
+        // At int8 the word embeddings (the largest tensor) are quantized as they are read
+        // when stored at f32, so that the table is never whole at f32 in memory.
+        let streamed = match precision {
             Precision::Int8 if tensors.is_f32(&words) => {
-                let mut table = QuantizedTable::with_capacity(encoder_config.vocab, encoder_config.hidden);
+                let mut table = QuantizedTable::with_capacity(vocab, hidden);
                 let (_, columns) =
                     tensors.for_each_f32_rows(&words, 4096, |rows| table.push_rows(rows)).map_err(invalid_weights)?;
-                if columns != encoder_config.hidden {
+                if columns != hidden {
                     return Err(invalid_weights(candle_core::Error::Msg(format!(
-                        "{words} has {columns} columns, the hidden size is {}",
-                        encoder_config.hidden
+                        "{words} has {columns} columns, the hidden size is {hidden}"
                     ))));
                 }
                 Some(table)
@@ -215,9 +215,20 @@ impl ModelBundle {
             _ => None,
         };
         let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, Device::Cpu);
+        let word_embeddings = match (precision, streamed) {
+            (Precision::Int8, Some(table)) => WordEmbeddings::Int8(table),
+            (Precision::Int8, None) => {
+                // Stored in another dtype (f16): converted whole, then quantized.
+                let mut table = QuantizedTable::with_capacity(vocab, hidden);
+                let whole = vb.get((vocab, hidden), &words).and_then(|t| t.flatten_all()?.to_vec1::<f32>());
+                table.push_rows(&whole.map_err(invalid_weights)?);
+                WordEmbeddings::Int8(table)
+            }
+            (Precision::F32, _) => WordEmbeddings::F32(vb.get((vocab, hidden), &words).map_err(invalid_weights)?),
+        };
         let encoder_vb = if prefixed { vb.pp(base) } else { vb.clone() };
         let encoder =
-            Encoder::load_at(&encoder_vb, &encoder_config, precision, quantized_words).map_err(invalid_weights)?;
+            Encoder::load_at(&encoder_vb, &encoder_config, precision, word_embeddings).map_err(invalid_weights)?;
         let heads = load_hf_heads(&vb, &config, &encoder_config).map_err(invalid_weights)?;
 
         let encoder_fingerprint = match known {

@@ -243,34 +243,27 @@ pub struct Encoder {
 impl Encoder {
     /// The f32 encoder; `vb` points at the encoder's own tensors (prefix already applied).
     pub fn load(vb: &VarBuilder, config: &EncoderConfig) -> candle_core::Result<Self> {
-        Self::load_at(vb, config, Precision::F32, None)
+        let words = WordEmbeddings::F32(vb.get((config.vocab, config.hidden), config.arch.tensor_names().word)?);
+        Self::load_at(vb, config, Precision::F32, words)
     }
 
-    /// The encoder at `precision`. At int8, `words` is the word-embedding table already
-    /// quantized (read row block by row block, see [`Self::word_embeddings_name`]); without
-    /// it the table is read at f32 and quantized here.
+    /// The encoder at `precision`, with its word-embedding table as the bundle read it
+    /// (at int8, quantized row block by row block: see [`Self::word_embeddings_name`]).
     pub fn load_at(
         vb: &VarBuilder,
         config: &EncoderConfig,
         precision: Precision,
-        words: Option<QuantizedTable>,
+        word_embeddings: WordEmbeddings,
     ) -> candle_core::Result<Self> {
         let names = config.arch.tensor_names();
         let h = config.hidden;
-        let word_embeddings = match (precision, words) {
-            (Precision::F32, _) => WordEmbeddings::F32(vb.get((config.vocab, h), names.word)?),
-            (Precision::Int8, Some(table)) => {
-                if table.rows() != config.vocab {
-                    candle_core::bail!("{} word embeddings for a vocabulary of {}", table.rows(), config.vocab);
-                }
-                WordEmbeddings::Int8(table)
-            }
-            (Precision::Int8, None) => {
-                let mut table = QuantizedTable::with_capacity(config.vocab, h);
-                table.push_rows(&vb.get((config.vocab, h), names.word)?.flatten_all()?.to_vec1::<f32>()?);
-                WordEmbeddings::Int8(table)
-            }
+        let rows = match &word_embeddings {
+            WordEmbeddings::F32(table) => table.dim(0)?,
+            WordEmbeddings::Int8(table) => table.rows(),
         };
+        if rows != config.vocab {
+            candle_core::bail!("{rows} word embeddings for a vocabulary of {}", config.vocab);
+        }
         let position_embeddings = vb.get((config.max_positions, h), names.position)?;
         let token_type_row = match names.token_type {
             Some(name) if config.type_vocab > 0 => Some(vb.get((config.type_vocab, h), name)?.get(0)?),
