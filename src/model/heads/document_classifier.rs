@@ -265,3 +265,123 @@ impl TaskHead for DocumentClassifier {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::entities::Aggregation;
+    use crate::model::head_file::{HeadKind, LexicalTable, HEAD_FORMAT};
+    use crate::output::record::Classification;
+    use crate::rng::Rng;
+    use crate::text::{DocTokens, Window};
+
+    const TEXT: &str = "Die Klage wird abgewiesen, weil der Kläger zum Termin nicht erschien.";
+
+    /// A head on two features per window (pooled by mean and maximum) and 64 lexical
+    /// buckets, with weights from `seed`.
+    fn classifier(seed: u64) -> DocumentClassifier {
+        let (k, dim, buckets) = (3, 2, 64);
+        let mut rng = Rng::new(seed);
+        let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect() };
+        let spec = HeadSpec {
+            format: HEAD_FORMAT.into(),
+            kind: HeadKind::DocumentClassifier,
+            name: "test".into(),
+            labels: ["a", "b", "c"].map(String::from).to_vec(),
+            multi_label: false,
+            layers: vec![1],
+            encoder: ".".into(),
+            encoder_fingerprint: "fp".into(),
+            encoder_precision: Default::default(),
+            lexical_buckets: buckets,
+            lexical_scheme: Some(LexicalScheme::WORDS_AND_CHARS),
+            pooling: DocumentPooling::MeanMax,
+            abbreviations: Vec::new(),
+            context: None,
+            training: serde_json::Value::Null,
+            weights_sha256: String::new(),
+        };
+        let lexical = LexicalTable { ids: (0..buckets as u32).collect(), rows: random(buckets * k), labels: k };
+        let scores = LinearScores { dense: random(k * 2 * dim), bias: random(k), lexical, labels: k };
+        let idf = random(buckets).into_iter().map(|x| 1.0 + x.abs()).collect();
+        DocumentClassifier { spec, scores, idf }
+    }
+
+    /// The text split at spaces into tokens, in two windows.
+    fn tokens() -> (DocTokens, Vec<Window>) {
+        let mut offsets = Vec::new();
+        let mut start = None;
+        for (i, c) in TEXT.chars().chain([' ']).enumerate() {
+            match (c == ' ', start) {
+                (true, Some(s)) => {
+                    offsets.push((s, i));
+                    start = None;
+                }
+                (false, None) => start = Some(i),
+                _ => {}
+            }
+        }
+        let n = offsets.len();
+        let tokens = DocTokens { ids: vec![0; n], offsets, word_ids: (0..n as u32).map(Some).collect() };
+        (tokens, vec![Window { content: 0..4 }, Window { content: 4..n }])
+    }
+
+    fn explained(head: &DocumentClassifier, top: usize) -> (Classification, Evidence) {
+        let (tokens, windows) = tokens();
+        let outputs = [vec![0.5f32, -1.0], vec![2.0, 0.25]];
+        let document = DocumentOutputs {
+            text: TEXT,
+            tokens: &tokens,
+            windows: &windows,
+            outputs: outputs.iter().map(|o| &o[..]).collect(),
+            top_k: None,
+            aggregation: Aggregation::First,
+            explain: Some(top),
+        };
+        let HeadResult::Classification(mut c) = head.assemble(&document) else { panic!("a classification") };
+        let evidence = c.evidence.take().expect("evidence when asked");
+        (c, evidence)
+    }
+
+    /// The evidence takes the logit apart exactly, against the runner-up too, however
+    /// few contributions it lists; words carry the lexical part, windows the dense one.
+    #[test]
+    fn evidence_adds_up_to_the_logit_and_to_the_margin_over_the_runner_up() {
+        for seed in 1..6 {
+            let head = classifier(seed);
+            for top in [1, 3, 100] {
+                let (classification, evidence) = explained(&head, top);
+                let Evidence::Linear { label, logit, bias, runner_up, contributions, rest, rest_versus, explained } =
+                    evidence
+                else {
+                    panic!("linear evidence")
+                };
+                assert_eq!(label, classification.label);
+                assert!(contributions.len() <= top && (0.0..=1.0).contains(&explained));
+                let values = |c: &Contribution| match c {
+                    Contribution::Word { value, versus, .. } | Contribution::Window { value, versus, .. } => {
+                        (*value, versus.expect("a single-label head has a runner-up"))
+                    }
+                };
+                let sum: f32 = contributions.iter().map(|c| values(c).0).sum();
+                assert!((bias + sum + rest - logit).abs() < 1e-4, "seed {seed}, top {top}");
+                let runner_up = runner_up.expect("a runner-up");
+                let margin: f32 = contributions.iter().map(|c| values(c).1).sum();
+                let against = runner_up.bias_versus + margin + rest_versus.expect("a margin rest");
+                assert!((against - (logit - runner_up.logit)).abs() < 1e-4, "seed {seed}, top {top}");
+                if top == 100 {
+                    assert!(contributions.iter().any(|c| matches!(c, Contribution::Window { .. })));
+                    for c in &contributions {
+                        if let Contribution::Word { text, occurrences, .. } = c {
+                            let chars: Vec<char> = TEXT.chars().collect();
+                            for o in occurrences {
+                                let read: String = chars[o.start..o.end].iter().collect();
+                                assert_eq!(read.to_lowercase(), text.to_lowercase(), "a word names its places");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
