@@ -107,7 +107,15 @@ fn trained_tagger_with(seed: &str, extra: &[&str]) -> Tagged {
 
 #[test]
 fn a_tagger_learns_synthetic_entities_and_classify_and_eval_use_it() {
-    let t = trained_tagger("7");
+    tagger_learns_and_is_used(trained_tagger("7"));
+}
+
+#[test]
+fn a_tagger_with_a_context_layer_learns_and_scores_in_eval_what_training_selected_on() {
+    tagger_learns_and_is_used(trained_tagger_with("7", &["--tagger-context", "bilstm"]));
+}
+
+fn tagger_learns_and_is_used(t: Tagged) {
     for f in ["head.json", "head.safetensors", "train-log.jsonl"] {
         assert!(t.head.join(f).exists(), "{f} written");
     }
@@ -158,18 +166,17 @@ fn the_same_seed_gives_the_same_head_and_features_come_from_the_cache() {
     let a = trained_tagger("3");
     let b = trained_tagger("3");
     assert_eq!(fs::read(a.head.join("head.safetensors")).unwrap(), fs::read(b.head.join("head.safetensors")).unwrap());
-    // The context layer's batches run in shards on threads: the head does not depend
-    // on how many.
-    let one_thread = trained_tagger_with("3", &["--threads", "1"]);
+    assert!(json(&a.head.join("head.json")).get("context").is_none(), "the default tagger reads features linearly");
+    // The context layer's batches run in shards on threads: its head depends on the
+    // seed, not on how many threads.
+    let bilstm = ["--tagger-context", "bilstm"];
+    let two_threads = trained_tagger_with("3", &[&bilstm[..], &["--threads", "2"]].concat());
+    let one_thread = trained_tagger_with("3", &[&bilstm[..], &["--threads", "1"]].concat());
     assert_eq!(
-        fs::read(a.head.join("head.safetensors")).unwrap(),
+        fs::read(two_threads.head.join("head.safetensors")).unwrap(),
         fs::read(one_thread.head.join("head.safetensors")).unwrap()
     );
-    let spec = json(&a.head.join("head.json"));
-    assert_eq!(spec["context"]["hidden"], 128, "the default tagger has a context layer: {spec}");
-    // The linear tagger is still there for who asks for it.
-    let linear = trained_tagger_with("3", &["--tagger-context", "linear"]);
-    assert!(json(&linear.head.join("head.json")).get("context").is_none());
+    assert_eq!(json(&one_thread.head.join("head.json"))["context"]["hidden"], 128);
     // A second training run with other settings reads the cached features.
     let again = train(&[
         path_str(&a.train),
