@@ -81,26 +81,28 @@ fn trained_tagger_with(seed: &str, extra: &[&str]) -> Tagged {
     let cache = dir.path().join("cache");
     let head = dir.path().join("tagger");
     let encoder = fixture("xlm-roberta-base");
-    let run = train(&[
-        path_str(&train_path),
-        "--dev",
-        path_str(&dev),
-        "--encoder",
-        path_str(&encoder),
-        "--out",
-        path_str(&head),
-        "--cache",
-        path_str(&cache),
-        "--lexical-buckets",
-        "4096",
-        "--epochs",
-        "6",
-        "--seed",
-        seed,
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .collect::<Vec<_>>());
+    let run = train(
+        &[
+            path_str(&train_path),
+            "--dev",
+            path_str(&dev),
+            "--encoder",
+            path_str(&encoder),
+            "--out",
+            path_str(&head),
+            "--cache",
+            path_str(&cache),
+            "--lexical-buckets",
+            "4096",
+            "--epochs",
+            "6",
+            "--seed",
+            seed,
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
+    );
     assert!(run.status.success(), "{}", stderr(&run));
     Tagged { _dir: dir, train: train_path, dev, cache, head }
 }

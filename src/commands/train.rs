@@ -25,7 +25,10 @@ use crate::train::{ClassifierConfig, ContextSettings, PoolingChoice, Split, Tagg
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
     let task = args.data_format.task_of(&args.train);
-    if task == TrainTask::Tag && args.tagger_context != TaggerContextArg::Linear && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+    if task == TrainTask::Tag
+        && args.tagger_context != TaggerContextArg::Linear
+        && std::env::var_os("CANDLE_NUM_THREADS").is_none()
+    {
         // The context layer trains shards of each batch on threads of their own; candle's
         // own pool would split every small op of each shard again. Safe at this point: no
         // other thread has started yet.

@@ -248,7 +248,12 @@ impl HeadFile {
     /// The linear scores every trained head has, on `dim` dense features.
     pub fn linear_scores(&self, dim: usize) -> Result<LinearScores> {
         let k = self.spec.labels.len();
-        Ok(LinearScores { dense: self.get("dense", k * dim)?, bias: self.get("bias", k)?, lexical: self.lexical_table()?, labels: k })
+        Ok(LinearScores {
+            dense: self.get("dense", k * dim)?,
+            bias: self.get("bias", k)?,
+            lexical: self.lexical_table()?,
+            labels: k,
+        })
     }
 
     /// The rows of the hashed lexical features that the head kept (none without buckets).

@@ -484,7 +484,11 @@ mod tests {
         assert!(terms > 100);
         // Character n-grams of "İs" cover the one character İ, which lower-cases to two.
         let mut spans = Vec::new();
-        LexicalScheme { char_ngrams: Some((2, 2)), min_df: 1, short_words_once: true }.visit_terms("İs", 64, |_, s, e| spans.push((s, e)));
+        LexicalScheme { char_ngrams: Some((2, 2)), min_df: 1, short_words_once: true }.visit_terms(
+            "İs",
+            64,
+            |_, s, e| spans.push((s, e)),
+        );
         assert!(spans.contains(&(0, 1)) && spans.contains(&(0, 2)), "{spans:?}");
     }
 }

@@ -22,8 +22,8 @@ use crate::decode::iob2::{self, SpanMode};
 use crate::eval::entities::entity_metrics;
 use crate::ingest::labelled::TaggedSentence;
 use crate::logging;
-use crate::model::head_file::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::model::head_file::ContextSpec;
+use crate::model::head_file::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::model::heads::context::{weight_shapes, ContextLayer, Dropout};
 use crate::model::heads::tagger::{forward_backward, viterbi, Transitions};
 use crate::rng::Rng;
@@ -275,6 +275,9 @@ enum Emitter {
     Context(ContextEmitter),
 }
 
+/// A weight as a variable of candle's autograd, with its place in the parameters.
+type Tracked = (Var, Range<usize>);
+
 struct ContextEmitter {
     spec: ContextSpec,
     shapes: Vec<(&'static str, Vec<usize>)>,
@@ -311,7 +314,7 @@ impl ContextEmitter {
 
     /// The layer on the parameters `p`; with `track`, its weights are variables whose
     /// gradients a backward pass finds (returned with their place in `p`).
-    fn layer(&self, p: &[f32], track: bool) -> Result<(ContextLayer, Vec<(Var, Range<usize>)>)> {
+    fn layer(&self, p: &[f32], track: bool) -> Result<(ContextLayer, Vec<Tracked>)> {
         let mut weights = HashMap::new();
         let mut vars = Vec::new();
         for (name, shape, range) in self.ranges() {
@@ -499,7 +502,12 @@ impl Model<'_> {
 
     /// Context emitter: the layer's emissions `[B, T, k]` of a batch of sentences padded
     /// to `T` words (without the lexical part).
-    fn context_emissions(&self, layer: &ContextLayer, batch: &[&Prepared], dropout: Option<&mut Dropout>) -> Result<Tensor> {
+    fn context_emissions(
+        &self,
+        layer: &ContextLayer,
+        batch: &[&Prepared],
+        dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
         let t = batch.iter().map(|s| s.tags.len()).max().unwrap_or(0);
         let dim = self.dim;
         let mut x = vec![0.0f32; batch.len() * t * dim];

@@ -45,7 +45,7 @@ pub fn weight_shapes(spec: &ContextSpec, encoder_dim: usize, tags: usize) -> Vec
 
 /// Character slots per word: the word's characters and padding on both sides.
 fn slots(spec: &ContextSpec) -> usize {
-spec.word_chars + 2 * (spec.char_width / 2)
+    spec.word_chars + 2 * (spec.char_width / 2)
 }
 
 /// Dropout while training: each value kept with probability `1 - rate`, scaled up.
@@ -130,7 +130,8 @@ pub struct ContextLayer {
 impl ContextLayer {
     /// The layer from its weights, named as [`weight_shapes`] says.
     pub fn new(spec: ContextSpec, mut weights: HashMap<&str, Tensor>) -> anyhow::Result<Self> {
-        let mut take = |name: &str| weights.remove(name).ok_or_else(|| anyhow::anyhow!("context weight {name} is missing"));
+        let mut take =
+            |name: &str| weights.remove(name).ok_or_else(|| anyhow::anyhow!("context weight {name} is missing"));
         let vocabulary = spec.chars.chars().zip(2u32..).collect();
         Ok(Self {
             projection: take("context.projection")?,
@@ -236,11 +237,7 @@ impl ContextLayer {
         if let Some(dropout) = dropout {
             states = dropout.apply(&states)?;
         }
-        states
-            .reshape((b * t, 2 * h))?
-            .matmul(&self.output)?
-            .broadcast_add(&self.output_bias)?
-            .reshape((b, t, ()))
+        states.reshape((b * t, 2 * h))?.matmul(&self.output)?.broadcast_add(&self.output_bias)?.reshape((b, t, ()))
     }
 }
 
@@ -272,7 +269,12 @@ pub fn segments(words: &[String]) -> Vec<Range<usize>> {
 
 /// Rows `[n, width]` of `segments` packed into `[B, T, width]`, zero after each
 /// segment's end; returns the tensor and each segment's length.
-pub fn pad_segments(rows: &[f32], width: usize, segments: &[Range<usize>], device: &Device) -> Result<(Tensor, Vec<usize>)> {
+pub fn pad_segments(
+    rows: &[f32],
+    width: usize,
+    segments: &[Range<usize>],
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>)> {
     let t = segments.iter().map(|s| s.len()).max().unwrap_or(0);
     let mut packed = vec![0.0f32; segments.len() * t * width];
     for (b, segment) in segments.iter().enumerate() {
@@ -300,7 +302,12 @@ pub(crate) mod tests {
     }
 
     /// Every weight uniform in ±0.5 from `seed`.
-    pub(crate) fn random_weights(spec: &ContextSpec, encoder_dim: usize, tags: usize, seed: u64) -> HashMap<&'static str, Vec<f32>> {
+    pub(crate) fn random_weights(
+        spec: &ContextSpec,
+        encoder_dim: usize,
+        tags: usize,
+        seed: u64,
+    ) -> HashMap<&'static str, Vec<f32>> {
         let mut rng = Rng::new(seed);
         weight_shapes(spec, encoder_dim, tags)
             .into_iter()
@@ -343,10 +350,10 @@ pub(crate) mod tests {
             which.iter().enumerate().map(|(b, &i)| all[b * t * k..(b * t + sentences[i].len()) * k].to_vec()).collect()
         };
         let together = run(&[0, 1]);
-        for i in 0..2 {
+        for (i, batched) in together.iter().enumerate() {
             let alone = run(&[i]).remove(0);
-            for (a, b) in alone.iter().zip(&together[i]) {
-                assert!((a - b).abs() < 1e-5, "sentence {i}: {alone:?} vs {:?}", together[i]);
+            for (a, b) in alone.iter().zip(batched) {
+                assert!((a - b).abs() < 1e-5, "sentence {i}: {alone:?} vs {batched:?}");
             }
         }
     }

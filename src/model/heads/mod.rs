@@ -5,9 +5,9 @@
 //! adding a head kind is one file here plus where it is loaded (`model::bundle` for
 //! checkpoint heads, [`load_trained`] for heads `docclass train` writes).
 
+pub mod context;
 pub mod document_classifier;
 pub mod fine_tuned;
-pub mod context;
 pub mod tagger;
 pub mod zero_shot;
 

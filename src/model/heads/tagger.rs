@@ -54,7 +54,8 @@ impl Tagger {
                     let values = file.get(name, shape.iter().product())?;
                     weights.insert(name, Tensor::from_vec(values, shape, &Device::Cpu)?);
                 }
-                let scores = LinearScores { dense: Vec::new(), bias: vec![0.0; k], lexical: file.lexical_table()?, labels: k };
+                let scores =
+                    LinearScores { dense: Vec::new(), bias: vec![0.0; k], lexical: file.lexical_table()?, labels: k };
                 (scores, Some(ContextLayer::new(spec.clone(), weights)?))
             }
         };

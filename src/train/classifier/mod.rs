@@ -291,7 +291,8 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     let mut idf_tensor = Vec::new();
     if let Some(Setting::Lexical { c }) = lexical_setting {
         let lexical_inputs = Inputs::lexical(&all, buckets);
-        let lexical_model = refit(&lexical_inputs, &all, k, multi_label, &grid_of(&settings, &Setting::Lexical { c }), c);
+        let lexical_model =
+            refit(&lexical_inputs, &all, k, multi_label, &grid_of(&settings, &Setting::Lexical { c }), c);
         let Inputs::Lexical { idf, buckets_of_columns, .. } = lexical_inputs else { unreachable!("lexical inputs") };
         for (column, &b) in buckets_of_columns.iter().enumerate() {
             let weights = &lexical_model.sparse()[column * k..(column + 1) * k];
