@@ -18,6 +18,7 @@ use crate::ingest::labelled::{
 };
 use crate::ingest::FieldNames;
 use crate::logging;
+use crate::model::head_file::ContextSpec;
 use crate::model::ModelBundle;
 use crate::review::GoldLabels;
 use crate::train::cache::{features, FeatureRequest, FeatureSet};
@@ -150,12 +151,15 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
             context: match args.tagger_context {
                 TaggerContextArg::Linear => None,
                 TaggerContextArg::Bilstm => Some(ContextSettings {
-                    projection: args.projection,
-                    hidden: args.hidden,
-                    char_dim: 32,
-                    char_filters: 64,
-                    char_width: 3,
-                    word_chars: 20,
+                    sizes: ContextSpec {
+                        projection: args.projection,
+                        hidden: args.hidden,
+                        char_dim: 32,
+                        char_filters: 64,
+                        char_width: 3,
+                        word_chars: 20,
+                        chars: String::new(),
+                    },
                     dropout: args.dropout,
                 }),
             },

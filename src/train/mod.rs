@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::hashing::file_sha256;
+use crate::model::head_file::ContextSpec;
 use crate::rng::Rng;
 use cache::FeatureSet;
 use optim::Fitted;
@@ -70,15 +71,11 @@ pub struct TaggerConfig {
     pub context: Option<ContextSettings>,
 }
 
-/// Sizes of a tagger's context layer (see `model::heads::context`).
+/// A tagger's context layer to train (see `model::heads::context`).
 #[derive(Clone, Debug)]
 pub struct ContextSettings {
-    pub projection: usize,
-    pub hidden: usize,
-    pub char_dim: usize,
-    pub char_filters: usize,
-    pub char_width: usize,
-    pub word_chars: usize,
+    /// Its sizes; training fills in the characters from the data.
+    pub sizes: ContextSpec,
     /// Share of the LSTM's inputs and outputs dropped while training.
     pub dropout: f32,
 }
@@ -264,14 +261,15 @@ pub fn epoch_fit_record(args: &TaggerConfig, fitted: &Fitted, score_name: &str) 
         "epochs": fitted.log.len(),
     });
     if let Some(c) = &args.context {
+        let s = &c.sizes;
         record["context"] = serde_json::json!({
             "kind": "bilstm",
-            "projection": c.projection,
-            "hidden": c.hidden,
-            "char_dim": c.char_dim,
-            "char_filters": c.char_filters,
-            "char_width": c.char_width,
-            "word_chars": c.word_chars,
+            "projection": s.projection,
+            "hidden": s.hidden,
+            "char_dim": s.char_dim,
+            "char_filters": s.char_filters,
+            "char_width": s.char_width,
+            "word_chars": s.word_chars,
             "dropout": decimal(c.dropout),
         });
     }

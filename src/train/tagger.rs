@@ -285,15 +285,7 @@ struct ContextEmitter {
 
 impl ContextEmitter {
     fn new(settings: &ContextSettings, chars: String, dim: usize, k: usize) -> Self {
-        let spec = ContextSpec {
-            projection: settings.projection,
-            hidden: settings.hidden,
-            char_dim: settings.char_dim,
-            char_filters: settings.char_filters,
-            char_width: settings.char_width,
-            word_chars: settings.word_chars,
-            chars,
-        };
+        let spec = ContextSpec { chars, ..settings.sizes.clone() };
         let shapes = weight_shapes(&spec, dim, k);
         Self { spec, shapes }
     }

@@ -381,8 +381,30 @@ mod tests {
 mod loading_tests {
     use std::collections::BTreeMap;
 
+    use crate::model::head_file::ContextSpec;
     use crate::model::head_file::{save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
     use crate::model::heads::{load_trained, Task};
+
+    fn tagger_spec(labels: &[String], context: Option<ContextSpec>) -> HeadSpec {
+        HeadSpec {
+            format: HEAD_FORMAT.into(),
+            kind: HeadKind::Tagger,
+            name: "tags".into(),
+            labels: labels.to_vec(),
+            multi_label: false,
+            layers: vec![1],
+            encoder: ".".into(),
+            encoder_fingerprint: "fp".into(),
+            encoder_precision: Default::default(),
+            lexical_buckets: 0,
+            lexical_scheme: None,
+            pooling: DocumentPooling::Mean,
+            abbreviations: Vec::new(),
+            context,
+            training: serde_json::Value::Null,
+            weights_sha256: String::new(),
+        }
+    }
 
     /// A tagger written as `train` writes it loads as a tagger through the one
     /// registration, and decodes under IOB2 with its transitions.
@@ -391,24 +413,7 @@ mod loading_tests {
         let dir = tempfile::tempdir().unwrap();
         let labels: Vec<String> = ["O", "B-X", "I-X"].map(String::from).to_vec();
         let (k, hidden) = (3, 4);
-        let spec = HeadSpec {
-            format: HEAD_FORMAT.into(),
-            kind: HeadKind::Tagger,
-            name: "tags".into(),
-            labels: labels.clone(),
-            multi_label: false,
-            layers: vec![1, 2],
-            encoder: ".".into(),
-            encoder_fingerprint: "fp".into(),
-            encoder_precision: Default::default(),
-            lexical_buckets: 0,
-            lexical_scheme: None,
-            pooling: DocumentPooling::Mean,
-            abbreviations: vec!["Abs.".into()],
-            context: None,
-            training: serde_json::Value::Null,
-            weights_sha256: String::new(),
-        };
+        let spec = HeadSpec { layers: vec![1, 2], abbreviations: vec!["Abs.".into()], ..tagger_spec(&labels, None) };
         let f32_tensors = BTreeMap::from([
             ("dense", vec![0.0; k * hidden * 2]),
             ("bias", vec![0.0; k]),
@@ -438,24 +443,7 @@ mod loading_tests {
         let labels: Vec<String> = ["O", "B-X", "I-X"].map(String::from).to_vec();
         let (k, hidden) = (3, 4);
         let context = small_spec();
-        let spec = HeadSpec {
-            format: HEAD_FORMAT.into(),
-            kind: HeadKind::Tagger,
-            name: "tags".into(),
-            labels: labels.clone(),
-            multi_label: false,
-            layers: vec![2],
-            encoder: ".".into(),
-            encoder_fingerprint: "fp".into(),
-            encoder_precision: Default::default(),
-            lexical_buckets: 0,
-            lexical_scheme: None,
-            pooling: DocumentPooling::Mean,
-            abbreviations: Vec::new(),
-            context: Some(context.clone()),
-            training: serde_json::Value::Null,
-            weights_sha256: String::new(),
-        };
+        let spec = HeadSpec { layers: vec![2], ..tagger_spec(&labels, Some(context.clone())) };
         let mut f32_tensors: BTreeMap<&str, Vec<f32>> = random_weights(&context, hidden, k, 3).into_iter().collect();
         f32_tensors.extend([("transitions", vec![0.0; k * k]), ("start", vec![0.0; k]), ("end", vec![0.0; k])]);
         save_head(dir.path(), &spec, &f32_tensors, &BTreeMap::new(), &LexicalTable::default()).unwrap();
