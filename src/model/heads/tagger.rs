@@ -1,12 +1,11 @@
 //! The tagger `docclass train` writes: a linear-chain CRF over words. A word's emission
-//! is the mean of its tokens' projected encoder features plus hashed word features;
-//! tags are decoded with Viterbi under IOB2 constraints, and each word's confidence is
-//! the marginal probability of its tag.
+//! is the mean of its tokens' projected encoder features (or what its context layer
+//! makes of them, see `context`) plus hashed word features; tags are decoded with
+//! Viterbi under IOB2 constraints, and each word's confidence is the marginal
+//! probability of its tag.
 
 use std::any::Any;
-use std::collections::HashSet;
-
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Tensor};
 
@@ -205,6 +204,9 @@ impl TaskHead for Tagger {
 /// The context layer's emissions `[n, tags]` of a document's words from their rows
 /// `projection · x`: run over the document's sentences, as training ran over the corpus's.
 fn context_emissions(layer: &ContextLayer, rows: &[f32], words: &[String]) -> candle_core::Result<Vec<f32>> {
+    if words.is_empty() {
+        return Ok(Vec::new());
+    }
     let width = layer.spec.projection;
     let segments = segments(words);
     let (packed, lengths) = pad_segments(rows, width, &segments, &Device::Cpu)?;
