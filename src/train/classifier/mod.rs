@@ -159,29 +159,22 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     };
     let mut evaluated: Vec<Vec<Evaluated>> =
         settings.iter().zip(oof).map(|(grid, logits)| evaluate_grid(grid, logits)).collect();
-    // The best of each model: the highest mean score, ties to the lower log loss; as its
-    // grid and place there.
-    let best = |evaluated: &[Vec<Evaluated>], lexical: bool| -> Option<(usize, usize)> {
-        let mut places = evaluated.iter().enumerate().flat_map(|(g, grid)| (0..grid.len()).map(move |s| (g, s)));
-        let first = places.find(|&(g, s)| matches!(evaluated[g][s].setting, Setting::Lexical { .. }) == lexical)?;
-        Some(places.filter(|&(g, s)| matches!(evaluated[g][s].setting, Setting::Lexical { .. }) == lexical).fold(
-            first,
-            |a, b| {
-                let (x, y) = (&evaluated[a.0][a.1].scored, &evaluated[b.0][b.1].scored);
-                if y.mean.total_cmp(&x.mean).then(x.log_loss.total_cmp(&y.log_loss)).is_gt() {
-                    b
-                } else {
-                    a
-                }
-            },
-        ))
+    // Where the best of each model is: its grid and its place there.
+    let best_place = |evaluated: &[Vec<Evaluated>], lexical: bool| -> Option<(usize, usize)> {
+        evaluated
+            .iter()
+            .enumerate()
+            .flat_map(|(g, grid)| grid.iter().enumerate().map(move |(s, e)| ((g, s), e)))
+            .filter(|(_, e)| matches!(e.setting, Setting::Lexical { .. }) == lexical)
+            .max_by(|(_, a), (_, b)| better(&a.scored, &b.scored))
+            .map(|(place, _)| place)
     };
     // A best C at the end of its grid may lie beyond it: the grid grows by a step there
     // and that grid's folds run again, as the classical baseline's search does.
     for _ in 0..MAX_GRID_EXTENSIONS {
         let mut grown = false;
         for lexical in [false, true] {
-            let Some((g, s)) = best(&evaluated, lexical) else { continue };
+            let Some((g, s)) = best_place(&evaluated, lexical) else { continue };
             let grid = &mut settings[g];
             let c = grid[s].c();
             let added = if s == 0 {
@@ -216,9 +209,10 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     }
     let evaluated: Vec<Evaluated> = evaluated.into_iter().flatten().collect();
     let best = |lexical: bool| -> Option<&Evaluated> {
-        evaluated.iter().filter(|e| matches!(e.setting, Setting::Lexical { .. }) == lexical).max_by(|a, b| {
-            a.scored.mean.total_cmp(&b.scored.mean).then(b.scored.log_loss.total_cmp(&a.scored.log_loss))
-        })
+        evaluated
+            .iter()
+            .filter(|e| matches!(e.setting, Setting::Lexical { .. }) == lexical)
+            .max_by(|a, b| better(&a.scored, &b.scored))
     };
     let dense_best = best(false).expect("dense settings are always tried");
     let lexical_best = best(true);
@@ -446,6 +440,12 @@ fn inputs_for(setting: &Setting, documents: &[&Document], buckets: usize) -> Inp
         Setting::Lexical { .. } => Inputs::lexical(documents, buckets),
         Setting::Dense { pooling, .. } => Inputs::dense(documents, *pooling),
     }
+}
+
+/// How two settings' cross-validation compare: the higher mean score is better, ties go
+/// to the lower log loss.
+fn better(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+    a.mean.total_cmp(&b.mean).then(b.log_loss.total_cmp(&a.log_loss))
 }
 
 /// The C values of the grid `setting` was chosen from (grids as cross-validation left them).
