@@ -172,8 +172,14 @@ impl ContextLayer {
         rows.broadcast_add(&self.projection_bias)
     }
 
+    /// Character ids `[B·T, slots]` of sentences padded to `t` words.
+    pub fn sentence_char_ids(&self, sentences: &[&[String]], t: usize, device: &Device) -> Result<Tensor> {
+        let words = sentences.iter().flat_map(|s| (0..t).map(move |i| s.get(i).map_or("", String::as_str)));
+        self.char_ids(words, device)
+    }
+
     /// Character ids `[words, slots]` of `words`, one row each.
-    pub fn char_ids<'a>(&self, words: impl Iterator<Item = &'a str>, device: &Device) -> Result<Tensor> {
+    fn char_ids<'a>(&self, words: impl Iterator<Item = &'a str>, device: &Device) -> Result<Tensor> {
         let slots = slots(&self.spec);
         let side = self.spec.char_width / 2;
         let n = self.spec.word_chars;
@@ -248,6 +254,13 @@ fn reversal_index(lengths: &[usize], t: usize, device: &Device) -> Result<Tensor
         index.extend((0..t).map(|i| (b * t + if i < len { len - 1 - i } else { i }) as u32));
     }
     Tensor::from_vec(index, lengths.len() * t, device)
+}
+
+/// The rows of each sentence in a padded `[B, T, width]` output, without the padding.
+pub fn unpadded(padded: &Tensor, lengths: &[usize]) -> Result<Vec<Vec<f32>>> {
+    let (_, t, width) = padded.dims3()?;
+    let all: Vec<f32> = padded.flatten_all()?.to_vec1()?;
+    Ok(lengths.iter().enumerate().map(|(b, &n)| all[b * t * width..(b * t + n) * width].to_vec()).collect())
 }
 
 /// Where `classify` cuts a document's words into the sentences the LSTM runs over: after
@@ -330,24 +343,24 @@ pub(crate) mod tests {
     fn a_sentences_scores_do_not_depend_on_its_batch() {
         let (dim, k) = (7, 3);
         let layer = random_layer(&small_spec(), dim, k);
-        let sentences: [Vec<&str>; 2] = [vec!["ab", "cde", "."], vec!["gab", "Zzz", "abcdefgabc", "a", "b"]];
+        let sentences: [Vec<String>; 2] = [
+            ["ab", "cde", "."].map(String::from).to_vec(),
+            ["gab", "Zzz", "abcdefgabc", "a", "b"].map(String::from).to_vec(),
+        ];
         let mut rng = Rng::new(9);
         let features: Vec<Vec<f32>> =
             sentences.iter().map(|s| (0..s.len() * dim).map(|_| rng.next_f32()).collect()).collect();
         let run = |which: &[usize]| -> Vec<Vec<f32>> {
             let t = which.iter().map(|&i| sentences[i].len()).max().unwrap();
             let mut x = vec![0.0f32; which.len() * t * dim];
-            let mut words = Vec::new();
             for (b, &i) in which.iter().enumerate() {
                 x[b * t * dim..b * t * dim + features[i].len()].copy_from_slice(&features[i]);
-                words.extend((0..t).map(|j| sentences[i].get(j).copied().unwrap_or("")));
             }
             let inputs = layer.project(&Tensor::from_vec(x, (which.len(), t, dim), &Device::Cpu).unwrap()).unwrap();
-            let chars = layer.char_ids(words.into_iter(), &Device::Cpu).unwrap();
-            let lengths: Vec<usize> = which.iter().map(|&i| sentences[i].len()).collect();
-            let scores = layer.emissions(&inputs, &chars, &lengths, None).unwrap();
-            let all = scores.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            which.iter().enumerate().map(|(b, &i)| all[b * t * k..(b * t + sentences[i].len()) * k].to_vec()).collect()
+            let chosen: Vec<&[String]> = which.iter().map(|&i| &sentences[i][..]).collect();
+            let chars = layer.sentence_char_ids(&chosen, t, &Device::Cpu).unwrap();
+            let lengths: Vec<usize> = chosen.iter().map(|s| s.len()).collect();
+            unpadded(&layer.emissions(&inputs, &chars, &lengths, None).unwrap(), &lengths).unwrap()
         };
         let together = run(&[0, 1]);
         for (i, batched) in together.iter().enumerate() {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Tensor};
 
-use super::context::{pad_segments, segments, weight_shapes, ContextLayer};
+use super::context::{pad_segments, segments, unpadded, weight_shapes, ContextLayer};
 use super::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::entities::Entity;
 use crate::decode::iob2::{self, SpanMode};
@@ -211,14 +211,10 @@ fn context_emissions(layer: &ContextLayer, rows: &[f32], words: &[String]) -> ca
     let segments = segments(words);
     let (packed, lengths) = pad_segments(rows, width, &segments, &Device::Cpu)?;
     let inputs = layer.add_projection_bias(&packed)?;
-    let t = packed.dim(1)?;
-    let padded_words =
-        segments.iter().flat_map(|s| (0..t).map(move |i| if i < s.len() { words[s.start + i].as_str() } else { "" }));
-    let char_ids = layer.char_ids(padded_words, &Device::Cpu)?;
+    let sentences: Vec<&[String]> = segments.iter().map(|s| &words[s.clone()]).collect();
+    let char_ids = layer.sentence_char_ids(&sentences, packed.dim(1)?, &Device::Cpu)?;
     let scores = layer.emissions(&inputs, &char_ids, &lengths, None)?;
-    let k = scores.dim(2)?;
-    let all: Vec<f32> = scores.flatten_all()?.to_vec1()?;
-    Ok(segments.iter().enumerate().flat_map(|(b, s)| all[b * t * k..(b * t + s.len()) * k].iter().copied()).collect())
+    Ok(unpadded(&scores, &lengths)?.concat())
 }
 
 fn transition(t: &Transitions, from: usize, to: usize, k: usize) -> f32 {

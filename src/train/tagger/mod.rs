@@ -1,0 +1,248 @@
+//! Fitting a tagger: a linear-chain CRF over words, with learned transition scores under
+//! IOB2 constraints. A word's emission scores are its hashed word features' weights plus
+//! either the context layer's scores (`model::heads::context`: a BiLSTM over projected
+//! encoder features and a character CNN) or scores linear in its standardised encoder
+//! features. Trained with Adam on mini-batches of sentences (the negative
+//! log-likelihood, by forward-backward; candle's autograd carries its gradient through
+//! the context layer) and selected on the development set's strict IOB2 entity F1.
+
+mod context;
+mod model;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use super::optim::{Adam, EpochLoop, Standardizer};
+use super::{head_record, Example, Split, TrainContext};
+use crate::decode::iob2::{self, SpanMode};
+use crate::eval::entities::entity_metrics;
+use crate::ingest::labelled::TaggedSentence;
+use crate::logging;
+use crate::model::head_file::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
+use crate::rng::Rng;
+use crate::text::lexical::word_features;
+use context::ContextEmitter;
+use model::{by_length, Emitter, Model, Prepared};
+
+/// A word ending in a period must occur this often in training to count as an abbreviation.
+const MIN_ABBREVIATION_COUNT: usize = 2;
+
+pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()> {
+    let args = context.config;
+    let tagging = &args.tagger;
+    // Tags: O first, then B-/I- of each type in alphabetical order.
+    let kinds: BTreeSet<String> = split
+        .train
+        .iter()
+        .flat_map(|e| e.item.tags.iter())
+        .filter_map(|t| iob2::entity_type(t).map(String::from))
+        .collect();
+    if kinds.is_empty() {
+        bail!("{}: no entity tags in the training data", args.train.display());
+    }
+    let mut tags = vec!["O".to_string()];
+    for kind in &kinds {
+        tags.push(format!("B-{kind}"));
+        tags.push(format!("I-{kind}"));
+    }
+    for kind in &kinds {
+        let n = split.train.iter().flat_map(|e| &e.item.tags).filter(|t| **t == format!("B-{kind}")).count();
+        if n < super::MIN_EXAMPLES {
+            bail!(
+                "{}: entity type {kind:?} begins {n} time(s); at least {} are needed",
+                args.train.display(),
+                super::MIN_EXAMPLES
+            );
+        }
+    }
+    let index = super::label_index(&tags, split.dev.iter().map(|e| (e.item.line, &e.item.tags[..])), "tag", args)?;
+
+    let buckets = args.lexical_buckets;
+    let dim = split.train[0].features.dim;
+    let standardizer =
+        Standardizer::fit(split.train.iter().flat_map(|e| e.features.words(e.index).chunks_exact(dim)), dim);
+    let (train_set, repaired) = prepare(&split.train, &tags, &index, buckets, true);
+    let (dev_set, _) = prepare(&split.dev, &tags, &index, buckets, false);
+    if repaired > 0 {
+        logging::warning(
+            "repaired_tags",
+            &format!("{repaired} training tag(s) were I- without a B- before them; trained as B-"),
+            json!({"repaired": repaired}),
+        );
+    }
+    let abbreviations = abbreviations(&split.train);
+
+    let k = tags.len();
+    let emitter = match &tagging.context {
+        None => Emitter::Linear,
+        Some(settings) => Emitter::Context(ContextEmitter::new(settings, char_vocabulary(&split.train), dim, k)),
+    };
+    let model = Model {
+        k,
+        dim,
+        buckets,
+        dense_rate: tagging.dense_learning_rate / tagging.learning_rate,
+        standardizer: &standardizer,
+        constraints: iob2::allowed_transitions(&tags),
+        emitter,
+    };
+    let mut adam = Adam::new(model.len(), tagging.learning_rate, tagging.l2);
+    let log_path = context.staging.join("train-log.jsonl");
+    let words_total: usize = train_set.iter().map(|s| s.tags.len()).sum();
+    logging::info(
+        "training_data",
+        &format!(
+            "{} training sentences ({words_total} words), {} development sentences, {k} tags, {dim} feature dimensions",
+            train_set.len(),
+            dev_set.len()
+        ),
+        json!({"train_sentences": train_set.len(), "train_words": words_total, "dev_sentences": dev_set.len(), "tags": k, "dim": dim}),
+    );
+    // The context layer runs on padded batches: sentences of similar length go together,
+    // and the loop shuffles whole batches.
+    let batches: Vec<Vec<usize>> = match model.emitter {
+        Emitter::Linear => (0..train_set.len()).map(|i| vec![i]).collect(),
+        Emitter::Context(_) => by_length(&train_set, tagging.batch_size),
+    };
+    let examples_per_step = match model.emitter {
+        Emitter::Linear => tagging.batch_size,
+        Emitter::Context(_) => 1,
+    };
+    let mut dropout_rng = Rng::new(args.seed);
+    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let fitted = EpochLoop {
+        learning_rate: tagging.learning_rate,
+        max_epochs: tagging.epochs,
+        patience: tagging.patience,
+        score_name: "strict_iob2_f1",
+        log_path: &log_path,
+        examples: batches.len(),
+        batch_size: examples_per_step,
+        seed: args.seed,
+    }
+    .run(
+        model.initial(args.seed),
+        |params, learning_rate, chosen| {
+            adam.learning_rate = learning_rate;
+            let sentences: Vec<&Prepared> = chosen.iter().flat_map(|&b| &batches[b]).map(|&i| &train_set[i]).collect();
+            match model.step(params, &mut adam, &sentences, &mut dropout_rng) {
+                // The loop averages over its examples (batches here): scaled to a mean per sentence.
+                Ok(loss) => loss * (batches.len() as f64 / train_set.len() as f64),
+                Err(e) => {
+                    failure.borrow_mut().get_or_insert(e);
+                    f64::NAN
+                }
+            }
+        },
+        |params| match model.decode_all(params, &dev_set) {
+            Ok(decoded) => {
+                let predicted: Vec<Vec<String>> =
+                    decoded.into_iter().map(|tags_of| tags_of.into_iter().map(|t| tags[t].clone()).collect()).collect();
+                let gold: Vec<Vec<String>> = dev_set.iter().map(|s| s.gold.to_vec()).collect();
+                entity_metrics(&gold, &predicted, SpanMode::StrictIob2).f1
+            }
+            Err(e) => {
+                failure.borrow_mut().get_or_insert(e);
+                f64::NAN
+            }
+        },
+    )?;
+    if let Some(e) = failure.into_inner() {
+        return Err(e.context("training the tagger"));
+    }
+    let p = &fitted.params;
+    let spec = HeadSpec {
+        format: HEAD_FORMAT.into(),
+        kind: HeadKind::Tagger,
+        name: super::head_name(args),
+        labels: tags.clone(),
+        multi_label: false,
+        layers: context.layers.to_vec(),
+        encoder: super::relative_encoder_path(context.staging, context.encoder_dir),
+        encoder_fingerprint: context.encoder_fingerprint.to_string(),
+        encoder_precision: context.encoder_precision,
+        lexical_buckets: buckets,
+        lexical_scheme: None,
+        pooling: Default::default(),
+        abbreviations,
+        context: model.emitter.spec().cloned(),
+        training: head_record(
+            context,
+            &split.dev_source,
+            split.train.len(),
+            split.dev.len(),
+            super::epoch_fit_record(tagging, &fitted, "strict_iob2_f1"),
+        )?,
+        weights_sha256: String::new(), // set by save_head
+    };
+    let (transitions, start, end) = model.transition_params(p);
+    let mut f32_tensors = model.dense_tensors(p);
+    f32_tensors.extend([("transitions", transitions.to_vec()), ("start", start.to_vec()), ("end", end.to_vec())]);
+    let lexical = LexicalTable::prune(model.lexical(p), k, args.max_lexical_rows);
+    save_head(context.staging, &spec, &f32_tensors, &BTreeMap::new(), &lexical)?;
+    logging::info(
+        "selected",
+        &format!("best epoch {}, dev strict IOB2 F1 {:.4}", fitted.best_epoch, fitted.best_score),
+        json!({"best_epoch": fitted.best_epoch, "dev_score": fitted.best_score, "score": "strict_iob2_f1"}),
+    );
+    Ok(())
+}
+
+/// Hashed word features and tag indices of each sentence; with `repair`, stray `I-`
+/// tags become `B-` (returns how many).
+fn prepare<'a>(
+    examples: &'a [Example<'a, TaggedSentence>],
+    tags: &[String],
+    index: &BTreeMap<&str, usize>,
+    buckets: usize,
+    repair: bool,
+) -> (Vec<Prepared<'a>>, usize) {
+    let mut repaired = 0;
+    let prepared = examples
+        .iter()
+        .map(|e| {
+            let words = &e.item.words;
+            let lexical = (0..words.len())
+                .map(|i| {
+                    let mut out = Vec::new();
+                    if buckets > 0 {
+                        word_features(words, i, buckets, &mut out);
+                    }
+                    out
+                })
+                .collect();
+            let mut tag_ids: Vec<usize> = e.item.tags.iter().map(|t| index[t.as_str()]).collect();
+            if repair {
+                repaired += iob2::repair(&mut tag_ids, tags);
+            }
+            Prepared { features: e.features, index: e.index, words, gold: &e.item.tags, lexical, tags: tag_ids }
+        })
+        .collect();
+    (prepared, repaired)
+}
+
+/// Words ending in a period, seen often enough in training, that the corpus keeps as
+/// one word (`Abs.`, `vgl.`): the word splitter of `classify` keeps them too.
+fn abbreviations(train: &[Example<TaggedSentence>]) -> Vec<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in train {
+        for w in &e.item.words {
+            if w.len() > 1 && w.ends_with('.') && w[..w.len() - 1].chars().any(char::is_alphabetic) {
+                *counts.entry(w.as_str()).or_default() += 1;
+            }
+        }
+    }
+    counts.into_iter().filter(|(_, n)| *n >= MIN_ABBREVIATION_COUNT).map(|(w, _)| w.to_string()).collect()
+}
+
+/// Characters seen at least twice in the training words, in code point order.
+fn char_vocabulary(train: &[Example<TaggedSentence>]) -> String {
+    let mut counts: BTreeMap<char, usize> = BTreeMap::new();
+    for c in train.iter().flat_map(|e| &e.item.words).flat_map(|w| w.chars()) {
+        *counts.entry(c).or_default() += 1;
+    }
+    counts.into_iter().filter(|(_, n)| *n >= 2).map(|(c, _)| c).collect()
+}
