@@ -43,6 +43,9 @@ pub enum Command {
     /// An overview page of one or more results files: documents per label and month,
     /// confidence, frequent entities, failures, the least confident documents.
     Report(ReportArgs),
+    /// Serve the pipeline over HTTP: POST documents (JSON, or a file's bytes) and get
+    /// the records `classify` writes; concurrent requests share encoder batches.
+    Serve(ServeArgs),
     /// Measure throughput of the encoder on a corpus (one document per line).
     Bench(BenchArgs),
     /// Prepare and check model directories.
@@ -262,6 +265,77 @@ pub struct ClassifyArgs {
 }
 
 /// `docclass merge`: shard outputs in, the output of a single run out.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+
+    /// Address and port to listen on. The default answers this machine only; give
+    /// 0.0.0.0:8080 in a container, with --api-key-file or a network policy in front.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub windows: WindowArgs,
+
+    /// Default for requests that do not say: keep only the K best labels in `scores`.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+
+    /// Default for requests that do not say: explain each label with K contributions.
+    #[arg(long, value_name = "K")]
+    pub explain: Option<usize>,
+
+    /// Larger request bodies are refused with 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Documents in one /v1/classify request; more are refused with 413.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_documents: usize,
+
+    /// Encoder tokens waiting in the queue; a request that does not fit gets 429 with
+    /// Retry-After. Bounds the memory of a server under overload (about 65,536 tokens,
+    /// a minute of work on 2 cores at int8, by default).
+    #[arg(long, value_name = "TOKENS", default_value_t = 65_536)]
+    pub max_queue_tokens: usize,
+
+    /// Encoder tokens the inference thread takes from the queue at once. Larger chunks
+    /// fill batches better under load; a request waits for the chunk it is in.
+    #[arg(long, value_name = "TOKENS", default_value_t = 8192)]
+    pub chunk_tokens: usize,
+
+    /// Requests answered at once; more get 429. Bounds the request bodies held in memory.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+
+    /// A request not answered within this time gets 503 (its queued work is dropped).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = positive_seconds)]
+    pub request_timeout: f64,
+
+    /// A client must send a request's headers within this time; an idle connection is
+    /// closed after it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub header_timeout: f64,
+
+    /// On SIGTERM or SIGINT, the time accepted requests have to be answered before the
+    /// process exits.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub drain_timeout: f64,
+
+    /// An uploaded file whose text takes longer to extract is refused with 422.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub max_extract_seconds: f64,
+
+    /// A file holding the API key: every route but /health and /ready then requires
+    /// `Authorization: Bearer KEY` (401 otherwise). Surrounding whitespace is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct MergeArgs {
     /// Outputs of `classify --shard K/N` (all JSONL or all CSV), one per shard, in any order.

@@ -7,6 +7,7 @@ mod merge;
 mod model;
 mod report;
 mod review;
+mod serve;
 pub mod train;
 
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Eval(args) => eval::run(args),
         Command::Review(args) => review::run(args),
         Command::Report(args) => report::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(command) => model::run(command),
     }

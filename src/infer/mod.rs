@@ -10,4 +10,4 @@ pub mod runner;
 pub mod zero_shot;
 
 pub use batching::plan_batches;
-pub use pipeline::{Pipeline, PipelineOptions};
+pub use pipeline::{Pipeline, PipelineOptions, ReadyDocument};

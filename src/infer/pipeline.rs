@@ -87,9 +87,18 @@ pub(crate) struct EncodedTexts {
 }
 
 /// A document ready for the encoder.
+#[derive(Clone)]
 pub(crate) struct Prepared {
     pub(crate) tokens: DocTokens,
     pub(crate) windows: Vec<Window>,
+}
+
+/// A document tokenized and cut into windows, with the options its record is assembled
+/// with; or, where it could not be read or tokenized, its error record.
+#[derive(Clone)]
+pub struct ReadyDocument {
+    state: Result<(Document, Prepared), Box<Record>>,
+    options: PipelineOptions,
 }
 
 /// Totals of one `process` call, for progress and benchmarks.
@@ -117,45 +126,65 @@ impl Pipeline {
 
     /// Records for `items`, in their order, and what was done.
     pub fn process(&self, items: Vec<Item>, options: &PipelineOptions) -> Result<(Vec<Record>, ChunkStats)> {
-        // A document that cannot be read or tokenized is already its (error) record.
-        let prepared: Vec<Result<(Document, Prepared), Box<Record>>> = items
+        self.process_ready(self.ready(items, options), options.batch_tokens)
+    }
+
+    /// `items` tokenized and cut into windows, each to be assembled with `options`. A
+    /// document that cannot be read or tokenized is already its (error) record.
+    pub fn ready(&self, items: Vec<Item>, options: &PipelineOptions) -> Vec<ReadyDocument> {
+        items
             .into_par_iter()
             .map(|item| {
-                let doc =
-                    item.map_err(|f| Box::new(Record::failed(f.id, f.source, &self.identity.record_name, f.error)))?;
-                match self.prepare(&doc.text, &options.windows) {
-                    Ok(p) => Ok((doc, p)),
-                    Err(e) => {
-                        Err(Box::new(Record::failed(doc.id, doc.source, &self.identity.record_name, format!("{e:#}"))))
+                let failed = |id, source, error| Box::new(Record::failed(id, source, &self.identity.record_name, error));
+                let state = item.map_err(|f| failed(f.id, f.source, f.error)).and_then(|doc| {
+                    match self.prepare(&doc.text, &options.windows) {
+                        Ok(p) => Ok((doc, p)),
+                        Err(e) => Err(failed(doc.id, doc.source, format!("{e:#}"))),
                     }
-                }
+                });
+                ReadyDocument { state, options: *options }
             })
-            .collect();
+            .collect()
+    }
 
+    /// The tokens the encoder reads for `document`: every window with its frame.
+    pub fn encoder_tokens(&self, document: &ReadyDocument) -> usize {
+        let frame = self.text.leading_len() + self.text.trailing_len();
+        document.state.as_ref().map_or(0, |(_, p)| p.windows.iter().map(|w| w.content.len() + frame).sum())
+    }
+
+    /// Records for documents made ready by [`Self::ready`] (possibly with different
+    /// options, as a service's requests have), in their order; their windows share
+    /// encoder batches of `batch_tokens`.
+    pub fn process_ready(
+        &self,
+        documents: Vec<ReadyDocument>,
+        batch_tokens: NonZeroUsize,
+    ) -> Result<(Vec<Record>, ChunkStats)> {
         // All windows of the chunk, each with the index of its document.
         let mut window_ids: Vec<Vec<u32>> = Vec::new();
         let mut window_doc: Vec<usize> = Vec::new();
-        for (d, item) in prepared.iter().enumerate() {
-            if let Ok((_, p)) = item {
+        for (d, document) in documents.iter().enumerate() {
+            if let Ok((_, p)) = &document.state {
                 for window in &p.windows {
                     window_ids.push(self.text.window_ids(&p.tokens, window));
                     window_doc.push(d);
                 }
             }
         }
-        let outputs = self.encode_windows(&window_ids, options.batch_tokens, false, None)?;
-        let mut per_doc: Vec<Vec<WindowOutput>> = prepared.iter().map(|_| Vec::new()).collect();
+        let outputs = self.encode_windows(&window_ids, batch_tokens, false, None)?;
+        let mut per_doc: Vec<Vec<WindowOutput>> = documents.iter().map(|_| Vec::new()).collect();
         for (&d, out) in window_doc.iter().zip(outputs) {
             per_doc[d].push(out);
         }
 
-        let mut stats = ChunkStats { documents: prepared.len(), ..Default::default() };
+        let mut stats = ChunkStats { documents: documents.len(), ..Default::default() };
         stats.tokens = window_ids.iter().map(Vec::len).sum();
-        let records: Vec<Record> = prepared
+        let records: Vec<Record> = documents
             .into_par_iter()
             .zip(per_doc)
-            .map(|(item, outs)| match item {
-                Ok((doc, p)) => self.assemble(doc, &p, &outs, options),
+            .map(|(document, outs)| match document.state {
+                Ok((doc, p)) => self.assemble(doc, &p, &outs, &document.options),
                 Err(record) => *record,
             })
             .collect();

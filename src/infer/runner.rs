@@ -204,13 +204,8 @@ impl Runner {
         chunk
     }
 
-    fn record(&mut self, mut record: Record, position: u64, sha256: Option<String>) -> Result<()> {
-        // A defect in a head must never reach a reader as a number: the document gets
-        // an error record instead, and the run goes on.
-        if let Some(bad) = record.score_out_of_range() {
-            let error = format!("{bad} is not a probability (a defect in the model's head)");
-            record = Record::failed(record.id, record.source, &record.model, error);
-        }
+    fn record(&mut self, record: Record, position: u64, sha256: Option<String>) -> Result<()> {
+        let mut record = record.checked();
         // An output file's records carry their input position, by which `merge` puts
         // shard outputs back in order; records kept in memory are in input order already.
         if let Records::Writer(writer) = &mut self.records {

@@ -59,6 +59,23 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The kind an HTTP Content-Type names (parameters such as `charset` ignored).
+    pub fn of_media_type(content_type: &str) -> Option<Kind> {
+        let media = content_type.split(';').next()?.trim().to_ascii_lowercase();
+        Some(match media.as_str() {
+            "text/plain" | "text/markdown" => Kind::Text,
+            "text/html" | "application/xhtml+xml" => Kind::Html,
+            "application/pdf" => Kind::Pdf,
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => Kind::Docx,
+            "application/vnd.oasis.opendocument.text" => Kind::Odt,
+            "application/rtf" | "text/rtf" => Kind::Rtf,
+            "message/rfc822" => Kind::Eml,
+            _ => return None,
+        })
+    }
+}
+
 /// Text of a single-document file. `max_text_bytes` bounds what a container may unpack.
 pub fn extract(kind: Kind, bytes: &[u8], max_text_bytes: u64) -> Result<Extracted, String> {
     let extracted = |text: String, extractor| Extracted { text, encoding: "UTF-8", extractor };

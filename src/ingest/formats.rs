@@ -159,26 +159,34 @@ impl Iterator for DocumentReader {
 }
 
 /// The document(s) of a file that holds one (or, for e-mail, one and its attachments).
-/// Parsers other than plain text's run under the time limit.
 fn read_file(file: File, path: String, kind: Kind, limits: ReadLimits) -> Vec<Item> {
-    let fail = |error: String| {
-        vec![Err(Failed { id: path.clone(), source: Source { path: path.clone(), line: None }, error })]
-    };
     let max_bytes = limits.document_bytes;
     let mut bytes = Vec::new();
     // Read one byte past the limit to tell "exactly at the limit" from "over it".
-    if let Err(e) = file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes) {
-        return fail(format!("cannot read: {e}"));
-    }
-    if bytes.len() as u64 > max_bytes {
-        return fail(format!("document larger than {max_bytes} bytes (raise --max-document-bytes)"));
-    }
+    let read = file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes);
+    let error = match read {
+        Err(e) => format!("cannot read: {e}"),
+        Ok(_) if bytes.len() as u64 > max_bytes => {
+            format!("document larger than {max_bytes} bytes (raise --max-document-bytes)")
+        }
+        Ok(_) => return read_bytes(bytes, path, kind, limits),
+    };
+    vec![Err(Failed { id: path.clone(), source: Source { path, line: None }, error })]
+}
+
+/// The document(s) in the bytes of a file named `name` (already within the size
+/// limit). Parsers other than plain text's run under the time limit, on a thread of
+/// their own, with panics caught: a broken file is an error record, never a crash.
+pub fn read_bytes(bytes: Vec<u8>, name: String, kind: Kind, limits: ReadLimits) -> Vec<Item> {
+    let max_bytes = limits.document_bytes;
     if kind == Kind::Text {
-        return documents_of(&bytes, path.clone(), kind, max_bytes);
+        return documents_of(&bytes, name, kind, max_bytes);
     }
-    let owned_path = path.clone();
-    // A panic on this thread would print and cut the run's output short: caught as in `extract`.
-    let read = move || guarded("document", || Ok(documents_of(&bytes, owned_path, kind, max_bytes)));
+    let fail = |error: String| {
+        vec![Err(Failed { id: name.clone(), source: Source { path: name.clone(), line: None }, error })]
+    };
+    let owned_name = name.clone();
+    let read = move || guarded("document", || Ok(documents_of(&bytes, owned_name, kind, max_bytes)));
     within(limits.extract_time, read).and_then(|items| items).unwrap_or_else(fail)
 }
 

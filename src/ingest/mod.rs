@@ -11,7 +11,7 @@ pub mod walk;
 use serde::{Deserialize, Serialize};
 
 pub use encoding::{decode_text, DecodeError};
-pub use formats::{DocumentReader, FieldNames, Next, ReadLimits};
+pub use formats::{read_bytes, DocumentReader, FieldNames, Next, ReadLimits};
 pub use walk::{walk_inputs, InputFiles};
 
 /// Where a document came from: a file, and the line (JSONL) or line of the row (CSV/TSV).

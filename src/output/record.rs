@@ -146,6 +146,19 @@ impl Record {
         self.error.is_some()
     }
 
+    /// The record as a reader may see it: one with a score that is no probability (a
+    /// defect in a head) becomes an error record, so that the defect never reaches a
+    /// reader as a number.
+    pub fn checked(self) -> Record {
+        match self.score_out_of_range() {
+            Some(bad) => {
+                let error = format!("{bad} is not a probability (a defect in the model's head)");
+                Record::failed(self.id, self.source, &self.model, error)
+            }
+            None => self,
+        }
+    }
+
     /// The first score that is no probability (outside 0..=1, or NaN), with where it
     /// is: a defect in a head, which must never reach a reader as a number.
     pub fn score_out_of_range(&self) -> Option<String> {
