@@ -7,7 +7,6 @@ use candle_core::{DType, Device};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
-use tokenizers::Tokenizer;
 
 use super::config::{EncoderConfig, HfConfig, Precision};
 use super::encoder::{Encoder, WordEmbeddings};
@@ -78,7 +77,7 @@ pub struct ModelBundle {
     pub identity: ModelIdentity,
     pub config: HfConfig,
     pub encoder: Encoder,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: crate::text::tokenizer::Tokenizer,
     pub heads: Vec<Box<dyn TaskHead>>,
     pub settings: ModelSettings,
 }
@@ -162,7 +161,7 @@ impl ModelBundle {
 
         let tokenizer_path = dir.join("tokenizer.json");
         require(&tokenizer_path, "the tokenizer")?;
-        let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Invalid {
+        let tokenizer = crate::text::tokenizer::load(&tokenizer_path).map_err(|e| ModelError::Invalid {
             path: tokenizer_path.clone(),
             message: format!("cannot load the tokenizer: {e}"),
         })?;

@@ -19,14 +19,20 @@ use tokio::sync::{oneshot, watch};
 use super::{App, Loaded, Settings};
 use crate::logging;
 
+/// Threads that tokenize requests and extract files' text at once; more wait in turn.
+const BLOCKING_THREADS: usize = 8;
+
 /// Serves until SIGTERM or SIGINT. `load` runs on the inference thread; a model that
 /// fails to load ends the server with its error. Returns whether every accepted
 /// request was answered.
 pub fn run(settings: Settings, load: impl FnOnce() -> Result<Loaded> + Send + 'static) -> Result<bool> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // The HTTP side only parses, queues and answers; tokenizing and extracting run
-        // on the blocking pool, the encoder on its own thread.
+        // on the blocking pool, the encoder on its own thread. Tokenizing runs on the
+        // rayon pool anyway: more blocking threads than a few would only wait there, each
+        // with its own allocator heap (hundreds of MB under overload, measured).
         .worker_threads(2)
+        .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("docclass-http")
         .enable_all()
         .build()

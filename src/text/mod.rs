@@ -1,6 +1,8 @@
 //! Text to model input: tokenization with character offsets, and windows with stride.
 
 pub mod lexical;
+pub mod tokenizer;
+mod unigram;
 pub mod windows;
 pub mod word_shares;
 

@@ -8,7 +8,8 @@
 use std::ops::Range;
 
 use anyhow::{anyhow, bail, Result};
-use tokenizers::Tokenizer;
+
+use super::tokenizer::Tokenizer;
 
 /// The content tokens of one document.
 #[derive(Clone, Debug, Default)]
