@@ -3,11 +3,13 @@ on the same documents, in one run on one machine. Run by scripts/bench_serve.sh.
 
 Phases, each on a fresh server:
   idle      one short sentence at a time, 200 ms apart: latency of an idle server;
-  load      LER sentences and court passages, one document per request, from 1, 8
-            and 64 clients for --seconds each: documents/s, tokens/s (the server's own
-            token counter), p50/p95/p99 latency, statuses, peak RSS;
-  overload  128 clients of long passages against a small queue (--max-queue-tokens
-            8192): only 200 and 429 expected, RSS bounded.
+  load      LER sentences and court passages, one document per request, each document
+            once, from 1, 8 and 64 clients (and, for sentences, 64 clients with other
+            --chunk-tokens): documents/s, tokens/s (the server's own token counter),
+            p50/p95/p99 latency, statuses, peak RSS, and the client's own CPU share (it
+            runs on the same cores);
+  overload  128 clients of long passages for --seconds against a small queue
+            (--max-queue-tokens 8192): only 200 and 429 expected, RSS bounded.
 `classify` on the same documents gives the reference tokens/s. Appends one JSON line
 per measurement to --out and prints a table.
 """
@@ -116,15 +118,16 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-async def load(session, url, documents, clients, seconds):
-    """`clients` workers post one document each, round robin, for `seconds`."""
+async def load(session, url, documents, clients, seconds=None):
+    """`clients` workers post one document per request: every document once (the
+    documents `classify` reads), or round robin for `seconds`."""
     latencies, statuses, errors = [], {}, []
     next_doc = 0
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds if seconds else None
 
     async def worker():
         nonlocal next_doc
-        while time.monotonic() < deadline:
+        while (time.monotonic() < deadline) if deadline else next_doc < len(documents):
             text = documents[next_doc % len(documents)]
             next_doc += 1
             started = time.monotonic()
@@ -176,8 +179,10 @@ async def main():
     p.add_argument("--model", default=None)
     p.add_argument("--sentences", default="datasets/ler/ler_test.conll")
     p.add_argument("--passages", default="datasets/ler_court_cls/test.tsv")
-    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--seconds", type=float, default=20, help="of the overload phase")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    p.add_argument("--chunk-tokens", type=int, nargs="*", default=[1024, 32768],
+                   help="other --chunk-tokens to try with 64 clients on short sentences")
     p.add_argument("--out", default="bench/serve.jsonl")
     p.add_argument("--extra", default="", help="more `docclass serve` flags")
     args = p.parse_args()
@@ -216,17 +221,24 @@ async def main():
         documents = texts[corpus]
         ref_tokens, ref_docs = classify_reference(args.binary, args.model, documents, None)
         record(phase="classify", corpus=corpus, documents=len(documents), tokens_per_s=ref_tokens, docs_per_s=ref_docs)
-        for clients in args.clients:
-            server = Server(args.binary, args.model, extra)
+        runs = [(clients, None) for clients in args.clients]
+        if corpus == "short":
+            # The chunk budget's trade-off: fuller batches against waiting for them.
+            runs += [(64, chunk) for chunk in args.chunk_tokens]
+        for clients, chunk in runs:
+            flags = extra + (["--chunk-tokens", str(chunk)] if chunk else [])
+            server = Server(args.binary, args.model, flags)
             async with aiohttp.ClientSession(timeout=timeout, connector=connector()) as session:
                 await server.ready(session)
                 before = await server.tokens(session)
-                latencies, statuses, errors, wall = await load(session, server.url, documents, clients, args.seconds)
+                client_cpu = time.process_time()
+                latencies, statuses, errors, wall = await load(session, server.url, documents, clients)
+                client_cpu = time.process_time() - client_cpu
                 tokens = await server.tokens(session) - before
             rss = peak_rss_mb(server.process.pid)
-            record(phase="load", corpus=corpus, clients=clients, seconds=wall,
+            record(phase="load", corpus=corpus, clients=clients, chunk_tokens=chunk or 8192, seconds=wall,
                    docs_per_s=statuses.get(200, 0) / wall, tokens_per_s=tokens / wall,
-                   of_classify=tokens / wall / ref_tokens,
+                   of_classify=tokens / wall / ref_tokens, client_cpu_share=client_cpu / wall,
                    p50_ms=percentile(latencies, 50) * 1e3, p95_ms=percentile(latencies, 95) * 1e3,
                    p99_ms=percentile(latencies, 99) * 1e3, statuses=statuses, client_errors=len(errors),
                    peak_rss_mb=rss, exit_status=server.stop())
@@ -242,13 +254,15 @@ async def main():
            peak_rss_mb_ready=rss_start, peak_rss_mb=peak_rss_mb(server.process.pid), exit_status=server.stop())
 
     print(f"run {run_id} on {machine['cpu']} ({' '.join(machine['cpu_flags'])}), {machine['cores']} cores")
-    print("| phase | corpus | clients | docs/s | tokens/s | of classify | p50 / p95 / p99 ms | statuses | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| phase | corpus | clients | chunk tokens | docs/s | tokens/s | of classify | client CPU | "
+          "p50 / p95 / p99 ms | statuses | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for l in lines:
         lat = " / ".join(f"{l[k]:.0f}" if l.get(k) is not None else "–" for k in ["p50_ms", "p95_ms", "p99_ms"])
-        print(f"| {l['phase']} | {l['corpus']} | {l.get('clients', '–')} | {l.get('docs_per_s', 0):.1f} | "
-              f"{l.get('tokens_per_s', 0):,.0f} | {l.get('of_classify', 0):.2f} | {lat} | {l.get('statuses', '')} | "
-              f"{l.get('peak_rss_mb') or ''} |")
+        number = lambda key, fmt: format(l[key], fmt) if l.get(key) is not None else "–"
+        print(f"| {l['phase']} | {l['corpus']} | {l.get('clients', '–')} | {l.get('chunk_tokens', '–')} | "
+              f"{number('docs_per_s', '.1f')} | {number('tokens_per_s', ',.0f')} | {number('of_classify', '.2f')} | "
+              f"{number('client_cpu_share', '.0%')} | {lat} | {l.get('statuses', '–')} | {number('peak_rss_mb', '.0f')} |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["output"],
     &["model"],
     &["infer"],
-    &["eval", "review"],
+    &["eval", "review", "serve"],
     &["overview"],
     &["train"],
     &["cli"],
