@@ -92,10 +92,17 @@ impl Response {
 
 /// One HTTP/1.1 request on a new connection (`Connection: close`); `Err` where the
 /// connection ended without a full answer.
-fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
         head += &format!("{name}: {value}\r\n");
     }
@@ -104,7 +111,8 @@ fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    parse_response(&raw).ok_or_else(|| std::io::Error::other(format!("no full answer: {:?}", String::from_utf8_lossy(&raw))))
+    parse_response(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("no full answer: {:?}", String::from_utf8_lossy(&raw))))
 }
 
 fn parse_response(raw: &[u8]) -> Option<Response> {
@@ -112,10 +120,8 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
     let mut body = raw[end + 4..].to_vec();
     let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
@@ -258,8 +264,18 @@ fn bad_requests_get_clear_json_errors_and_good_ones_still_work() {
         (br#"{"documents": []}"#.to_vec(), 400, "bad_request", "documents: the list is empty"),
         (br#"{"document": []}"#.to_vec(), 400, "bad_request", "unknown field `document`"),
         (br#"{"documents": [], "top_k": "3"}"#.to_vec(), 400, "bad_request", "top_k"),
-        (json!({"documents": vec![json!({"text": "a"}); 4]}).to_string().into_bytes(), 413, "too_many_documents", "at most 3"),
-        (json!({"documents": [{"text": "a".repeat(3000)}]}).to_string().into_bytes(), 413, "body_too_large", "2000 bytes"),
+        (
+            json!({"documents": vec![json!({"text": "a"}); 4]}).to_string().into_bytes(),
+            413,
+            "too_many_documents",
+            "at most 3",
+        ),
+        (
+            json!({"documents": [{"text": "a".repeat(3000)}]}).to_string().into_bytes(),
+            413,
+            "body_too_large",
+            "2000 bytes",
+        ),
     ];
     for (body, status, error, detail) in cases {
         let response = post(&body);
@@ -272,7 +288,8 @@ fn bad_requests_get_clear_json_errors_and_good_ones_still_work() {
     assert_eq!(server.request("DELETE", "/v1/classify", &[], b"").status, 405);
 
     // A document that fails fails alone; the others are answered.
-    let response = server.classify(&json!({"documents": [{"id": 1, "text": "  "}, {"text": "Die Klage ist begründet."}], "top_k": 1}));
+    let response = server
+        .classify(&json!({"documents": [{"id": 1, "text": "  "}, {"text": "Die Klage ist begründet."}], "top_k": 1}));
     assert_eq!(response.status, 200);
     let records = response.json()["results"].as_array().unwrap().clone();
     assert_eq!(records[0]["id"], "1");
@@ -305,17 +322,28 @@ fn files_are_read_as_classify_reads_them() {
         assert_eq!(served["encoding"], written["encoding"]);
     }
     // The format from Content-Type, or from Content-Disposition's file name.
-    let by_type = server.request("POST", "/v1/classify/file?id=x1", &[("Content-Type", "text/html; charset=utf-8")], html.as_bytes());
+    let by_type = server.request(
+        "POST",
+        "/v1/classify/file?id=x1",
+        &[("Content-Type", "text/html; charset=utf-8")],
+        html.as_bytes(),
+    );
     assert_eq!((by_type.status, by_type.json()["id"].clone()), (200, json!("x1")));
-    let by_name =
-        server.request("POST", "/v1/classify/file", &[("Content-Disposition", "attachment; filename=\"a.txt\"")], latin1);
+    let by_name = server.request(
+        "POST",
+        "/v1/classify/file",
+        &[("Content-Disposition", "attachment; filename=\"a.txt\"")],
+        latin1,
+    );
     assert_eq!(by_name.json()["extractor"], "text");
 
     let unknown = server.request("POST", "/v1/classify/file?name=scan.png", &[], b"\x89PNG\r\n");
     assert_eq!((unknown.status, unknown.json()["error"].clone()), (415, json!("unsupported_format")));
     // Files that made the PDF parser panic and loop (found by fuzzing): the extractor's
     // reason, and the server stays up.
-    for (name, reason) in [("pdf-missing-key.pdf", "the PDF parser failed"), ("pdf-parent-cycle.pdf", "page tree loops")] {
+    for (name, reason) in
+        [("pdf-missing-key.pdf", "the PDF parser failed"), ("pdf-parent-cycle.pdf", "page tree loops")]
+    {
         let bytes = std::fs::read(root().join("tests/fixtures/fuzz").join(name)).unwrap();
         let broken = server.request("POST", &format!("/v1/classify/file?name={name}"), &[], &bytes);
         assert_eq!(broken.status, 422, "{name}: {broken:?}");
@@ -336,7 +364,9 @@ fn an_api_key_guards_every_route_but_the_probes() {
     let server = Server::start(&fixture("bert-seqcls"), &["--api-key-file", path_str(&key_file)]);
     assert_eq!(server.get("/health").status, 200);
     assert_eq!(server.get("/ready").status, 200);
-    for (method, path) in [("GET", "/v1/model"), ("GET", "/metrics"), ("POST", "/v1/classify"), ("GET", "/openapi.json")] {
+    for (method, path) in
+        [("GET", "/v1/model"), ("GET", "/metrics"), ("POST", "/v1/classify"), ("GET", "/openapi.json")]
+    {
         let none = server.request(method, path, &[], b"");
         assert_eq!(none.status, 401, "{path}");
         assert_eq!(none.header("www-authenticate"), Some("Bearer"));
@@ -357,8 +387,10 @@ fn an_api_key_guards_every_route_but_the_probes() {
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after_and_nothing_else_fails() {
-    let server =
-        Server::start(&fixture("bert-seqcls"), &["--max-queue-tokens", "600", "--chunk-tokens", "200", "--max-len", "64"]);
+    let server = Server::start(
+        &fixture("bert-seqcls"),
+        &["--max-queue-tokens", "600", "--chunk-tokens", "200", "--max-len", "64"],
+    );
     // One request larger than the whole queue can never be served.
     let huge = server.classify(&json!({"documents": vec![json!({"text": texts(1)[0].repeat(40)}); 2]}));
     assert_eq!((huge.status, huge.json()["error"].clone()), (413, json!("request_too_large")));
@@ -369,7 +401,8 @@ fn a_full_queue_answers_429_with_retry_after_and_nothing_else_fails() {
         .map(|_| {
             let body = body.clone();
             std::thread::spawn(move || {
-                let response = send(addr, "POST", "/v1/classify", &[], body.as_bytes()).expect("every request answered");
+                let response =
+                    send(addr, "POST", "/v1/classify", &[], body.as_bytes()).expect("every request answered");
                 if response.status == 429 {
                     assert_eq!(response.json()["error"], "queue_full");
                     let seconds: u64 = response.header("retry-after").unwrap().parse().unwrap();

@@ -16,7 +16,8 @@ pub fn run(args: ServeArgs) -> Result<Outcome> {
     configure_run(&args.run)?;
     let api_key_sha256 = match &args.api_key_file {
         Some(path) => {
-            let key = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the API key", path.display()))?;
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the API key", path.display()))?;
             if key.trim().is_empty() {
                 bail!("{}: the API key file is empty", path.display());
             }

@@ -135,7 +135,8 @@ impl Pipeline {
         items
             .into_par_iter()
             .map(|item| {
-                let failed = |id, source, error| Box::new(Record::failed(id, source, &self.identity.record_name, error));
+                let failed =
+                    |id, source, error| Box::new(Record::failed(id, source, &self.identity.record_name, error));
                 let state = item.map_err(|f| failed(f.id, f.source, f.error)).and_then(|doc| {
                     match self.prepare(&doc.text, &options.windows) {
                         Ok(p) => Ok((doc, p)),

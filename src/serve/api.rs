@@ -50,7 +50,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(|| async { Json(json!({"service": "docclass", "openapi": "/openapi.json"})) }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route: see /openapi.json") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "see /openapi.json for each route's method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "see /openapi.json for each route's method",
+            )
         })
         .layer(axum::middleware::from_fn_with_state(app.clone(), super::guard::guard))
         .with_state(app)
@@ -139,12 +143,7 @@ async fn classify(State(app): State<Arc<App>>, request: Request) -> Result<Respo
         let detail = format!("{} documents in one request; at most {max} (--max-documents)", parsed.documents.len());
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_documents", detail));
     }
-    let items: Vec<Item> = parsed
-        .documents
-        .into_iter()
-        .enumerate()
-        .map(|(n, d)| request_document(n, d))
-        .collect();
+    let items: Vec<Item> = parsed.documents.into_iter().enumerate().map(|(n, d)| request_document(n, d)).collect();
     let options = options_for(&loaded, parsed.top_k, parsed.explain);
     let records = run(&app, &loaded, items, options).await?;
     let answered = AnsweredDocuments(records.len());
@@ -315,7 +314,12 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
 /// Tokenizes the items (off the async threads), queues them as one job and waits for
 /// their records. The request's deadline (see `guard`) drops this future, and with it
 /// the job's reply: a job still queued is then dropped unprocessed.
-async fn run(app: &App, loaded: &Arc<Loaded>, items: Vec<Item>, options: PipelineOptions) -> Result<Vec<Record>, ApiError> {
+async fn run(
+    app: &App,
+    loaded: &Arc<Loaded>,
+    items: Vec<Item>,
+    options: PipelineOptions,
+) -> Result<Vec<Record>, ApiError> {
     let model = loaded.clone();
     let (documents, tokens) = tokio::task::spawn_blocking(move || {
         let documents = model.pipeline.ready(items, &options);

@@ -41,9 +41,8 @@ pub fn run(settings: Settings, load: impl FnOnce() -> Result<Loaded> + Send + 's
 }
 
 async fn serve(settings: Settings, load: impl FnOnce() -> Result<Loaded> + Send + 'static) -> Result<bool> {
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener =
+        TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
     let app = Arc::new(App::new(settings));
     logging::info(
@@ -148,9 +147,7 @@ async fn accept(
             }
         };
         let router = router.clone();
-        let service = hyper::service::service_fn(move |request| {
-            tower::ServiceExt::oneshot(router.clone(), request)
-        });
+        let service = hyper::service::service_fn(move |request| tower::ServiceExt::oneshot(router.clone(), request));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // A client that hangs up or times out ends only its own connection.

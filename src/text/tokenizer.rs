@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use tokenizers::models::{ModelWrapper, TrainerWrapper};
-use tokenizers::{DecoderWrapper, Model, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Token};
 use tokenizers::TokenizerImpl;
+use tokenizers::{DecoderWrapper, Model, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Token};
 
 use super::unigram::CompactUnigram;
 
