@@ -38,7 +38,8 @@ pub const ROUTES: [(&str, &str); 8] = [
 /// The OpenAPI description, kept in the repository and served as it is.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-pub fn router(app: Arc<App>) -> Router {
+/// The routes, for the server to wrap in the guard every request passes and give the state.
+pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/classify", post(classify))
         .route("/v1/classify/file", post(classify_file))
@@ -56,8 +57,6 @@ pub fn router(app: Arc<App>) -> Router {
                 "see /openapi.json for each route's method",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(app.clone(), super::guard::guard))
-        .with_state(app)
 }
 
 /// A refusal: its status, a short code and a sentence for people.

@@ -111,7 +111,8 @@ async fn accept(
     mut stop: watch::Receiver<bool>,
     graceful: GracefulShutdown,
 ) -> GracefulShutdown {
-    let router = super::api::router(app.clone());
+    let guard = axum::middleware::from_fn_with_state(app.clone(), super::guard::guard);
+    let router = super::api::routes().layer(guard).with_state(app.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(app.settings.header_timeout);
     let mut stopping = false;
