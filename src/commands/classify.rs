@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::{configure_run, model_dir, Outcome};
 use crate::cli::ClassifyArgs;
-use crate::infer::runner::{ChunkLimits, Documents, Records, Resumable, Runner, Tracking};
+use crate::infer::runner::{ChunkLimits, Documents, Records, Resumable, RunTimes, Runner, Tracking};
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::walk::{walk_selected, InputSelection};
 use crate::ingest::{DocumentReader, ReadLimits};
@@ -55,7 +55,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
                 json!({}),
             );
             run.complete(state, Vec::new())?;
-            return Ok(summarize(&checkpoint.counts, started, threads, args.quiet));
+            return Ok(summarize(&checkpoint.counts, None, started, threads, args.quiet));
         }
         Interrupted::Resume(c) => {
             logging::info(
@@ -103,6 +103,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         let rate = counts.classified as f64 / started.elapsed().as_secs_f64().max(1e-9);
         progress.set_message(format!("{} documents, {rate:.1} documents/s", counts.classified));
     })?;
+    let time = runner.time();
     let (records, tracking, counts) = runner.finish();
     if let Records::Writer(writer) = records {
         writer.finish()?;
@@ -112,7 +113,7 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
         Some(tracking) => run.complete(Some(tracking.state), tracking.done)?,
         None => run.complete(None, Vec::new())?,
     }
-    Ok(summarize(&counts, started, threads, args.quiet))
+    Ok(summarize(&counts, Some(&time), started, threads, args.quiet))
 }
 
 /// The model (with zero-shot labels, if any), the options of the run, and the model's
@@ -181,8 +182,9 @@ fn survey_inputs(inputs: &[std::path::PathBuf], selection: &InputSelection) -> R
     Ok((format!("{:x}", hash.finalize()), files, bytes))
 }
 
-/// Logs the end-of-run summary and turns the counts into the exit status.
-fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> Outcome {
+/// Logs the end-of-run summary (with where this run's time went, when it ran any) and
+/// turns the counts into the exit status.
+fn summarize(counts: &Counts, time: Option<&RunTimes>, started: Instant, threads: usize, quiet: bool) -> Outcome {
     let seconds = started.elapsed().as_secs_f64();
     if !quiet || logging::is_json() {
         let reasons: Vec<String> = counts.failed_by_reason.iter().map(|(r, n)| format!("{r}: {n}")).collect();
@@ -214,12 +216,32 @@ fn summarize(counts: &Counts, started: Instant, threads: usize, quiet: bool) -> 
             f.insert("threads".into(), json!(threads));
         }
         logging::info("summary", &message, fields);
+        if let Some(time) = time {
+            let stages = stage_seconds(time);
+            let parts: Vec<String> = stages.iter().map(|(_, name, s)| format!("{name} {s:.1} s")).collect();
+            let fields: serde_json::Map<String, serde_json::Value> =
+                stages.iter().map(|(key, _, s)| (key.to_string(), json!((s * 100.0).round() / 100.0))).collect();
+            logging::info("stages", &format!("time spent: {}", parts.join(", ")), json!({"seconds": fields}));
+        }
     }
     if counts.failed > 0 {
         Outcome::SomeFailed
     } else {
         Outcome::Complete
     }
+}
+
+/// Each stage's key (for JSON logs), name and seconds, in the order a document passes them.
+fn stage_seconds(time: &RunTimes) -> [(&'static str, &'static str, f64); 6] {
+    let p = &time.pipeline;
+    [
+        ("reading", "reading", time.read.as_secs_f64()),
+        ("tokenizing", "tokenizing", p.tokenize.as_secs_f64()),
+        ("encoder", "encoder", p.encoder.as_secs_f64()),
+        ("heads_batches", "heads on batches", p.heads_forward.as_secs_f64()),
+        ("heads_documents", "heads per document", p.heads_assemble.as_secs_f64()),
+        ("writing", "writing", time.write.as_secs_f64()),
+    ]
 }
 
 /// Progress by input bytes (so that the ETA holds for files of any size), with the

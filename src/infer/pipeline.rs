@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -107,6 +108,29 @@ pub struct ChunkStats {
     pub documents: usize,
     pub failed: usize,
     pub tokens: usize,
+    pub time: StageTimes,
+}
+
+/// Where a chunk's time went (wall time of each stage; stages run one after another).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    /// Tokenizing and cutting windows.
+    pub tokenize: Duration,
+    /// The encoder's passes.
+    pub encoder: Duration,
+    /// The heads' forward passes on each batch.
+    pub heads_forward: Duration,
+    /// The heads' per-document results (decoding, entity spans, evidence).
+    pub heads_assemble: Duration,
+}
+
+impl std::ops::AddAssign for StageTimes {
+    fn add_assign(&mut self, other: Self) {
+        self.tokenize += other.tokenize;
+        self.encoder += other.encoder;
+        self.heads_forward += other.heads_forward;
+        self.heads_assemble += other.heads_assemble;
+    }
 }
 
 impl Pipeline {
@@ -126,7 +150,12 @@ impl Pipeline {
 
     /// Records for `items`, in their order, and what was done.
     pub fn process(&self, items: Vec<Item>, options: &PipelineOptions) -> Result<(Vec<Record>, ChunkStats)> {
-        self.process_ready(self.ready(items, options), options.batch_tokens)
+        let started = Instant::now();
+        let ready = self.ready(items, options);
+        let tokenize = started.elapsed();
+        let (records, mut stats) = self.process_ready(ready, options.batch_tokens)?;
+        stats.time.tokenize = tokenize;
+        Ok((records, stats))
     }
 
     /// `items` tokenized and cut into windows, each to be assembled with `options`. A
@@ -173,14 +202,15 @@ impl Pipeline {
                 }
             }
         }
-        let outputs = self.encode_windows(&window_ids, batch_tokens, false, None)?;
+        let mut stats = ChunkStats { documents: documents.len(), ..Default::default() };
+        let outputs = self.encode_windows(&window_ids, batch_tokens, false, None, &mut stats.time)?;
         let mut per_doc: Vec<Vec<WindowOutput>> = documents.iter().map(|_| Vec::new()).collect();
         for (&d, out) in window_doc.iter().zip(outputs) {
             per_doc[d].push(out);
         }
 
-        let mut stats = ChunkStats { documents: documents.len(), ..Default::default() };
         stats.tokens = window_ids.iter().map(Vec::len).sum();
+        let started = Instant::now();
         let records: Vec<Record> = documents
             .into_par_iter()
             .zip(per_doc)
@@ -189,6 +219,7 @@ impl Pipeline {
                 Err(record) => *record,
             })
             .collect();
+        stats.time.heads_assemble = started.elapsed();
         stats.failed = records.iter().filter(|r| r.is_error()).count();
         Ok((records, stats))
     }
@@ -275,8 +306,9 @@ impl Pipeline {
             window_ids.extend(p.windows.iter().map(|w| self.text.window_ids(&p.tokens, w)));
         }
         let tokens = window_ids.iter().map(Vec::len).sum();
-        let mut outputs =
-            self.encode_windows(&window_ids, options.batch_tokens, needs_mean, feature_layers)?.into_iter();
+        let mut outputs = self
+            .encode_windows(&window_ids, options.batch_tokens, needs_mean, feature_layers, &mut StageTimes::default())?
+            .into_iter();
         let outputs = prepared.iter().map(|p| outputs.by_ref().take(p.windows.len()).collect()).collect();
         Ok(EncodedTexts { prepared, outputs, tokens })
     }
@@ -284,13 +316,15 @@ impl Pipeline {
     /// Runs the encoder over all windows in planned batches and every head's forward pass
     /// per window, and keeps the window's mean token state if `needs_mean` (embeddings)
     /// and the concatenated states of `feature_layers` if given (for training heads).
-    /// Results come back in the order of `window_ids`.
+    /// Results come back in the order of `window_ids`; the encoder's and the heads' time
+    /// are added to `time`.
     pub(crate) fn encode_windows(
         &self,
         window_ids: &[Vec<u32>],
         batch_tokens: NonZeroUsize,
         needs_mean: bool,
         feature_layers: Option<&[usize]>,
+        time: &mut StageTimes,
     ) -> Result<Vec<WindowOutput>> {
         let lens: Vec<usize> = window_ids.iter().map(Vec::len).collect();
         let mut outputs: Vec<WindowOutput> = window_ids.iter().map(|_| WindowOutput::default()).collect();
@@ -302,8 +336,11 @@ impl Pipeline {
             for &i in &batch_indices {
                 batch.push(&window_ids[i]);
             }
+            let started = Instant::now();
             let states = self.encoder.forward_layers(&batch, &layers).context("encoder forward pass")?;
+            time.encoder += started.elapsed();
             let states = BatchStates::new(layers.clone(), states, last, batch.lens.clone(), frame);
+            let started = Instant::now();
             let mut results: Vec<WindowOutput> = batch.lens.iter().map(|_| WindowOutput::default()).collect();
             for head in &self.heads {
                 let per_window = head.forward(&states).with_context(|| format!("head {}", head.name()))?;
@@ -311,6 +348,7 @@ impl Pipeline {
                     out.heads.push(values);
                 }
             }
+            time.heads_forward += started.elapsed();
             if needs_mean {
                 for (out, row) in results.iter_mut().zip(states.window_means(&[last])?) {
                     out.mean = Some(row);

@@ -6,10 +6,11 @@
 //! over gold documents in memory. Memory stays bounded by the chunk size.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::pipeline::{Pipeline, PipelineOptions};
+use super::pipeline::{Pipeline, PipelineOptions, StageTimes};
 use crate::ingest::{DocumentReader, Item, Next};
 use crate::output::record::Record;
 use crate::output::RecordWriter;
@@ -75,6 +76,17 @@ pub struct Runner {
     /// Input documents read so far, in input order.
     next_index: u64,
     counts: Counts,
+    time: RunTimes,
+}
+
+/// Where a run's time went, stage by stage (wall time; the stages take turns).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunTimes {
+    /// Reading the inputs: files, extraction, decoding.
+    pub read: Duration,
+    pub pipeline: StageTimes,
+    /// Writing records, the state's journal and checkpoints.
+    pub write: Duration,
 }
 
 /// A chunk taken from the inputs: documents, with each one's input position and (where
@@ -100,6 +112,7 @@ impl Runner {
             skip_until: 0,
             next_index: 0,
             counts: Counts::default(),
+            time: RunTimes::default(),
         }
     }
 
@@ -133,15 +146,22 @@ impl Runner {
         mut progress: impl FnMut(u64, &Counts),
     ) -> Result<()> {
         loop {
+            let started = Instant::now();
             let chunk = self.next_chunk();
+            self.time.read += started.elapsed();
+            let mut records = Vec::new();
             if !chunk.items.is_empty() {
-                let (records, stats) = pipeline.process(chunk.items, options)?;
+                let stats;
+                (records, stats) = pipeline.process(chunk.items, options)?;
                 self.counts.tokens += stats.tokens as u64;
-                for (record, (position, sha256)) in records.into_iter().zip(chunk.positions) {
-                    self.record(record, position, sha256)?;
-                }
+                self.time.pipeline += stats.time;
+            }
+            let started = Instant::now();
+            for (record, (position, sha256)) in records.into_iter().zip(chunk.positions) {
+                self.record(record, position, sha256)?;
             }
             self.checkpoint(chunk.last)?;
+            self.time.write += started.elapsed();
             progress(chunk.bytes, &self.counts);
             if chunk.last {
                 return Ok(());
@@ -152,6 +172,11 @@ impl Runner {
     /// What the run did, the output and the state not yet finished.
     pub fn finish(self) -> (Records, Option<Tracking>, Counts) {
         (self.records, self.tracking, self.counts)
+    }
+
+    /// Where the time went so far.
+    pub fn time(&self) -> RunTimes {
+        self.time
     }
 
     fn next_chunk(&mut self) -> Chunk {
