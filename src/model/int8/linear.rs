@@ -10,13 +10,15 @@ use rayon::prelude::*;
 use super::portable::Portable;
 use super::quantize::{quantize, scale_for};
 #[cfg(target_arch = "x86_64")]
-use super::{avx2::Avx2, vnni::Vnni};
+use super::{amx::Amx, avx2::Avx2, vnni::Vnni};
 use super::{Int8Kernel, Kernel, BLOCK};
 use crate::model::config::Activation;
 use crate::model::kernels::{bias_activation_in_place, contiguous_f32};
 
 /// A layer's weights, packed for the kernel that runs them.
 enum PackedWeights {
+    #[cfg(target_arch = "x86_64")]
+    Amx(<Amx as Kernel>::Packed),
     #[cfg(target_arch = "x86_64")]
     Vnni(<Vnni as Kernel>::Packed),
     #[cfg(target_arch = "x86_64")]
@@ -54,6 +56,8 @@ impl QuantizedLinear {
         let padded_in = in_dim.div_ceil(BLOCK) * BLOCK;
         let width = match kernel {
             #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Amx => Amx::PANEL_WIDTH,
+            #[cfg(target_arch = "x86_64")]
             Int8Kernel::Avx512Vnni => Vnni::PANEL_WIDTH,
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Avx2 => Avx2::PANEL_WIDTH,
@@ -72,6 +76,8 @@ impl QuantizedLinear {
             }
         }
         let weights = match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Amx => PackedWeights::Amx(Amx::pack(&quantized, panels, padded_in)),
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Avx512Vnni => PackedWeights::Vnni(Vnni::pack(&quantized, panels, padded_in)),
             #[cfg(target_arch = "x86_64")]
@@ -95,6 +101,8 @@ impl QuantizedLinear {
         // SAFETY (each arm): the weights were packed for a kernel the CPU supports (the
         // precondition of `with_kernel`).
         match &self.weights {
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::Amx(packed) => unsafe { self.multiply_rows_with::<Amx>(packed, xs, out) },
             #[cfg(target_arch = "x86_64")]
             PackedWeights::Vnni(packed) => unsafe { self.multiply_rows_with::<Vnni>(packed, xs, out) },
             #[cfg(target_arch = "x86_64")]
@@ -124,7 +132,8 @@ impl QuantizedLinear {
             let (values, scales) = buffers.values_and_scales(rows * self.padded_in);
             // SAFETY: the caller guarantees the CPU supports `K`.
             unsafe { K::quantize_rows(xs, self.in_dim, self.padded_in, scales, values) };
-            let mut staging = [0f32; 32 * 8];
+            // The widest panel (32 columns) by the tallest tile (16 rows, AMX).
+            let mut staging = [0f32; 32 * 16];
             for p in 0..self.out_dim.div_ceil(width) {
                 let first_column = p * width;
                 let columns = width.min(self.out_dim - first_column);

@@ -26,6 +26,8 @@
 //! as int8 rows, and dequantized for the tokens of a batch only (`table.rs`).
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 mod linear;
 mod portable;
@@ -47,13 +49,15 @@ pub const BLOCK: usize = 64;
 /// The int8 matrix kernel this CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Kernel {
+    Amx,
     Avx512Vnni,
     Avx2,
     Portable,
 }
 
-/// Set to `avx2` or `portable` to run a slower kernel than the CPU allows (to measure what a
-/// machine without AVX-512 gets, or to compare kernels); it can never choose a faster one.
+/// Set to `avx512-vnni`, `avx2` or `portable` to run a slower kernel than the CPU allows
+/// (to measure what a machine without AMX or AVX-512 gets, or to compare kernels); it can
+/// never choose a faster one.
 pub const KERNEL_ENV: &str = "DOCCLASS_INT8_KERNEL";
 
 impl Int8Kernel {
@@ -62,35 +66,54 @@ impl Int8Kernel {
         static KERNEL: OnceLock<Int8Kernel> = OnceLock::new();
         *KERNEL.get_or_init(|| {
             let best = Self::best_supported();
-            match std::env::var(KERNEL_ENV).as_deref() {
+            let wanted = match std::env::var(KERNEL_ENV).as_deref() {
                 Ok("portable") => Int8Kernel::Portable,
-                Ok("avx2") if best != Int8Kernel::Portable => Int8Kernel::Avx2,
+                Ok("avx2") => Int8Kernel::Avx2,
+                Ok("avx512-vnni") => Int8Kernel::Avx512Vnni,
                 _ => best,
+            };
+            if wanted.is_supported() {
+                wanted
+            } else {
+                best
             }
         })
     }
 
     fn best_supported() -> Self {
-        let cpu = CpuFeatures::get();
-        // The VNNI kernel quantizes its activations with AVX2.
-        match (cpu.avx2_fma, cpu.avx512f && cpu.avx512bw && cpu.avx512_vnni) {
-            (true, true) => Int8Kernel::Avx512Vnni,
-            (true, false) => Int8Kernel::Avx2,
-            (false, _) => Int8Kernel::Portable,
-        }
+        static BEST: OnceLock<Int8Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let cpu = CpuFeatures::get();
+            // The VNNI and AMX kernels quantize their activations with AVX2; AMX scales its
+            // tiles' sums with AVX-512. Linux grants the tile state only on request.
+            let vnni = cpu.avx2_fma && cpu.avx512f && cpu.avx512bw && cpu.avx512_vnni;
+            #[cfg(target_arch = "x86_64")]
+            if vnni && cpu.amx_int8 && amx::request_tile_state() {
+                return Int8Kernel::Amx;
+            }
+            match (cpu.avx2_fma, vnni) {
+                (true, true) => Int8Kernel::Avx512Vnni,
+                (true, false) => Int8Kernel::Avx2,
+                (false, _) => Int8Kernel::Portable,
+            }
+        })
     }
 
     /// Whether this CPU can run the kernel (`detect` or a slower one).
     pub fn is_supported(self) -> bool {
-        match Self::best_supported() {
-            Int8Kernel::Avx512Vnni => true,
-            Int8Kernel::Avx2 => self != Int8Kernel::Avx512Vnni,
-            Int8Kernel::Portable => self == Int8Kernel::Portable,
-        }
+        // Each kernel can run where a faster one can: from the fastest down.
+        let speed = |k: Int8Kernel| match k {
+            Int8Kernel::Amx => 3,
+            Int8Kernel::Avx512Vnni => 2,
+            Int8Kernel::Avx2 => 1,
+            Int8Kernel::Portable => 0,
+        };
+        speed(self) <= speed(Self::best_supported())
     }
 
     pub fn name(self) -> &'static str {
         match self {
+            Int8Kernel::Amx => "amx",
             Int8Kernel::Avx512Vnni => "avx512-vnni",
             Int8Kernel::Avx2 => "avx2",
             Int8Kernel::Portable => "portable",
@@ -177,7 +200,7 @@ mod tests {
     }
 
     fn kernels() -> Vec<Int8Kernel> {
-        [Int8Kernel::Avx512Vnni, Int8Kernel::Avx2, Int8Kernel::Portable]
+        [Int8Kernel::Amx, Int8Kernel::Avx512Vnni, Int8Kernel::Avx2, Int8Kernel::Portable]
             .into_iter()
             .filter(|k| k.is_supported())
             .collect()
@@ -189,8 +212,9 @@ mod tests {
         unsafe { QuantizedLinear::with_kernel(weight, bias.clone(), kernel) }.unwrap()
     }
 
-    /// Sizes that exercise partial blocks, panels and tiles.
-    const SHAPES: [(usize, usize, usize); 4] = [(1, 32, 37), (13, 100, 16), (50, 384, 70), (7, 200, 33)];
+    /// Sizes that exercise partial blocks, panels and tiles (of 8 and of 16 rows).
+    const SHAPES: [(usize, usize, usize); 7] =
+        [(1, 32, 37), (13, 100, 16), (50, 384, 70), (7, 200, 33), (16, 64, 32), (17, 130, 65), (48, 1536, 384)];
 
     #[test]
     fn every_kernel_gives_the_same_bits_as_the_reference() {

@@ -24,6 +24,17 @@ pub(super) struct VnniWeights {
     offsets: Vec<i32>,
 }
 
+impl VnniWeights {
+    /// Panel `panel`'s weights (`width` columns) and its blocks' offsets.
+    pub(super) fn panel(&self, panel: usize, width: usize, blocks: usize) -> (&[i8], &[i32]) {
+        let padded_in = blocks * BLOCK;
+        (
+            &self.bytes[panel * width * padded_in..(panel + 1) * width * padded_in],
+            &self.offsets[panel * blocks * width..(panel + 1) * blocks * width],
+        )
+    }
+}
+
 impl Kernel for Vnni {
     const PANEL_WIDTH: usize = WIDTH;
     const TILE_ROWS: usize = 8;
@@ -67,9 +78,7 @@ impl Kernel for Vnni {
         blocks: usize,
         out: &mut [f32],
     ) {
-        let padded_in = blocks * BLOCK;
-        let weights = &packed.bytes[panel * WIDTH * padded_in..(panel + 1) * WIDTH * padded_in];
-        let offsets = &packed.offsets[panel * blocks * WIDTH..(panel + 1) * blocks * WIDTH];
+        let (weights, offsets) = packed.panel(panel, WIDTH, blocks);
         // SAFETY: the caller runs this kernel only on a CPU with its features; `tile_rows`
         // checks the slices' lengths before its unchecked loads.
         unsafe {
