@@ -133,7 +133,7 @@ unsafe fn tile_rows(
 ) {
     let blocks = padded_in / BLOCK;
     // The tile loads and the loads below are unchecked: these bounds make them safe.
-    assert!((1..=ROWS).contains(&rows) && padded_in % BLOCK == 0);
+    assert!((1..=ROWS).contains(&rows) && padded_in.is_multiple_of(BLOCK));
     assert!(a.len() >= rows * padded_in && panel.len() >= WIDTH * padded_in && out.len() >= rows * WIDTH);
     assert!(row_scales.len() >= rows * blocks && offsets.len() >= WIDTH * blocks && column_scales.len() >= WIDTH);
     let config = TileConfig::for_rows(rows);
