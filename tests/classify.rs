@@ -94,6 +94,7 @@ fn output_is_identical_for_any_thread_count_and_batch_size() {
         assert_eq!(reference, run(precision, "", "1", "150"), "{precision}");
         if precision == "int8" {
             // The slower kernels (each where the CPU has it) give the same bits.
+            assert_eq!(reference, run(precision, "avx512-vnni", "2", "64"), "int8 with the VNNI kernel");
             assert_eq!(reference, run(precision, "avx2", "2", "64"), "int8 with the AVX2 kernel");
             assert_eq!(reference, run(precision, "portable", "2", "64"), "int8 with the portable kernel");
         }

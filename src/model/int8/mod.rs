@@ -13,6 +13,9 @@
 //! The files: `linear.rs` is the one driver (a layer, its packing into panels, the tasks,
 //! bias and activation); each instruction set is a [`Kernel`] in a file of its own that
 //! only packs weights, quantizes activations and multiplies one register tile:
+//! - `amx.rs`, AMX-INT8 (`tdpbusd`, a 16 × 64 by 64 × 16 tile product, 16,384 products
+//!   per instruction) on the VNNI kernel's layout, each block one tile deep; the same bits
+//!   as VNNI;
 //! - `vnni.rs`, AVX-512 VNNI (`vpdpbusd`, 64 products per instruction): activations as
 //!   unsigned bytes `q + 128`, whose offset is taken back out per block with the block's
 //!   weight sums;
