@@ -10,7 +10,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::api::{AnsweredDocuments, ApiError, ROUTES};
 use super::App;
@@ -98,7 +97,7 @@ fn bearer_matches(value: Option<&HeaderValue>, expected: &[u8; 32]) -> bool {
     let Some(key) = value.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
         return false;
     };
-    let given: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
+    let given = super::Settings::api_key_digest(key);
     given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::queue::Depth;
+use crate::output::record::Record;
 
 /// Request latency buckets in seconds: a short sentence at int8 takes a few ms, a
 /// long passage under load several seconds.
@@ -105,18 +106,22 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// One chunk through the encoder: its documents, tokens and time, and each
-    /// document's label (`None`: an error record).
-    pub fn chunk(&self, documents: usize, tokens: usize, elapsed: Duration, labels: &[Option<&str>]) {
+    /// One chunk through the encoder: its tokens and time, and its records (counted by
+    /// the first classification head's label, or as errors; a tagger-only pipeline's
+    /// records have no label).
+    pub fn chunk(&self, records: &[Record], tokens: usize, elapsed: Duration) {
         let mut c = self.lock();
-        c.batch_documents.observe(documents as f64);
+        c.batch_documents.observe(records.len() as f64);
         c.batch_tokens.observe(tokens as f64);
         c.tokens += tokens as u64;
         c.encoder_seconds += elapsed.as_secs_f64();
-        for label in labels {
-            match label {
-                Some(label) => *c.documents_by_label.entry(label.to_string()).or_default() += 1,
-                None => c.document_errors += 1,
+        for record in records {
+            match (&record.error, &record.classification) {
+                (Some(_), _) => c.document_errors += 1,
+                (None, Some(classification)) => {
+                    *c.documents_by_label.entry(classification.label.clone()).or_default() += 1
+                }
+                (None, None) => {}
             }
         }
     }
@@ -202,7 +207,22 @@ mod tests {
         metrics.request("/v1/classify", 200, Duration::from_millis(3));
         metrics.request("/v1/classify", 200, Duration::from_millis(300));
         metrics.request("/v1/classify", 429, Duration::from_millis(1));
-        metrics.chunk(3, 700, Duration::from_millis(100), &[Some("bag"), Some("bag"), None]);
+        let record = |label: Option<&str>| {
+            let source = crate::ingest::Source { path: "request".into(), line: None };
+            let mut record = Record::failed("1".into(), source, "m", "empty document (no text)".into());
+            if let Some(label) = label {
+                record.error = None;
+                record.classification = Some(crate::output::record::Classification {
+                    label: label.into(),
+                    score: 0.9,
+                    scores: Vec::new(),
+                    labels: None,
+                    evidence: None,
+                });
+            }
+            record
+        };
+        metrics.chunk(&[record(Some("bag")), record(Some("bag")), record(None)], 700, Duration::from_millis(100));
         let text = metrics.render(&Gauges { depth: Depth { documents: 2, tokens: 90 }, in_flight: 1, ready: true });
         for line in [
             "docclass_requests_total{route=\"/v1/classify\",status=\"200\"} 2",

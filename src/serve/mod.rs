@@ -60,12 +60,13 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What a key is compared by: its SHA-256, surrounding whitespace ignored.
     pub fn api_key_digest(key: &str) -> [u8; 32] {
         Sha256::digest(key.trim().as_bytes()).into()
     }
 }
 
-/// The loaded model, with the options each request starts from and what `/v1/model` says.
+/// The loaded model, with the options each request starts from.
 pub struct Loaded {
     pub pipeline: Pipeline,
     pub options: PipelineOptions,

@@ -49,15 +49,7 @@ fn answer(app: &App, model: &Loaded, jobs: Vec<Job>) {
     let failure = match outcome {
         Ok(Ok((records, stats))) => {
             let records: Vec<Record> = records.into_iter().map(Record::checked).collect();
-            let labels: Vec<Option<&str>> = records
-                .iter()
-                .map(|r| match (&r.error, &r.classification) {
-                    (Some(_), _) => None,
-                    (None, Some(c)) => Some(c.label.as_str()),
-                    (None, None) => Some(""),
-                })
-                .collect();
-            app.metrics.chunk(stats.documents, stats.tokens, started.elapsed(), &labels);
+            app.metrics.chunk(&records, stats.tokens, started.elapsed());
             let mut records = records.into_iter();
             for ((reply, _), size) in replies.into_iter().zip(sizes) {
                 reply.send(Ok(records.by_ref().take(size).collect())).ok();

@@ -10,7 +10,7 @@
 //! Rust has no stable AMX intrinsics; the five instructions are written with `asm!`.
 //! Linux grants a process the tile state only on request (`arch_prctl`), once.
 
-// The tile loops index register arrays by row and take their operands as plain slices.
+// The tile takes its operands as plain slices, as the trait's `tile` does.
 #![allow(clippy::too_many_arguments)]
 
 use std::arch::asm;
