@@ -13,10 +13,13 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::hashing::file_sha256;
-use crate::model::head_file::ContextSpec;
 use crate::rng::Rng;
 use cache::FeatureSet;
 use optim::Fitted;
+
+// Each kind's settings live with its training code.
+pub use classifier::{ClassifierConfig, PoolingChoice};
+pub use tagger::{ContextSettings, TaggerConfig};
 
 /// What a training run was asked for: plain settings that `commands::train` lowers the
 /// command line into (the library never sees the command line).
@@ -34,50 +37,6 @@ pub struct TrainConfig {
     pub max_lexical_rows: usize,
     pub classifier: ClassifierConfig,
     pub tagger: TaggerConfig,
-}
-
-/// Settings only a document classifier reads.
-#[derive(Clone, Debug)]
-pub struct ClassifierConfig {
-    /// Several labels per document, even where each has one.
-    pub multi_label: bool,
-    /// Folds of the cross-validation that chooses the settings.
-    pub folds: usize,
-    pub pooling: PoolingChoice,
-    /// Choose the settings on and fit on training and development data together.
-    pub refit_with_dev: bool,
-}
-
-/// How a classifier pools the encoder features of a document's windows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolingChoice {
-    /// Chosen by cross-validation when some document has several windows.
-    Auto,
-    Mean,
-    MeanMax,
-}
-
-/// Settings only a tagger reads (Adam with early stopping on the development data).
-#[derive(Clone, Debug)]
-pub struct TaggerConfig {
-    pub epochs: usize,
-    pub patience: usize,
-    pub learning_rate: f32,
-    pub dense_learning_rate: f32,
-    pub l2: f32,
-    pub batch_size: usize,
-    /// The trained context layer between the encoder features and the CRF; `None`: the
-    /// CRF reads the features linearly.
-    pub context: Option<ContextSettings>,
-}
-
-/// A tagger's context layer to train (see `model::heads::context`).
-#[derive(Clone, Debug)]
-pub struct ContextSettings {
-    /// Its sizes; training fills in the characters from the data.
-    pub sizes: ContextSpec,
-    /// Share of the LSTM's inputs and outputs dropped while training.
-    pub dropout: f32,
 }
 
 /// What the fitting code needs to know about the run.

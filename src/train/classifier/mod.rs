@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::logistic::{Fit, LinearModel, Row};
-use super::{decimal, head_record, Example, PoolingChoice, Split, TrainContext};
+use super::{decimal, head_record, Example, Split, TrainContext};
 use crate::decode::scores::argmax;
 use crate::ingest::labelled::LabelledDocument;
 use crate::logging;
@@ -45,6 +45,27 @@ use inputs::{Document, Inputs, SCHEME};
 use selection::{blocked_folds, Blend, Evaluated, Scored, Setting, Task};
 
 use super::MIN_EXAMPLES;
+
+/// Settings only a document classifier reads.
+#[derive(Clone, Debug)]
+pub struct ClassifierConfig {
+    /// Several labels per document, even where each has one.
+    pub multi_label: bool,
+    /// Folds of the cross-validation that chooses the settings.
+    pub folds: usize,
+    pub pooling: PoolingChoice,
+    /// Choose the settings on and fit on training and development data together.
+    pub refit_with_dev: bool,
+}
+
+/// How a classifier pools the encoder features of a document's windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolingChoice {
+    /// Chosen by cross-validation when some document has several windows.
+    Auto,
+    Mean,
+    MeanMax,
+}
 
 /// Refuses labels with fewer than [`MIN_EXAMPLES`] examples.
 pub fn check_label_counts<'a>(path: &Path, labels: impl Iterator<Item = &'a Vec<String>>) -> Result<()> {

@@ -21,11 +21,34 @@ use crate::decode::iob2::{self, SpanMode};
 use crate::eval::entities::entity_metrics;
 use crate::ingest::labelled::TaggedSentence;
 use crate::logging;
-use crate::model::head_file::{save_head, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
+use crate::model::head_file::{save_head, ContextSpec, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::rng::Rng;
 use crate::text::lexical::word_features;
 use context::ContextEmitter;
 use model::{by_length, Emitter, Model, Prepared};
+
+/// Settings only a tagger reads (Adam with early stopping on the development data).
+#[derive(Clone, Debug)]
+pub struct TaggerConfig {
+    pub epochs: usize,
+    pub patience: usize,
+    pub learning_rate: f32,
+    pub dense_learning_rate: f32,
+    pub l2: f32,
+    pub batch_size: usize,
+    /// The trained context layer between the encoder features and the CRF; `None`: the
+    /// CRF reads the features linearly.
+    pub context: Option<ContextSettings>,
+}
+
+/// A tagger's context layer to train (see `model::heads::context`).
+#[derive(Clone, Debug)]
+pub struct ContextSettings {
+    /// Its sizes; training fills in the characters from the data.
+    pub sizes: ContextSpec,
+    /// Share of the LSTM's inputs and outputs dropped while training.
+    pub dropout: f32,
+}
 
 /// A word ending in a period must occur this often in training to count as an abbreviation.
 const MIN_ABBREVIATION_COUNT: usize = 2;
