@@ -43,6 +43,10 @@ pub enum Command {
     /// An overview page of one or more results files: documents per label and month,
     /// confidence, frequent entities, failures, the least confident documents.
     Report(ReportArgs),
+    /// Whether an intake still looks like the training data, per day, week or month:
+    /// accuracy and macro-F1 estimated without labels, label, confidence and input
+    /// drift. Writes drift.json and drift.html; --fail-on-drift exits with 5 on drift.
+    Drift(DriftArgs),
     /// Serve the pipeline over HTTP: POST documents (JSON, or a file's bytes) and get
     /// the records `classify` writes; concurrent requests share encoder batches.
     Serve(ServeArgs),
@@ -147,8 +151,19 @@ pub struct FieldArgs {
 
 impl FieldArgs {
     pub fn names(&self) -> crate::ingest::FieldNames {
-        crate::ingest::FieldNames { text: self.text_field.clone(), id: self.id_field.clone() }
+        crate::ingest::FieldNames { text: self.text_field.clone(), id: self.id_field.clone(), keep: Vec::new() }
     }
+}
+
+/// Where a document's date is kept.
+#[derive(Debug, Args)]
+pub struct DateFieldArg {
+    /// The JSON field / CSV column with each document's date (`2026-11-03`, ISO 8601 with
+    /// or without a time, or `03.11.2026`). `classify` keeps it in the record under
+    /// `fields`; `report` and `drift` group by it instead of by the modification time of
+    /// the source file.
+    #[arg(long, value_name = "NAME")]
+    pub date_field: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +238,9 @@ pub struct ClassifyArgs {
 
     #[command(flatten)]
     pub fields: FieldArgs,
+
+    #[command(flatten)]
+    pub date: DateFieldArg,
 
     /// Larger documents (or JSONL lines) get an error record instead of being read.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -710,6 +728,10 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub fields: FieldArgs,
 
+    /// Months by the records' date field instead of the sources' modification time.
+    #[command(flatten)]
+    pub date: DateFieldArg,
+
     /// Overwrite an existing page.
     #[arg(long)]
     pub force: bool,
@@ -717,6 +739,67 @@ pub struct ReportArgs {
     /// Messages on stderr as text, or as one JSON object per line for log collectors.
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// Results of `docclass classify` (JSONL, plain or gzip), read as one intake and
+    /// split into periods; the texts are not read again.
+    #[arg(required = true, value_name = "RESULTS.jsonl")]
+    pub results: Vec<PathBuf>,
+
+    /// The pipeline or head that wrote the results: its heads' training profiles are
+    /// the reference, and its classifier's out-of-fold calibration gives the estimate.
+    #[command(flatten)]
+    pub model: ModelArg,
+
+    /// Compare with these results (an earlier period) instead of the training profile.
+    #[arg(long, value_name = "RESULTS.jsonl")]
+    pub reference: Vec<PathBuf>,
+
+    /// How the intake is split in time.
+    #[arg(long, value_enum, default_value_t = PeriodArg::Month)]
+    pub period: PeriodArg,
+
+    #[command(flatten)]
+    pub date: DateFieldArg,
+
+    /// The classification head to watch, by its name under `heads` (default: the
+    /// record's own label).
+    #[arg(long, value_name = "NAME")]
+    pub head: Option<String>,
+
+    /// Documents below this confidence count as the ones a person should check.
+    #[arg(long, value_name = "SCORE", default_value_t = 0.7)]
+    pub review_below: f64,
+
+    /// Override a drift threshold, as NAME=VALUE (repeatable); `docclass drift --help`
+    /// and the README list the names and defaults.
+    #[arg(long = "threshold", value_name = "NAME=VALUE")]
+    pub thresholds: Vec<String>,
+
+    /// Exit with code 5 when a period crosses a threshold (for cron and schedulers).
+    #[arg(long)]
+    pub fail_on_drift: bool,
+
+    /// The folder for drift.json and drift.html.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Overwrite an existing drift.json and drift.html.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Messages on stderr as text, or as one JSON object per line for log collectors.
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeriodArg {
+    Day,
+    Week,
+    Month,
 }
 
 #[derive(Debug, Args)]

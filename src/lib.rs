@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod decode;
+pub mod drift;
 pub mod eval;
 pub mod fsutil;
 pub mod hashing;

@@ -5,13 +5,13 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::Path;
-use std::time::SystemTime;
 
 use anyhow::Result;
 
 use crate::eval::html::{escape, html_table, page, strings, svg};
 use crate::infer::runner::failure_reason;
 use crate::ingest::Source;
+use crate::output::dates::{Period, RecordDates};
 use crate::output::results::{for_each_record, ResultRecord};
 use crate::review::{evidence_marks, evidence_words, SourceTexts};
 
@@ -153,6 +153,9 @@ pub struct OverviewOptions {
     pub sample: usize,
     /// The names people read for labels (`train --label-names`).
     pub label_names: BTreeMap<String, String>,
+    /// The kept input field with each record's date (default: the source file's
+    /// modification time).
+    pub date_field: Option<String>,
 }
 
 /// The counters, fed one record at a time.
@@ -172,15 +175,12 @@ pub struct Overview {
     below: u64,
     entities: BTreeMap<String, TopNames>,
     least_confident: BinaryHeap<Sample>,
-    /// The modification month of the source file last looked at (records of one file
-    /// come together, so one is enough).
-    last_source: Option<(String, Option<String>)>,
+    dates: RecordDates,
 }
 
 impl Overview {
     pub fn new(options: OverviewOptions) -> Self {
         Self {
-            options,
             files: Vec::new(),
             documents: 0,
             failed: 0,
@@ -193,7 +193,8 @@ impl Overview {
             below: 0,
             entities: BTreeMap::new(),
             least_confident: BinaryHeap::new(),
-            last_source: None,
+            dates: RecordDates::new(options.date_field.clone()),
+            options,
         }
     }
 
@@ -216,7 +217,7 @@ impl Overview {
         }
         if let Some(c) = record.classification(self.options.head.as_deref()) {
             *self.by_label.entry(c.label.clone()).or_default() += 1;
-            match self.month_of(&record.source.path) {
+            match self.dates.day_of(&record).map(|day| Period::Month.name(day)) {
                 Some(month) => *self.by_month.entry(month).or_default().entry(c.label.clone()).or_default() += 1,
                 None => self.undated += 1,
             }
@@ -278,20 +279,12 @@ impl Overview {
         self.least_confident.push(sample);
     }
 
-    /// The month the source file was last modified (`YYYY-MM`), looked up once per file.
-    fn month_of(&mut self, path: &str) -> Option<String> {
-        if let Some((last, month)) = &self.last_source {
-            if last == path {
-                return month.clone();
-            }
+    /// What the months are months of.
+    fn months_title(&self) -> String {
+        match self.dates.field() {
+            Some(field) => format!("month (field {field})"),
+            None => "month (file modification)".to_string(),
         }
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let month = modified.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| {
-            let (year, month) = civil_month(d.as_secs() / 86_400);
-            format!("{year:04}-{month:02}")
-        });
-        self.last_source = Some((path.to_string(), month.clone()));
-        month
     }
 
     /// The page. `texts` gives the text of a sampled document by (path, id), where it can
@@ -302,6 +295,7 @@ impl Overview {
             |n: u64, of: u64| if of == 0 { "–".to_string() } else { format!("{:.1}%", 100.0 * n as f64 / of as f64) };
         let mut body = format!("<h1>Overview of {} documents</h1>\n<dl>", self.documents);
         let months: Vec<&String> = self.by_month.keys().collect();
+        let months_title = &self.months_title();
         for (key, value) in [
             ("results", self.files.join(", ")),
             ("documents", self.documents.to_string()),
@@ -317,7 +311,7 @@ impl Overview {
                 ),
             ),
             (
-                "months (file modification)",
+                months_title,
                 match (months.first(), months.last()) {
                     (Some(first), Some(last)) => format!("{first} to {last}; {} documents undated", self.undated),
                     _ => "none".to_string(),
@@ -339,7 +333,7 @@ impl Overview {
         if !self.by_month.is_empty() {
             let per_month: Vec<(String, f64)> =
                 self.by_month.iter().map(|(m, ls)| (m.clone(), ls.values().sum::<u64>() as f64)).collect();
-            body += &section("Documents per month (file modification)", &svg::count_chart(&per_month));
+            body += &section(&format!("Documents per {months_title}"), &svg::count_chart(&per_month));
             let rows: Vec<Vec<String>> = self
                 .by_month
                 .iter()
@@ -527,30 +521,9 @@ fn section(title: &str, chart: &str) -> String {
     format!("<h2>{}</h2>\n<div class=\"charts\"><figure>{chart}</figure></div>\n", escape(title))
 }
 
-/// The year and month of a day counted from 1970-01-01 (Howard Hinnant's civil_from_days).
-fn civil_month(days: u64) -> (i64, u32) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn days_become_calendar_months() {
-        assert_eq!(civil_month(0), (1970, 1));
-        assert_eq!(civil_month(59), (1970, 3)); // 1 March 1970
-        assert_eq!(civil_month(19_723), (2024, 1)); // 1 January 2024
-        assert_eq!(civil_month(20_513), (2026, 3)); // 1 March 2026
-    }
 
     #[test]
     fn top_names_are_exact_until_full_then_bounded() {

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     &["infer"],
     &["eval", "review", "serve"],
-    &["overview"],
+    &["overview", "drift"],
     &["train"],
     &["cli"],
     &["commands"],

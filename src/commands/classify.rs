@@ -74,7 +74,8 @@ pub fn run(args: ClassifyArgs) -> Result<Outcome> {
     if input_files == 0 {
         logging::warning("no_inputs", "no files found in the given inputs", json!({}));
     }
-    let fields = args.fields.names();
+    let mut fields = args.fields.names();
+    fields.keep.extend(args.date.date_field.clone());
     let limits = ReadLimits {
         document_bytes: args.max_document_bytes,
         extract_time: Duration::from_secs_f64(args.max_extract_seconds),

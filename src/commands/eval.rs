@@ -170,7 +170,14 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
                 .zip(&ids)
                 .map(|(d, id)| {
                     let source = Source { path: path.display().to_string(), line: Some(d.line as u64) };
-                    Ok(Document { id: id.clone(), source, text: d.text.clone(), encoding: "UTF-8", extractor })
+                    Ok(Document {
+                        id: id.clone(),
+                        source,
+                        text: d.text.clone(),
+                        encoding: "UTF-8",
+                        extractor,
+                        fields: Default::default(),
+                    })
                 })
                 .collect();
             let chunks = ChunkLimits { documents: CHUNK, bytes: u64::MAX };

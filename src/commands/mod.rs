@@ -2,6 +2,7 @@
 
 mod bench;
 mod classify;
+mod drift;
 mod eval;
 mod merge;
 mod model;
@@ -30,6 +31,8 @@ pub enum Outcome {
     Fatal,
     /// Another run holds the lock on the output or state: exit 4 (try again later).
     Locked,
+    /// `drift --fail-on-drift`: a period crossed a threshold: exit 5 (raise an alert).
+    Drifted,
 }
 
 impl Outcome {
@@ -39,6 +42,7 @@ impl Outcome {
             Outcome::SomeFailed => 3,
             Outcome::Fatal => 1,
             Outcome::Locked => 4,
+            Outcome::Drifted => 5,
         })
     }
 }
@@ -51,6 +55,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Eval(args) => eval::run(args),
         Command::Review(args) => review::run(args),
         Command::Report(args) => report::run(args),
+        Command::Drift(args) => drift::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(command) => model::run(command),

@@ -21,6 +21,7 @@ pub fn run(args: ReportArgs) -> Result<Outcome> {
         review_below: args.review_below,
         sample: args.sample,
         label_names: args.label_names.as_deref().map(read_label_names).transpose()?.unwrap_or_default(),
+        date_field: args.date.date_field.clone(),
     });
     for results in &args.results {
         overview.add_file(results)?;

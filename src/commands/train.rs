@@ -71,6 +71,8 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     // complete: a run that fails or is killed leaves the previous head as it was.
     let staging = staging_dir(&args.out)?;
     let context = TrainContext {
+        pipeline: &pipeline,
+        windows: &options.windows,
         config: &config,
         encoder_dir: &encoder_dir,
         encoder_fingerprint: &identity.encoder_fingerprint,
@@ -295,7 +297,7 @@ fn reviewed_documents(
         Column::Name(name) => name.clone(),
         Column::Position(_) => "text".to_string(),
     };
-    let fields = FieldNames { text, id: "id".into() };
+    let fields = FieldNames { text, id: "id".into(), keep: Vec::new() };
     let mut documents = Vec::new();
     for queue in &args.review {
         let (rows, unlabelled) = crate::review::read_queue(queue)?;

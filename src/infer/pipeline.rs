@@ -274,6 +274,12 @@ impl Pipeline {
         Ok((tags, encoded.tokens))
     }
 
+    /// A text's tokens, windows and unknown tokens, as its record would count them.
+    pub fn input_counts(&self, text: &str, options: &WindowOptions) -> Result<(usize, usize, usize)> {
+        let p = self.prepare(text, options)?;
+        Ok((p.tokens.len(), p.windows.len(), self.text.unknown_tokens(&p.tokens)))
+    }
+
     pub(crate) fn prepare(&self, text: &str, options: &WindowOptions) -> Result<Prepared> {
         let tokens = self.text.tokenize(text)?;
         anyhow::ensure!(!tokens.is_empty(), "empty document (no tokens)");
@@ -411,8 +417,11 @@ impl Pipeline {
             heads,
             entities: entity_lists.into_iter().next(),
             windows: Some(p.windows.len()),
+            tokens: Some(p.tokens.len()),
+            unknown_tokens: Some(self.text.unknown_tokens(&p.tokens)),
             encoding: Some(doc.encoding),
             extractor: Some(doc.extractor),
+            fields: doc.fields,
             index: None,
             model: self.identity.record_name.clone(),
             error: None,
@@ -464,7 +473,14 @@ mod tests {
 
     fn document(id: &str, text: &str) -> Item {
         let source = Source { path: "in.jsonl".into(), line: Some(1) };
-        Ok(Document { id: id.into(), source, text: text.into(), encoding: "UTF-8", extractor: "jsonl" })
+        Ok(Document {
+            id: id.into(),
+            source,
+            text: text.into(),
+            encoding: "UTF-8",
+            extractor: "jsonl",
+            fields: Default::default(),
+        })
     }
 
     /// One chunk: records in input order, a document that could not be read as its error

@@ -8,6 +8,7 @@
 //! Longer than most files (~500 lines): the row readers (JSONL, CSV, TSV) and the
 //! per-file formats share one lazy reader, its limits and its one error-record path.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -23,11 +24,13 @@ use super::{Document, Failed, Item, Source};
 pub struct FieldNames {
     pub text: String,
     pub id: String,
+    /// Further fields each record keeps (such as a date), where a row has them.
+    pub keep: Vec<String>,
 }
 
 impl Default for FieldNames {
     fn default() -> Self {
-        Self { text: "text".into(), id: "id".into() }
+        Self { text: "text".into(), id: "id".into(), keep: Vec::new() }
     }
 }
 
@@ -216,7 +219,14 @@ fn documents_of(bytes: &[u8], path: String, kind: Kind, max_bytes: u64) -> Vec<I
     let source = Source { path: path.clone(), line: None };
     let fail = |id: String, error: String| Err(Failed { id, source: source.clone(), error });
     let document = |id: String, e: Extracted| {
-        Ok(Document { id, source: source.clone(), text: e.text, encoding: e.encoding, extractor: e.extractor })
+        Ok(Document {
+            id,
+            source: source.clone(),
+            text: e.text,
+            encoding: e.encoding,
+            extractor: e.extractor,
+            fields: BTreeMap::new(),
+        })
     };
     if kind != Kind::Eml {
         return vec![
@@ -322,7 +332,15 @@ impl JsonlReader {
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => source.to_string(),
         };
-        Ok(Document { id, source, text: doc_text, encoding, extractor: "jsonl" })
+        // Strings as they are, numbers and other values as JSON text.
+        let fields = (self.fields.keep.iter())
+            .filter_map(|name| match object.get(name)? {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some((name.clone(), s.clone())),
+                other => Some((name.clone(), other.to_string())),
+            })
+            .collect();
+        Ok(Document { id, source, text: doc_text, encoding, extractor: "jsonl", fields })
     }
 }
 
@@ -362,6 +380,8 @@ struct CsvReader {
     columns: usize,
     text_column: usize,
     id_column: Option<usize>,
+    /// The kept fields' names and columns.
+    kept_columns: Vec<(String, usize)>,
     extractor: &'static str,
     /// Set after an I/O error, which would otherwise repeat on every call.
     stopped: bool,
@@ -386,6 +406,9 @@ impl CsvReader {
             .position(|n| *n == fields.text)
             .ok_or_else(|| format!("no column {:?} in the header row {:?} (set --text-field)", fields.text, names))?;
         let id_column = names.iter().position(|n| *n == fields.id);
+        let kept_columns = (fields.keep.iter())
+            .filter_map(|name| Some((name.clone(), names.iter().position(|n| n == name)?)))
+            .collect();
         let extractor = if tab_separated { "tsv" } else { "csv" };
         Ok(Self {
             records,
@@ -393,6 +416,7 @@ impl CsvReader {
             columns: names.len(),
             text_column,
             id_column,
+            kept_columns,
             extractor,
             stopped: false,
         })
@@ -430,7 +454,11 @@ impl Iterator for CsvReader {
                     Some(c) => String::from_utf8_lossy(&record[c]).into_owned(),
                     None => default_id.clone(),
                 };
-                Some(Ok(Document { id, source, text, encoding, extractor: self.extractor }))
+                let fields = (self.kept_columns.iter())
+                    .map(|(name, c)| (name.clone(), String::from_utf8_lossy(&record[*c]).trim().to_string()))
+                    .filter(|(_, value)| !value.is_empty())
+                    .collect();
+                Some(Ok(Document { id, source, text, encoding, extractor: self.extractor, fields }))
             }
         }
     }

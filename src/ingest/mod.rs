@@ -41,6 +41,9 @@ pub struct Document {
     /// Which reader or extractor gave the text: `text`, `jsonl`, `csv`, `tsv`, `pdf`,
     /// `docx`, `odt`, `html`, `rtf`, `eml`.
     pub extractor: &'static str,
+    /// Input fields the record keeps (`--date-field`), by name: a JSON line's or a CSV
+    /// row's, where it has them.
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 /// A document that could not be read.

@@ -115,8 +115,7 @@ impl ModelBundle {
         }
         let head_path = dir.join(head_file::HEAD_FILE);
         if head_path.is_file() {
-            let head: head_file::HeadSpec = serde_json::from_str(&read_to_string(&head_path, "the head")?)
-                .map_err(|e| ModelError::Invalid { path: head_path.clone(), message: e.to_string() })?;
+            let head = read_head_spec(&head_path)?;
             let spec = PipelineSpec { encoder: head.encoder, heads: vec![".".into()] };
             return Self::load_pipeline(dir, &spec, precision);
         }
@@ -273,6 +272,28 @@ pub fn resolve_default(relative: &str) -> PathBuf {
     }
 }
 
+/// The descriptions (`head.json`) of a model directory's trained heads, without loading
+/// any weights: a pipeline's heads in its order, a head directory's one, none for a
+/// checkpoint.
+pub fn trained_head_specs(dir: &Path) -> Result<Vec<head_file::HeadSpec>, ModelError> {
+    let pipeline_path = dir.join(PIPELINE_FILE);
+    let heads = if pipeline_path.is_file() {
+        let spec: PipelineSpec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
+            .map_err(|e| ModelError::Invalid { path: pipeline_path.clone(), message: e.to_string() })?;
+        spec.heads.iter().map(|head| dir.join(head)).collect()
+    } else if dir.join(head_file::HEAD_FILE).is_file() {
+        vec![dir.to_path_buf()]
+    } else {
+        Vec::new()
+    };
+    heads.iter().map(|head| read_head_spec(&head.join(head_file::HEAD_FILE))).collect()
+}
+
+fn read_head_spec(path: &Path) -> Result<head_file::HeadSpec, ModelError> {
+    serde_json::from_str(&read_to_string(path, "the head")?)
+        .map_err(|e| ModelError::Invalid { path: path.to_path_buf(), message: e.to_string() })
+}
+
 /// The encoder a pipeline's heads were trained on, and its fingerprint: the directory
 /// the pipeline names (relative to it) when that is the right encoder, else the first
 /// with the heads' fingerprint among the directories of `$DOCCLASS_ENCODERS` (separated
@@ -281,12 +302,7 @@ pub fn resolve_default(relative: &str) -> PathBuf {
 fn find_encoder(dir: &Path, spec: &PipelineSpec) -> Result<(PathBuf, String), ModelError> {
     let recorded = dir.join(&spec.encoder);
     let wanted = match spec.heads.first() {
-        Some(head) => {
-            let path = dir.join(head).join(head_file::HEAD_FILE);
-            let head: head_file::HeadSpec = serde_json::from_str(&read_to_string(&path, "the head")?)
-                .map_err(|e| ModelError::Invalid { path: path.clone(), message: e.to_string() })?;
-            head.encoder_fingerprint
-        }
+        Some(head) => read_head_spec(&dir.join(head).join(head_file::HEAD_FILE))?.encoder_fingerprint,
         None => return Ok((recorded.clone(), fingerprint(&recorded)?)),
     };
     let mut candidates = vec![recorded];

@@ -13,6 +13,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::config::Precision;
+use super::profile::TrainingProfile;
 use crate::hashing::sha256_hex;
 use crate::text::lexical::LexicalScheme;
 
@@ -69,6 +70,10 @@ pub struct HeadSpec {
     /// How the head was made: data, settings, scores. Not read by docclass.
     #[serde(default)]
     pub training: serde_json::Value,
+    /// What the training data looked like, for `docclass drift` (absent in heads trained
+    /// before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<TrainingProfile>,
     /// SHA-256 of `head.safetensors`: the pair is checked at load, so a description is
     /// never used with the weights of another training run.
     #[serde(default)]
@@ -351,6 +356,7 @@ mod tests {
             abbreviations: Vec::new(),
             context: None,
             training: serde_json::Value::Null,
+            profile: None,
             weights_sha256: String::new(),
         }
     }

@@ -9,6 +9,7 @@ pub mod heads;
 pub mod import_e5;
 pub mod int8;
 pub mod kernels;
+pub mod profile;
 pub mod weights;
 
 pub use bundle::{ModelBundle, ModelError};

@@ -1,5 +1,6 @@
 //! Result records and the writers that put them into JSONL or CSV, in input order.
 
+pub mod dates;
 pub mod record;
 pub mod results;
 pub mod writer;

@@ -111,11 +111,20 @@ pub struct Record {
     pub entities: Option<Vec<Entity>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<usize>,
+    /// The document's tokens, and how many of them are unknown or byte fallbacks
+    /// (characters the vocabulary lacks: `docclass drift` watches their share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_tokens: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<&'static str>,
     /// Which reader or extractor gave the text (`pdf`, `docx`, `eml`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extractor: Option<&'static str>,
+    /// Input fields kept by name (`classify --date-field`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
     /// The document's position in the run's input order (the same in every shard), by
     /// which `docclass merge` puts shard outputs back in order.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,8 +143,11 @@ impl Record {
             heads: BTreeMap::new(),
             entities: None,
             windows: None,
+            tokens: None,
+            unknown_tokens: None,
             encoding: None,
             extractor: None,
+            fields: BTreeMap::new(),
             index: None,
             model: model.to_string(),
             error: Some(error),

@@ -25,6 +25,18 @@ pub struct ResultRecord {
     pub entities: Option<Vec<Entity>>,
     #[serde(default)]
     pub error: Option<String>,
+    /// What the input looked like (absent in CSV results and older records).
+    #[serde(default)]
+    pub windows: Option<usize>,
+    #[serde(default)]
+    pub tokens: Option<usize>,
+    #[serde(default)]
+    pub unknown_tokens: Option<usize>,
+    #[serde(default)]
+    pub extractor: Option<String>,
+    /// Input fields the record kept (`classify --date-field`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
 }
 
 /// One head's classification of a record.
@@ -121,6 +133,11 @@ fn for_each_csv_record(
             heads: BTreeMap::new(),
             entities: json(entities)?.map(serde_json::from_value).transpose().with_context(at)?,
             error: Some(cell(error).to_string()).filter(|e| !e.is_empty()),
+            windows: None,
+            tokens: None,
+            unknown_tokens: None,
+            extractor: None,
+            fields: BTreeMap::new(),
         };
         each(line, record)?;
     }

@@ -165,7 +165,7 @@ fn request_document(n: usize, document: RequestDocument) -> Item {
     if document.text.trim().is_empty() {
         return Err(crate::ingest::Failed { id, source, error: "empty document (no text)".into() });
     }
-    Ok(Document { id, source, text: document.text, encoding: "UTF-8", extractor: "json" })
+    Ok(Document { id, source, text: document.text, encoding: "UTF-8", extractor: "json", fields: Default::default() })
 }
 
 #[derive(Deserialize)]

@@ -57,6 +57,9 @@ pub struct TextEncoder {
     trailing: Vec<u32>,
     /// Content tokens that fit in one window.
     capacity: usize,
+    /// The unknown token's id and the byte-fallback tokens' (`<0x41>`), sorted: tokens
+    /// that say the text has characters the vocabulary lacks.
+    unknown_ids: Vec<u32>,
 }
 
 impl TextEncoder {
@@ -77,7 +80,8 @@ impl TextEncoder {
         if max_len <= frame + 1 {
             bail!("windows of {max_len} tokens leave no room for text after {frame} special and prefix tokens");
         }
-        Ok(Self { tokenizer, leading, trailing, capacity: max_len - frame })
+        let unknown_ids = unknown_ids(&tokenizer);
+        Ok(Self { tokenizer, leading, trailing, capacity: max_len - frame, unknown_ids })
     }
 
     /// Content tokens that fit in one window.
@@ -102,6 +106,11 @@ impl TextEncoder {
             offsets: encoding.get_offsets().to_vec(),
             word_ids: encoding.get_word_ids().to_vec(),
         })
+    }
+
+    /// How many of `tokens` are the unknown token or a byte fallback.
+    pub fn unknown_tokens(&self, tokens: &DocTokens) -> usize {
+        tokens.ids.iter().filter(|id| self.unknown_ids.binary_search(id).is_ok()).count()
     }
 
     /// The overlap of neighbouring windows: `requested`, or a quarter of a window.
@@ -151,6 +160,17 @@ impl TextEncoder {
 }
 
 /// The special tokens the tokenizer's post-processor puts before and after a single text.
+/// The ids of the unknown token (as the usual vocabularies spell it) and of the byte
+/// fallback pieces, where the vocabulary has them.
+fn unknown_ids(tokenizer: &Tokenizer) -> Vec<u32> {
+    let bytes = (0..=255u8).map(|b| format!("<0x{b:02X}>"));
+    let names = ["<unk>", "[UNK]", "<UNK>"].into_iter().map(String::from).chain(bytes);
+    let mut ids: Vec<u32> = names.filter_map(|name| tokenizer.token_to_id(&name)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 fn special_frame(tokenizer: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
     let encoding = tokenizer.encode("a", true).map_err(|e| anyhow!("tokenizer: {e}"))?;
     let mask = encoding.get_special_tokens_mask();

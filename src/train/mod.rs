@@ -12,7 +12,10 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use std::collections::BTreeMap;
+
 use crate::hashing::file_sha256;
+use crate::model::profile::{Histogram, TrainingProfile, TOKEN_EDGES, WINDOW_EDGES};
 use crate::rng::Rng;
 use cache::FeatureSet;
 use optim::Fitted;
@@ -41,6 +44,10 @@ pub struct TrainConfig {
 
 /// What the fitting code needs to know about the run.
 pub struct TrainContext<'a> {
+    /// The encoder's pipeline, and the windows texts are cut into, as `classify` cuts
+    /// them (for the profile's token and window counts).
+    pub pipeline: &'a crate::infer::Pipeline,
+    pub windows: &'a crate::text::WindowOptions,
     pub config: &'a TrainConfig,
     pub encoder_dir: &'a Path,
     pub encoder_fingerprint: &'a str,
@@ -99,6 +106,33 @@ impl<'a, T> Split<'a, T> {
             dev_source: format!("{:.0}% of the training data, seed {seed}", dev_share * 100.0),
         })
     }
+}
+
+/// The profile's input half: tokens and windows per text, and the share of unknown
+/// tokens, counted as `classify` counts them in its records. Also returns all tokens.
+pub fn input_profile(context: &TrainContext, texts: &[&str]) -> Result<(TrainingProfile, u64)> {
+    use rayon::prelude::*;
+    let counts: Vec<(usize, usize, usize)> =
+        texts.par_iter().map(|t| context.pipeline.input_counts(t, context.windows).unwrap_or((0, 0, 0))).collect();
+    let mut tokens = Histogram::new(&TOKEN_EDGES);
+    let mut windows = Histogram::new(&WINDOW_EDGES);
+    let (mut all, mut unknown) = (0u64, 0u64);
+    for &(t, w, u) in &counts {
+        tokens.add(t as f64);
+        windows.add(w as f64);
+        all += t as u64;
+        unknown += u as u64;
+    }
+    let profile = TrainingProfile {
+        examples: texts.len() as u64,
+        labels: BTreeMap::new(),
+        entities_per_1000_tokens: BTreeMap::new(),
+        tokens,
+        windows,
+        unknown_token_share: unknown as f64 / all.max(1) as f64,
+        out_of_fold: None,
+    };
+    Ok((profile, all))
 }
 
 /// Folder names that say nothing about what a head does (`runs/blurbs/head`).

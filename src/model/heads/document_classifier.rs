@@ -299,6 +299,7 @@ mod tests {
             abbreviations: Vec::new(),
             context: None,
             training: serde_json::Value::Null,
+            profile: None,
             weights_sha256: String::new(),
         };
         let lexical = LexicalTable { ids: (0..buckets as u32).collect(), rows: random(buckets * k), labels: k };

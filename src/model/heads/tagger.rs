@@ -400,6 +400,7 @@ mod loading_tests {
             abbreviations: Vec::new(),
             context,
             training: serde_json::Value::Null,
+            profile: None,
             weights_sha256: String::new(),
         }
     }

@@ -33,13 +33,14 @@ use serde_json::json;
 
 use super::logistic::{Fit, LinearModel, Row};
 use super::{decimal, head_record, Example, Split, TrainContext};
-use crate::decode::scores::argmax;
+use crate::decode::scores::{argmax, softmax};
 use crate::ingest::labelled::LabelledDocument;
 use crate::logging;
 use crate::model::head_file::{
     save_head, DocumentPooling, HeadKind, HeadSpec, LexicalTable, LinearScores, HEAD_FORMAT,
 };
 use crate::model::heads::DocumentClassifier;
+use crate::model::profile::{OutOfFold, TrainingProfile};
 use card::model_card;
 use inputs::{Document, Inputs, SCHEME};
 use selection::{blocked_folds, Blend, Evaluated, Scored, Setting, Task};
@@ -335,7 +336,8 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         abbreviations: Vec::new(),
         context: None,
         training: serde_json::Value::Null, // below, once the head is measured
-        weights_sha256: String::new(),     // set by save_head
+        profile: Some(training_profile(context, &fitted_on, &documents, &labels, &combined, folds, &task)?),
+        weights_sha256: String::new(), // set by save_head
     };
     // The head keeps the strongest lexical rows, as f16: measured against the full
     // table on the training documents, and the development data is scored as saved.
@@ -544,4 +546,40 @@ mod tests {
         assert_eq!(grid_of(&settings, &mean_max(0.001)), vec![0.0003, 0.001, 0.003]);
         assert_eq!(grid_of(&settings, &mean(0.001)), vec![0.001, 0.003]);
     }
+}
+
+/// What `docclass drift` compares an intake with: the documents' inputs and labels, and
+/// the cross-validation's out-of-fold predictions of the stacked head (a single-label
+/// head's: how often its top label was right at each top score).
+fn training_profile(
+    context: &TrainContext,
+    fitted_on: &[&Example<LabelledDocument>],
+    documents: &[Document],
+    labels: &[String],
+    combined: &Scored,
+    folds: usize,
+    task: &Task,
+) -> Result<TrainingProfile> {
+    let texts: Vec<&str> = fitted_on.iter().map(|e| e.item.text.as_str()).collect();
+    let (mut profile, _) = super::input_profile(context, &texts)?;
+    for document in documents {
+        for &label in &document.labels {
+            *profile.labels.entry(labels[label].clone()).or_default() += 1;
+        }
+    }
+    if !task.multi_label {
+        let gold: Vec<&[usize]> = documents.iter().map(|d| &d.labels[..]).collect();
+        let predictions: Vec<(f64, bool)> = combined
+            .logits
+            .iter()
+            .zip(&gold)
+            .map(|(logits, gold)| {
+                let top = argmax(logits);
+                (f64::from(softmax(logits)[top]), gold.contains(&top))
+            })
+            .collect();
+        let macro_f1 = task.score(&combined.logits, &gold);
+        profile.out_of_fold = Some(OutOfFold::from_predictions(folds, &predictions, macro_f1));
+    }
+    Ok(profile)
 }

@@ -7,10 +7,10 @@ use std::ops::Range;
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
 
+use super::ContextSettings;
 use crate::model::head_file::ContextSpec;
 use crate::model::heads::context::{weight_shapes, ContextLayer};
 use crate::rng::Rng;
-use super::ContextSettings;
 
 /// A weight as a variable of candle's autograd, with its place in the parameters.
 type Tracked = (Var, Range<usize>);

@@ -22,6 +22,7 @@ use crate::eval::entities::entity_metrics;
 use crate::ingest::labelled::TaggedSentence;
 use crate::logging;
 use crate::model::head_file::{save_head, ContextSpec, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
+use crate::model::profile::TrainingProfile;
 use crate::rng::Rng;
 use crate::text::lexical::word_features;
 use context::ContextEmitter;
@@ -199,6 +200,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
             split.dev.len(),
             super::epoch_fit_record(tagging, &fitted, "strict_iob2_f1"),
         )?,
+        profile: Some(training_profile(context, &split)?),
         weights_sha256: String::new(), // set by save_head
     };
     let (transitions, start, end) = model.transition_params(p);
@@ -268,4 +270,21 @@ fn char_vocabulary(train: &[Example<TaggedSentence>]) -> String {
         *counts.entry(c).or_default() += 1;
     }
     counts.into_iter().filter(|(_, n)| *n >= 2).map(|(c, _)| c).collect()
+}
+
+/// What `docclass drift` compares an intake with: the sentences' inputs, and entities per
+/// 1,000 tokens by type.
+fn training_profile(context: &TrainContext, split: &Split<TaggedSentence>) -> Result<TrainingProfile> {
+    let texts: Vec<String> = split.train.iter().map(|e| e.item.text_and_spans().0).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (mut profile, tokens) = super::input_profile(context, &texts)?;
+    let mut entities: BTreeMap<String, u64> = BTreeMap::new();
+    for tag in split.train.iter().flat_map(|e| &e.item.tags) {
+        if let Some(kind) = tag.strip_prefix("B-") {
+            *entities.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+    profile.entities_per_1000_tokens =
+        entities.into_iter().map(|(kind, n)| (kind, n as f64 * 1000.0 / tokens.max(1) as f64)).collect();
+    Ok(profile)
 }
