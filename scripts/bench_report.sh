@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# scripts/bench_report.sh: time and peak memory of `docclass report` on generated
+# scripts/bench_report.sh: time and peak memory of `docclass report` and `docclass drift`
+# (weeks, against the default pipeline's training profiles) on generated
 # results files of 100,000 and 1,000,000 records: 50 labels with a long-tailed
 # frequency, two entities of five types per record from long-tailed name lists, one
 # failure in 997, sources in 50 files (five of them present, with modification dates
@@ -46,4 +47,11 @@ for size in 100k 1m; do
     runs+=("$( { /usr/bin/time -f "%e %M" "$DOCCLASS" report "$WORK/results-$size.jsonl" --out "$WORK/overview-$size.html" --force --log-format json >/dev/null; } 2>&1 | tail -n 1)")
   done
   printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p | awk -v size="$size" '{printf "report %s records: median %.2f s, peak RSS %.1f MB\n", size, $1, $2 / 1024}'
+done
+for size in 100k 1m; do
+  runs=()
+  for _ in 1 2 3; do
+    runs+=("$( { /usr/bin/time -f "%e %M" "$DOCCLASS" drift "$WORK/results-$size.jsonl" --period week --out "$WORK/drift-$size" --force --log-format json >/dev/null; } 2>&1 | tail -n 1)")
+  done
+  printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p | awk -v size="$size" '{printf "drift %s records: median %.2f s, peak RSS %.1f MB\n", size, $1, $2 / 1024}'
 done

@@ -3,7 +3,8 @@
 # (Debian's chromium package; installed with apt-get when missing and run as root) and
 # renders it to a PNG. Fails when the page logs a JavaScript error, when its script did
 # not run to the end (it marks <body data-report-ready="yes">), when a chart or table is
-# missing, or when the PNG is not written.
+# missing, when a chart is blank (draws no bar, point or line), or when the PNG is not
+# written.
 set -euo pipefail
 html=${1:?usage: check_report_html.sh REPORT.html [OUT.png]}
 png=${2:-${html%.html}.png}
@@ -33,5 +34,10 @@ grep -q 'data-report-ready="yes"' "$log.dom" || fail "the page's script did not 
 svgs=$(grep -o '<svg' "$log.dom" | wc -l)
 tables=$(grep -o '<table' "$log.dom" | wc -l)
 [ "$svgs" -ge 1 ] && [ "$tables" -ge 1 ] || fail "expected charts and tables, found $svgs SVG and $tables tables"
+blank=$(python3 -c '
+import re, sys
+charts = re.findall(r"<svg.*?</svg>", open(sys.argv[1], encoding="utf-8").read(), re.S)
+print(sum(not re.search(r"<(rect|circle|path|line|polyline|polygon)\b", c) for c in charts))' "$log.dom")
+[ "$blank" = 0 ] || fail "$blank of the $svgs charts draw nothing"
 [ -s "$png" ] || fail "no screenshot written to $png"
 echo "check_report_html: $html: rendered without errors ($svgs charts, $tables tables) → $png"

@@ -78,6 +78,13 @@ fn training_keeps_a_profile_and_records_keep_their_inputs() {
     assert_eq!(records[0]["fields"], serde_json::json!({"received": "2026-11-01"}));
     assert!(records[0]["tokens"].as_u64().unwrap() > 5, "{}", records[0]);
     assert_eq!(records[0]["unknown_tokens"], 0);
+
+    // The overview counts months by the kept date too.
+    let overview = dir.path().join("overview.html");
+    let run = docclass(&["report", path_str(&results), "--out", path_str(&overview), "--date-field", "received"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let html = fs::read_to_string(&overview).unwrap();
+    assert!(html.contains("month (field received)") && html.contains("2026-11 to 2026-11"), "{html}");
 }
 
 #[test]
@@ -124,12 +131,17 @@ fn an_intake_like_the_training_data_passes_and_a_shifted_one_is_flagged() {
     let (run, report) = drift(&head, &results, &out, &["--fail-on-drift", "--threshold", "min_documents=61"]);
     assert_eq!(run.status.code(), Some(5), "one month of 120 documents: {}", stderr(&run));
     assert_eq!(report["drifted"], serde_json::json!(["2026-12"]));
-    let (run, _) = drift(&head, &results, &out, &["--fail-on-drift", "--period", "day", "--threshold", "min_documents=61"]);
+    let (run, _) =
+        drift(&head, &results, &out, &["--fail-on-drift", "--period", "day", "--threshold", "min_documents=61"]);
     assert_eq!(run.status.code(), Some(0), "two days of 60 documents: {}", stderr(&run));
 
     // The tax letters against the November intake as the reference: drift again.
-    let (run, report) =
-        drift(&head, &results, &out, &["--fail-on-drift", "--reference", path_str(&dir.path().join("same-results.jsonl"))]);
+    let (run, report) = drift(
+        &head,
+        &results,
+        &out,
+        &["--fail-on-drift", "--reference", path_str(&dir.path().join("same-results.jsonl"))],
+    );
     assert_eq!(run.status.code(), Some(5), "{}", stderr(&run));
     assert!(report["reference"]["description"].as_str().unwrap().contains("same-results.jsonl"), "{report:#}");
 }
@@ -175,7 +187,11 @@ fn heads_without_a_profile_and_bad_thresholds_are_said_so() {
         "labels=3",
     ]);
     assert_eq!(run.status.code(), Some(1));
-    assert!(stderr(&run).contains("no threshold \"labels\"") && stderr(&run).contains("label_share"), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("no threshold \"labels\"") && stderr(&run).contains("label_share"),
+        "{}",
+        stderr(&run)
+    );
 
     // A head written before profiles were kept: drift runs and says what it lacks.
     let spec_path = head.join("head.json");

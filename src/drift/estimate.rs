@@ -107,29 +107,33 @@ impl EstimateSums {
         self.documents += 1;
         self.right += right;
         self.right_variance += right * (1.0 - right);
-        let entry = self.labels.entry(top.to_string()).or_default();
+        let entry = self.label(top);
         entry.predicted += 1.0;
         entry.true_positive += right;
         entry.true_positive_variance += right * (1.0 - right);
         // The rest of the probability goes to the other labels in proportion to their
         // scores; labels the record does not list share what their scores left.
-        let others: Vec<(&str, f64)> = scores.iter().filter(|(l, _)| *l != top).copied().collect();
-        let listed: f64 = others.iter().map(|(_, s)| s).sum();
-        let unlisted = labels.iter().filter(|l| *l != top && !others.iter().any(|(o, _)| o == l)).count();
+        let others: std::collections::HashMap<&str, f64> = scores.iter().filter(|(l, _)| *l != top).copied().collect();
+        let listed: f64 = others.values().sum();
+        let unlisted = labels.iter().filter(|l| *l != top && !others.contains_key(l.as_str())).count();
         let rest_of_scores = (1.0 - top_score).max(0.0);
         let scale = if rest_of_scores > 1e-9 { (1.0 - right) / rest_of_scores } else { 0.0 };
         let unlisted_each =
             if unlisted > 0 { ((rest_of_scores - listed).max(0.0) * scale) / unlisted as f64 } else { 0.0 };
         for label in labels.iter().filter(|l| *l != top) {
-            let q = match others.iter().find(|(o, _)| o == label) {
-                Some((_, s)) => s * scale,
-                None => unlisted_each,
-            }
-            .clamp(0.0, 1.0);
-            let entry = self.labels.entry(label.clone()).or_default();
+            let q = others.get(label.as_str()).map_or(unlisted_each, |s| s * scale).clamp(0.0, 1.0);
+            let entry = self.label(label);
             entry.false_negative += q;
             entry.false_negative_variance += q * (1.0 - q);
         }
+    }
+
+    /// A label's sums, added at its first document (without a copy of its name after).
+    fn label(&mut self, label: &str) -> &mut LabelSums {
+        if !self.labels.contains_key(label) {
+            self.labels.insert(label.to_string(), LabelSums::default());
+        }
+        self.labels.get_mut(label).expect("just inserted")
     }
 
     pub fn documents(&self) -> u64 {

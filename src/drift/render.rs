@@ -158,7 +158,7 @@ pub fn html(report: &DriftReport) -> String {
         body += &html_table(&strings(&["tokens", "reference", "intake"]), &rows);
     }
     if !report.all.entities.is_empty() {
-        body += "<h2>Entities per 1,000 tokens, all periods</h2>\n";
+        body += "<h2>Entities, all periods</h2>\n";
         let rows: Vec<Vec<String>> = (report.all.entities.iter())
             .map(|e| {
                 vec![e.kind.clone(), optional(e.reference, |v| format!("{v:.2}")), format!("{:.2}", e.per_1000_tokens)]

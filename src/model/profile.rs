@@ -93,6 +93,10 @@ pub struct OutOfFold {
     pub correct: Vec<u64>,
     /// The sum of their top scores.
     pub score_sum: Vec<f64>,
+    /// Documents per top label: what an intake like the training data is labelled as
+    /// (errors included), to compare an intake's labels with.
+    #[serde(default)]
+    pub predicted: BTreeMap<String, u64>,
 }
 
 /// The bin of a top score in [0, 1].
@@ -101,8 +105,8 @@ pub fn confidence_bin(score: f64) -> usize {
 }
 
 impl OutOfFold {
-    /// From each document's top score and whether its top label was right.
-    pub fn from_predictions(folds: usize, predictions: &[(f64, bool)], macro_f1: f64) -> Self {
+    /// From each document's top label and score, and whether that label was right.
+    pub fn from_predictions(folds: usize, predictions: &[(&str, f64, bool)], macro_f1: f64) -> Self {
         let mut out = Self {
             folds,
             accuracy: 0.0,
@@ -110,14 +114,16 @@ impl OutOfFold {
             documents: vec![0; CONFIDENCE_BINS],
             correct: vec![0; CONFIDENCE_BINS],
             score_sum: vec![0.0; CONFIDENCE_BINS],
+            predicted: BTreeMap::new(),
         };
-        for &(score, right) in predictions {
+        for &(label, score, right) in predictions {
+            *out.predicted.entry(label.to_string()).or_default() += 1;
             let bin = confidence_bin(score);
             out.documents[bin] += 1;
             out.correct[bin] += u64::from(right);
             out.score_sum[bin] += score;
         }
-        let right = predictions.iter().filter(|p| p.1).count();
+        let right = predictions.iter().filter(|p| p.2).count();
         out.accuracy = right as f64 / predictions.len().max(1) as f64;
         out
     }
@@ -140,7 +146,9 @@ mod tests {
 
     #[test]
     fn out_of_fold_bins_count_scores_and_hits() {
-        let oof = OutOfFold::from_predictions(5, &[(0.995, true), (1.0, true), (0.42, false), (0.0, false)], 0.5);
+        let predictions = [("a", 0.995, true), ("a", 1.0, true), ("b", 0.42, false), ("a", 0.0, false)];
+        let oof = OutOfFold::from_predictions(5, &predictions, 0.5);
+        assert_eq!(oof.predicted, BTreeMap::from([("a".to_string(), 3), ("b".to_string(), 1)]));
         assert_eq!(oof.accuracy, 0.5);
         assert_eq!(oof.documents[99], 2);
         assert_eq!(oof.correct[99], 2);

@@ -524,6 +524,42 @@ fn note_grid_edge(dense: Setting, lexical: Option<Setting>, settings: &[Vec<Sett
     }
 }
 
+/// What `docclass drift` compares an intake with: the documents' inputs and labels, and
+/// the cross-validation's out-of-fold predictions of the stacked head (a single-label
+/// head's: how often its top label was right at each top score).
+fn training_profile(
+    context: &TrainContext,
+    fitted_on: &[&Example<LabelledDocument>],
+    documents: &[Document],
+    labels: &[String],
+    combined: &Scored,
+    folds: usize,
+    task: &Task,
+) -> Result<TrainingProfile> {
+    let texts: Vec<&str> = fitted_on.iter().map(|e| e.item.text.as_str()).collect();
+    let (mut profile, _) = super::input_profile(context, &texts)?;
+    for document in documents {
+        for &label in &document.labels {
+            *profile.labels.entry(labels[label].clone()).or_default() += 1;
+        }
+    }
+    if !task.multi_label {
+        let gold: Vec<&[usize]> = documents.iter().map(|d| &d.labels[..]).collect();
+        let predictions: Vec<(&str, f64, bool)> = combined
+            .logits
+            .iter()
+            .zip(&gold)
+            .map(|(logits, gold)| {
+                let top = argmax(logits);
+                (labels[top].as_str(), f64::from(softmax(logits)[top]), gold.contains(&top))
+            })
+            .collect();
+        let macro_f1 = task.score(&combined.logits, &gold);
+        profile.out_of_fold = Some(OutOfFold::from_predictions(folds, &predictions, macro_f1));
+    }
+    Ok(profile)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,40 +582,4 @@ mod tests {
         assert_eq!(grid_of(&settings, &mean_max(0.001)), vec![0.0003, 0.001, 0.003]);
         assert_eq!(grid_of(&settings, &mean(0.001)), vec![0.001, 0.003]);
     }
-}
-
-/// What `docclass drift` compares an intake with: the documents' inputs and labels, and
-/// the cross-validation's out-of-fold predictions of the stacked head (a single-label
-/// head's: how often its top label was right at each top score).
-fn training_profile(
-    context: &TrainContext,
-    fitted_on: &[&Example<LabelledDocument>],
-    documents: &[Document],
-    labels: &[String],
-    combined: &Scored,
-    folds: usize,
-    task: &Task,
-) -> Result<TrainingProfile> {
-    let texts: Vec<&str> = fitted_on.iter().map(|e| e.item.text.as_str()).collect();
-    let (mut profile, _) = super::input_profile(context, &texts)?;
-    for document in documents {
-        for &label in &document.labels {
-            *profile.labels.entry(labels[label].clone()).or_default() += 1;
-        }
-    }
-    if !task.multi_label {
-        let gold: Vec<&[usize]> = documents.iter().map(|d| &d.labels[..]).collect();
-        let predictions: Vec<(f64, bool)> = combined
-            .logits
-            .iter()
-            .zip(&gold)
-            .map(|(logits, gold)| {
-                let top = argmax(logits);
-                (f64::from(softmax(logits)[top]), gold.contains(&top))
-            })
-            .collect();
-        let macro_f1 = task.score(&combined.logits, &gold);
-        profile.out_of_fold = Some(OutOfFold::from_predictions(folds, &predictions, macro_f1));
-    }
-    Ok(profile)
 }
