@@ -6,9 +6,9 @@ classified once (records in WORK); drift then reads results files, and its estim
 accuracy and macro-F1 are compared with the real ones computed from the gold labels:
 
 - in distribution: ler_court_cls test (the committed area-of-law head, trained on train +
-  dev), ler_court_cls dev (a head trained on train only: held out), GermEval 2018's
-  held-out fifth (coarse head), and the five held-out folds of the book blurbs (a head
-  trained on the other four folds each; every fifth blurb of each genre held out);
+  dev), GermEval 2018's held-out fifth (coarse head), and the five held-out folds of the
+  book blurbs (a head trained on the other four folds each; every fifth blurb of each
+  genre held out);
 - label shift: 1,000 test passages drawn (with replacement) so that one court's share
   moves by -10, +10 or +20 points, the others in proportion, for each court and 3 seeds;
   the same draws without a shift measure false alarms;
@@ -84,13 +84,11 @@ def actual(records, gold, labels):
 def main():
     work, out = Path(sys.argv[1]), Path(sys.argv[2])
     work.mkdir(parents=True, exist_ok=True)
-    area_of_law, area_of_law_train, tweets_head = (
-        "models/area-of-law", ".cache/heads/area-of-law-train", ".cache/heads/germeval2018-coarse")
+    area_of_law, tweets_head = "models/area-of-law", ".cache/heads/germeval2018-coarse"
     test = read_tsv("datasets/ler_court_cls/test.tsv", "text", "label", True)
-    dev = read_tsv("datasets/ler_court_cls/dev.tsv", "text", "label", True)
     tweets = read_tsv(".cache/germeval2018/test.tsv", 0, 1, False)
     courts = sorted({label for _, label in test})
-    for name, rows in [("ler-test", test), ("ler-dev", dev), ("tweets", tweets)]:
+    for name, rows in [("ler-test", test), ("tweets", tweets)]:
         write_intake(work / f"{name}.input.jsonl", [t for t, _ in rows])
     write_intake(work / "ler-test-short.input.jsonl", [" ".join(t.split()[:12]) for t, _ in test])
 
@@ -116,9 +114,6 @@ def main():
     test_records = classify(area_of_law, work / "ler-test.input.jsonl", work / "ler-test.results.jsonl")
     test_gold = [label for _, label in test]
     measured("in distribution", "ler_court_cls test", area_of_law, test_records, test_gold, courts)
-    dev_records = classify(area_of_law_train, work / "ler-dev.input.jsonl", work / "ler-dev.results.jsonl")
-    measured("in distribution", "ler_court_cls dev (head on train only)", area_of_law_train, dev_records,
-             [label for _, label in dev], courts)
     tweet_records = classify(tweets_head, work / "tweets.input.jsonl", work / "tweets.results.jsonl")
     measured("in distribution", "GermEval 2018 held-out fifth (coarse)", tweets_head, tweet_records,
              [label for _, label in tweets], ["OFFENSE", "OTHER"])

@@ -40,7 +40,8 @@ pub struct ConfidenceDrift {
 #[derive(Clone, Debug, Serialize)]
 pub struct InputDrift {
     pub tokens_psi: Option<f64>,
-    pub tokens: Vec<(String, f64, Option<f64>)>,
+    /// Shares of documents per token-count bin, beside the reference's.
+    pub tokens: Vec<BinShare>,
     pub windows_psi: Option<f64>,
     pub mean_windows: Option<f64>,
     pub unknown_share: Option<f64>,
@@ -49,6 +50,13 @@ pub struct InputDrift {
     pub reference_failed_share: f64,
     pub failures: BTreeMap<String, u64>,
     pub extractors: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BinShare {
+    pub bin: String,
+    pub share: f64,
+    pub reference_share: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -144,14 +152,18 @@ pub fn compare(
     let tokens = (counts.tokens.bin_names().into_iter())
         .zip(counts.tokens.shares())
         .enumerate()
-        .map(|(i, (name, share))| (name, share, reference_token_shares.as_ref().map(|r| r[i])))
+        .map(|(i, (bin, share))| BinShare {
+            bin,
+            share,
+            reference_share: reference_token_shares.as_ref().map(|r| r[i]),
+        })
         .collect();
     let windows_total = counts.windows.total();
     let inputs = InputDrift {
         tokens_psi: histogram_psi(reference.tokens.as_ref(), &counts.tokens),
         tokens: if counts.tokens.total() > 0 { tokens } else { Vec::new() },
         windows_psi: histogram_psi(reference.windows.as_ref(), &counts.windows),
-        mean_windows: (windows_total > 0).then(|| mean_of_bins(&counts.windows)),
+        mean_windows: (windows_total > 0).then(|| counts.window_sum as f64 / windows_total as f64),
         unknown_share: (counts.token_sum > 0).then(|| counts.unknown_sum as f64 / counts.token_sum as f64),
         reference_unknown_share: reference.unknown_share,
         failed_share: counts.failed as f64 / counts.documents.max(1) as f64,
@@ -274,12 +286,4 @@ pub fn compare(
         entities,
         alerts,
     }
-}
-
-/// The mean of integer values counted in bins whose edges are the values themselves
-/// up to the last edge (windows: 1, 2, 3, 4, then wider bins at their upper edge).
-fn mean_of_bins(h: &Histogram) -> f64 {
-    let total = h.total().max(1) as f64;
-    let last = h.edges.last().copied().unwrap_or(0.0) + 1.0;
-    h.counts.iter().enumerate().map(|(i, &c)| c as f64 * h.edges.get(i).copied().unwrap_or(last)).sum::<f64>() / total
 }

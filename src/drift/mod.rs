@@ -20,7 +20,9 @@ use crate::model::head_file::{HeadKind, HeadSpec};
 use crate::model::profile::{confidence_bin, Histogram, TrainingProfile, CONFIDENCE_BINS, TOKEN_EDGES, WINDOW_EDGES};
 use crate::output::dates::{Period, RecordDates};
 use crate::output::results::{for_each_record, ResultRecord};
-pub use compare::{compare, Alert, ConfidenceDrift, EntityRate, InputDrift, LabelDrift, LabelShare, PeriodReport};
+pub use compare::{
+    compare, Alert, BinShare, ConfidenceDrift, EntityRate, InputDrift, LabelDrift, LabelShare, PeriodReport,
+};
 use estimate::{Calibration, EstimateSums};
 
 /// The thresholds a period is checked against: name, default, what crossing it means.
@@ -71,6 +73,7 @@ pub struct Counts {
     pub below_review: u64,
     pub tokens: Histogram,
     pub windows: Histogram,
+    pub window_sum: u64,
     /// Tokens, and unknown ones, of the records that count them.
     pub token_sum: u64,
     pub unknown_sum: u64,
@@ -94,6 +97,7 @@ impl Default for Counts {
             below_review: 0,
             tokens: Histogram::new(&TOKEN_EDGES),
             windows: Histogram::new(&WINDOW_EDGES),
+            window_sum: 0,
             token_sum: 0,
             unknown_sum: 0,
             entities: BTreeMap::new(),
@@ -121,6 +125,7 @@ impl Counts {
         }
         if let Some(windows) = record.windows {
             self.windows.add(windows as f64);
+            self.window_sum += windows as u64;
         }
         if let Some(tokens) = record.tokens {
             self.tokens.add(tokens as f64);

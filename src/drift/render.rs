@@ -153,7 +153,7 @@ pub fn html(report: &DriftReport) -> String {
     if !report.all.inputs.tokens.is_empty() {
         body += "<h2>Document length in tokens, all periods</h2>\n";
         let rows: Vec<Vec<String>> = (report.all.inputs.tokens.iter())
-            .map(|(bin, s, r)| vec![bin.clone(), optional(*r, share), share(*s)])
+            .map(|b| vec![b.bin.clone(), optional(b.reference_share, share), share(b.share)])
             .collect();
         body += &html_table(&strings(&["tokens", "reference", "intake"]), &rows);
     }
