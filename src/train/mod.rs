@@ -113,7 +113,7 @@ impl<'a, T> Split<'a, T> {
 pub fn input_profile(context: &TrainContext, texts: &[&str]) -> Result<(TrainingProfile, u64)> {
     use rayon::prelude::*;
     let counts: Vec<(usize, usize, usize)> =
-        texts.par_iter().map(|t| context.pipeline.input_counts(t, context.windows).unwrap_or((0, 0, 0))).collect();
+        texts.par_iter().map(|t| context.pipeline.input_counts(t, context.windows)).collect::<Result<_>>()?;
     let mut tokens = Histogram::new(&TOKEN_EDGES);
     let mut windows = Histogram::new(&WINDOW_EDGES);
     let (mut all, mut unknown) = (0u64, 0u64);
