@@ -773,8 +773,10 @@ pub struct DriftArgs {
     #[arg(long, value_name = "SCORE", default_value_t = 0.7)]
     pub review_below: f64,
 
-    /// Override a drift threshold, as NAME=VALUE (repeatable); `docclass drift --help`
-    /// and the README list the names and defaults.
+    /// Override a drift threshold, as NAME=VALUE (repeatable): min_documents, label_p,
+    /// label_share, confidence_p, confidence_ks, accuracy_drop, macro_f1_drop, tokens_psi,
+    /// unknown_share, failed_share. The README, drift.json and the page give their
+    /// defaults and meaning.
     #[arg(long = "threshold", value_name = "NAME=VALUE")]
     pub thresholds: Vec<String>,
 

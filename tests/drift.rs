@@ -233,3 +233,13 @@ fn the_nightly_script_exits_5_on_drift() {
     assert_eq!(code, Some(5), "{log}");
     assert!(log.contains("nightly: DRIFT") && out.join("DRIFT").exists(), "{log}");
 }
+
+/// Every threshold is named in `--help`, where a scheduler's owner looks first.
+#[test]
+fn the_help_names_every_threshold() {
+    let help = String::from_utf8(docclass(&["drift", "--help"]).stdout).unwrap();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (name, _, _) in docclass::drift::THRESHOLDS {
+        assert!(help.contains(name), "{name} is not in the help: {help}");
+    }
+}
