@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{model_dir, Outcome};
 use crate::cli::{DriftArgs, PeriodArg};
 use crate::drift::estimate::Calibration;
-use crate::drift::{compare, render, thresholds, watched_heads, DriftReport, Intake, Reference, Watched};
+use crate::drift::{compare, render, thresholds, watched_heads, Counts, DriftReport, Intake, Reference, Watched};
 use crate::fsutil::{refuse_existing, write_durably};
 use crate::logging;
 use crate::model::bundle::trained_head_specs;
@@ -67,13 +67,13 @@ pub fn run(args: DriftArgs) -> Result<Outcome> {
     let reference = if args.reference.is_empty() {
         Reference::from_profiles(classifier_profile, tagger_profile, args.review_below)
     } else {
-        let mut earlier = Intake::new(period, RecordDates::new(None));
+        let mut earlier = Counts::default();
         for path in &args.reference {
             earlier.add_file(path, &watch)?;
         }
         let names: Vec<String> = args.reference.iter().map(|p| p.display().to_string()).collect();
-        let description = format!("the results {} ({} documents)", names.join(", "), earlier.all.documents);
-        Reference::from_counts(description, &earlier.all, watch.estimated_labels.as_deref())
+        let description = format!("the results {} ({} documents)", names.join(", "), earlier.documents);
+        Reference::from_counts(description, &earlier, watch.estimated_labels.as_deref())
     };
     if reference.description.is_empty() {
         notes.push("nothing to compare with: no training profile in the model's heads and no --reference".into());

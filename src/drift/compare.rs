@@ -191,8 +191,9 @@ pub fn compare(
 
     let mut alerts = Vec::new();
     if counts.documents as f64 >= threshold("min_documents") {
-        let mut alert = |check: &str, value: f64, limit: f64, message: String| {
-            alerts.push(Alert { check: check.into(), value, threshold: limit, message })
+        // A check raises its alert when its value crosses the threshold of its name.
+        let mut alert = |check: &str, value: f64, message: String| {
+            alerts.push(Alert { check: check.into(), value, threshold: threshold(check), message })
         };
         if let Some(l) = &labels {
             if l.p_value < threshold("label_p") && l.largest_share_change >= threshold("label_share") {
@@ -203,75 +204,48 @@ pub fn compare(
                 let detail = moved.map_or(String::new(), |m| {
                     format!(": {} {:.1}% → {:.1}%", m.label, 100.0 * m.reference_share, 100.0 * m.share)
                 });
-                alert(
-                    "label_share",
-                    l.largest_share_change,
-                    threshold("label_share"),
-                    format!("label shares moved (chi-square p = {:.1e}){detail}", l.p_value),
-                );
+                let message = format!("label shares moved (chi-square p = {:.1e}){detail}", l.p_value);
+                alert("label_share", l.largest_share_change, message);
             }
         }
         if let Some(c) = &confidence {
             if c.p_value < threshold("confidence_p") && c.ks_distance >= threshold("confidence_ks") {
-                alert(
-                    "confidence_ks",
-                    c.ks_distance,
-                    threshold("confidence_ks"),
-                    format!(
-                        "top scores are distributed differently (KS distance {:.3}, p = {:.1e}); mean {:.3}",
-                        c.ks_distance, c.p_value, c.mean
-                    ),
+                let message = format!(
+                    "top scores are distributed differently (KS distance {:.3}, p = {:.1e}); mean {:.3}",
+                    c.ks_distance, c.p_value, c.mean
                 );
+                alert("confidence_ks", c.ks_distance, message);
             }
         }
-        if let (Some(e), Some(a)) = (&estimate, reference.accuracy) {
-            if a - e.accuracy > threshold("accuracy_drop") {
-                alert(
-                    "accuracy_drop",
-                    a - e.accuracy,
-                    threshold("accuracy_drop"),
-                    format!(
-                        "estimated accuracy {:.3} [{:.3}, {:.3}], reference {a:.3}",
-                        e.accuracy, e.accuracy_low, e.accuracy_high
-                    ),
-                );
+        if let Some(e) = &estimate {
+            let drops = [
+                ("accuracy_drop", "accuracy", reference.accuracy, (e.accuracy, e.accuracy_low, e.accuracy_high)),
+                ("macro_f1_drop", "macro-F1", reference.macro_f1, (e.macro_f1, e.macro_f1_low, e.macro_f1_high)),
+            ];
+            for (check, metric, reference, (value, low, high)) in drops {
+                if let Some(reference) = reference.filter(|r| r - value > threshold(check)) {
+                    let message =
+                        format!("estimated {metric} {value:.3} [{low:.3}, {high:.3}], reference {reference:.3}");
+                    alert(check, reference - value, message);
+                }
             }
         }
-        if let (Some(e), Some(f)) = (&estimate, reference.macro_f1) {
-            if f - e.macro_f1 > threshold("macro_f1_drop") {
-                alert(
-                    "macro_f1_drop",
-                    f - e.macro_f1,
-                    threshold("macro_f1_drop"),
-                    format!(
-                        "estimated macro-F1 {:.3} [{:.3}, {:.3}], reference {f:.3}",
-                        e.macro_f1, e.macro_f1_low, e.macro_f1_high
-                    ),
-                );
-            }
-        }
-        if let Some(psi) = inputs.tokens_psi {
-            if psi > threshold("tokens_psi") {
-                alert(
-                    "tokens_psi",
-                    psi,
-                    threshold("tokens_psi"),
-                    format!("document length in tokens changed (PSI {psi:.2})"),
-                );
-            }
+        if let Some(psi) = inputs.tokens_psi.filter(|&psi| psi > threshold("tokens_psi")) {
+            alert("tokens_psi", psi, format!("document length in tokens changed (PSI {psi:.2})"));
         }
         if let (Some(u), Some(r)) = (inputs.unknown_share, inputs.reference_unknown_share) {
             if u - r > threshold("unknown_share") {
-                alert("unknown_share", u - r, threshold("unknown_share"), format!("{:.2}% of the tokens are unknown or byte fallbacks, {:.2}% in the reference: broken encoding or a new script?", 100.0 * u, 100.0 * r));
+                let message = format!(
+                    "{:.2}% of the tokens are unknown or byte fallbacks, {:.2}% in the reference: broken encoding or a new script?",
+                    100.0 * u,
+                    100.0 * r
+                );
+                alert("unknown_share", u - r, message);
             }
         }
-        if inputs.failed_share - inputs.reference_failed_share > threshold("failed_share") {
-            alert(
-                "failed_share",
-                inputs.failed_share - inputs.reference_failed_share,
-                threshold("failed_share"),
-                format!("{:.1}% of the documents failed", 100.0 * inputs.failed_share),
-            );
+        let failed_rise = inputs.failed_share - inputs.reference_failed_share;
+        if failed_rise > threshold("failed_share") {
+            alert("failed_share", failed_rise, format!("{:.1}% of the documents failed", 100.0 * inputs.failed_share));
         }
     }
     PeriodReport {

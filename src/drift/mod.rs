@@ -113,6 +113,15 @@ impl Default for Counts {
 }
 
 impl Counts {
+    /// Streams the records of one results file into these counts (no periods: for a
+    /// reference, which needs no dates).
+    pub fn add_file(&mut self, path: &Path, watch: &Watched) -> Result<()> {
+        for_each_record(path, |_, record| {
+            self.add(&record, watch);
+            Ok(())
+        })
+    }
+
     pub fn classified(&self) -> u64 {
         self.labels.values().sum()
     }

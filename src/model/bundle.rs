@@ -107,19 +107,10 @@ impl ModelBundle {
     }
 
     fn load_any(dir: &Path, precision: Precision) -> Result<Self, ModelError> {
-        let pipeline_path = dir.join(PIPELINE_FILE);
-        if pipeline_path.is_file() {
-            let spec: PipelineSpec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
-                .map_err(|e| ModelError::Invalid { path: pipeline_path.clone(), message: e.to_string() })?;
-            return Self::load_pipeline(dir, &spec, precision);
+        match pipeline_spec(dir)? {
+            Some(spec) => Self::load_pipeline(dir, &spec, precision),
+            None => Self::load_checkpoint(dir, precision),
         }
-        let head_path = dir.join(head_file::HEAD_FILE);
-        if head_path.is_file() {
-            let head = read_head_spec(&head_path)?;
-            let spec = PipelineSpec { encoder: head.encoder, heads: vec![".".into()] };
-            return Self::load_pipeline(dir, &spec, precision);
-        }
-        Self::load_checkpoint(dir, precision)
     }
 
     /// The encoder of `spec` with its trained heads, named after the pipeline directory.
@@ -272,21 +263,29 @@ pub fn resolve_default(relative: &str) -> PathBuf {
     }
 }
 
+/// What a model directory holds in trained heads: a pipeline's `pipeline.json`, or for
+/// one head directory a pipeline of that head alone; `None` for a checkpoint.
+fn pipeline_spec(dir: &Path) -> Result<Option<PipelineSpec>, ModelError> {
+    let pipeline_path = dir.join(PIPELINE_FILE);
+    if pipeline_path.is_file() {
+        let spec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
+            .map_err(|e| ModelError::Invalid { path: pipeline_path.clone(), message: e.to_string() })?;
+        return Ok(Some(spec));
+    }
+    let head_path = dir.join(head_file::HEAD_FILE);
+    if head_path.is_file() {
+        let head = read_head_spec(&head_path)?;
+        return Ok(Some(PipelineSpec { encoder: head.encoder, heads: vec![".".into()] }));
+    }
+    Ok(None)
+}
+
 /// The descriptions (`head.json`) of a model directory's trained heads, without loading
 /// any weights: a pipeline's heads in its order, a head directory's one, none for a
 /// checkpoint.
 pub fn trained_head_specs(dir: &Path) -> Result<Vec<head_file::HeadSpec>, ModelError> {
-    let pipeline_path = dir.join(PIPELINE_FILE);
-    let heads = if pipeline_path.is_file() {
-        let spec: PipelineSpec = serde_json::from_str(&read_to_string(&pipeline_path, "the pipeline")?)
-            .map_err(|e| ModelError::Invalid { path: pipeline_path.clone(), message: e.to_string() })?;
-        spec.heads.iter().map(|head| dir.join(head)).collect()
-    } else if dir.join(head_file::HEAD_FILE).is_file() {
-        vec![dir.to_path_buf()]
-    } else {
-        Vec::new()
-    };
-    heads.iter().map(|head| read_head_spec(&head.join(head_file::HEAD_FILE))).collect()
+    let heads = pipeline_spec(dir)?.map_or_else(Vec::new, |spec| spec.heads);
+    heads.iter().map(|head| read_head_spec(&dir.join(head).join(head_file::HEAD_FILE))).collect()
 }
 
 fn read_head_spec(path: &Path) -> Result<head_file::HeadSpec, ModelError> {
