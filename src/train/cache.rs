@@ -71,14 +71,6 @@ impl FeatureSet {
         let (a, b) = (self.word_offsets[text] as usize, self.word_offsets[text + 1] as usize);
         &self.words[a * self.dim..b * self.dim]
     }
-
-    /// Appends text `text` of `from`, keeping only the columns `columns` selects.
-    fn push_from(&mut self, from: &FeatureSet, text: usize, columns: &Columns) {
-        columns.extend(&mut self.means, from.mean(text), from.dim);
-        columns.extend(&mut self.maxes, from.max(text), from.dim);
-        columns.extend(&mut self.words, from.words(text), from.dim);
-        self.word_offsets.push((self.words.len() / self.dim.max(1)) as u64);
-    }
 }
 
 /// Which columns of a stored row a request wants: all of them, or the chosen layers
@@ -89,6 +81,14 @@ enum Columns {
 }
 
 impl Columns {
+    /// Values per row kept out of stored rows of `dim` values.
+    fn width(&self, dim: usize) -> usize {
+        match self {
+            Columns::All => dim,
+            Columns::Layers { width, layers } => width * layers.len(),
+        }
+    }
+
     fn extend(&self, out: &mut Vec<f16>, rows: &[f16], dim: usize) {
         match self {
             Columns::All => out.extend_from_slice(rows),
@@ -223,31 +223,74 @@ pub fn features(
     assemble(&stores, &keys)
 }
 
-/// The rows of `keys`, in order, from the segments that hold them.
+/// The rows of `keys`, in order, from the segments that hold them. Segments are read
+/// one at a time and each once: the segments of a store of every layer can together
+/// exceed memory, the rows a request keeps from them cannot.
 fn assemble(stores: &[(Store, Columns)], keys: &[TextKey]) -> Result<FeatureSet> {
-    let mut loaded: HashMap<(usize, usize), FeatureSet> = HashMap::new();
-    let mut out: Option<FeatureSet> = None;
-    for key in keys {
-        let (s, (segment, row)) = stores
-            .iter()
-            .enumerate()
-            .find_map(|(s, (store, _))| store.index.get(key).map(|&at| (s, at)))
-            .context("a text's features vanished from the cache while it was read")?;
-        let (store, columns) = &stores[s];
-        let from = match loaded.entry((s, segment)) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let path = &store.segments[segment];
-                entry.insert(read(path).with_context(|| format!("reading cached features {}", path.display()))?)
-            }
-        };
-        let dim = match columns {
-            Columns::All => from.dim,
-            Columns::Layers { width, layers } => width * layers.len(),
-        };
-        out.get_or_insert_with(|| FeatureSet::empty(dim)).push_from(from, row, columns);
+    // Where each text is: store, segment and row.
+    let places: Vec<(usize, usize, usize)> = keys
+        .iter()
+        .map(|key| {
+            stores
+                .iter()
+                .enumerate()
+                .find_map(|(s, (store, _))| store.index.get(key).map(|&(segment, row)| (s, segment, row)))
+                .context("a text's features vanished from the cache while it was read")
+        })
+        .collect::<Result<_>>()?;
+    let Some(&(first_store, first_segment, _)) = places.first() else {
+        return Ok(FeatureSet::empty(0));
+    };
+    let segment_path = |s: usize, segment: usize| &stores[s].0.segments[segment];
+    let (stored_dim, ..) = read_shape(segment_path(first_store, first_segment))?.0;
+    let dim = stores[first_store].1.width(stored_dim);
+
+    // Each text's word count, to lay out the result before filling it.
+    let mut word_counts: HashMap<(usize, usize), Vec<u64>> = HashMap::new();
+    for &(s, segment, _) in &places {
+        if let std::collections::hash_map::Entry::Vacant(entry) = word_counts.entry((s, segment)) {
+            let path = segment_path(s, segment);
+            let (_, offsets) = read_shape(path).with_context(|| format!("reading cached features {}", path.display()))?;
+            entry.insert(offsets.windows(2).map(|w| w[1] - w[0]).collect());
+        }
     }
-    Ok(out.unwrap_or_else(|| FeatureSet::empty(0)))
+    let mut out = FeatureSet::empty(dim);
+    for &(s, segment, row) in &places {
+        let words = out.word_offsets.last().copied().unwrap_or(0) + word_counts[&(s, segment)][row];
+        out.word_offsets.push(words);
+    }
+    out.means = vec![f16::ZERO; keys.len() * dim];
+    out.maxes = vec![f16::ZERO; keys.len() * dim];
+    out.words = vec![f16::ZERO; *out.word_offsets.last().unwrap_or(&0) as usize * dim];
+
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&i| places[i]);
+    let mut loaded: Option<((usize, usize), FeatureSet)> = None;
+    let mut row_values = Vec::new();
+    for i in order {
+        let (s, segment, row) = places[i];
+        if loaded.as_ref().is_none_or(|(at, _)| *at != (s, segment)) {
+            drop(loaded.take()); // the previous segment is freed before the next one is read
+            let path = segment_path(s, segment);
+            let set = read(path).with_context(|| format!("reading cached features {}", path.display()))?;
+            loaded = Some(((s, segment), set));
+        }
+        let from = &loaded.as_ref().expect("loaded above").1;
+        let columns = &stores[s].1;
+        if columns.width(from.dim) != dim {
+            bail!("cached features of {} values per row beside rows of {dim}", columns.width(from.dim));
+        }
+        let mut fill = |to: &mut [f16], rows: &[f16]| {
+            row_values.clear();
+            columns.extend(&mut row_values, rows, from.dim);
+            to.copy_from_slice(&row_values);
+        };
+        fill(&mut out.means[i * dim..(i + 1) * dim], from.mean(row));
+        fill(&mut out.maxes[i * dim..(i + 1) * dim], from.max(row));
+        let (a, b) = (out.word_offsets[i] as usize, out.word_offsets[i + 1] as usize);
+        fill(&mut out.words[a * dim..b * dim], from.words(row));
+    }
+    Ok(out)
 }
 
 /// Encodes the texts `which` of `request` (whose keys are `keys`) into segments of
@@ -360,17 +403,30 @@ fn read_keys(path: &Path) -> Result<Vec<TextKey>> {
     Ok(read_head(&mut BufReader::new(File::open(path)?))?.1)
 }
 
-fn read(path: &Path) -> Result<FeatureSet> {
+/// A segment's `(dim, texts, words)` and word offsets, without reading its rows.
+fn read_shape(path: &Path) -> Result<((usize, usize, usize), Vec<u64>)> {
     let mut file = BufReader::new(File::open(path)?);
     let ((dim, texts, words), _) = read_head(&mut file)?;
-    let means = read_f16(&mut file, texts * dim)?;
-    let maxes = read_f16(&mut file, texts * dim)?;
+    file.seek_relative((2 * texts * dim * std::mem::size_of::<f16>()) as i64)?;
+    Ok(((dim, texts, words), read_offsets(&mut file, texts)?))
+}
+
+fn read_offsets(file: &mut impl Read, texts: usize) -> Result<Vec<u64>> {
     let mut word_offsets = Vec::with_capacity(texts + 1);
     for _ in 0..=texts {
         let mut v = [0u8; 8];
         file.read_exact(&mut v).context("the file is truncated")?;
         word_offsets.push(u64::from_le_bytes(v));
     }
+    Ok(word_offsets)
+}
+
+fn read(path: &Path) -> Result<FeatureSet> {
+    let mut file = BufReader::new(File::open(path)?);
+    let ((dim, texts, words), _) = read_head(&mut file)?;
+    let means = read_f16(&mut file, texts * dim)?;
+    let maxes = read_f16(&mut file, texts * dim)?;
+    let word_offsets = read_offsets(&mut file, texts)?;
     let words = read_f16(&mut file, words * dim)?;
     Ok(FeatureSet { dim, means, maxes, word_offsets, words })
 }
@@ -380,21 +436,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chosen_layers_are_cut_from_features_of_every_layer() {
-        // 3 layers of width 2; one text mean and two word rows.
+    fn chosen_layers_are_cut_from_features_of_every_layer_across_segments() {
+        // 3 layers of width 2; two segments of one and two texts, asked for out of order.
+        let dir = tempfile::tempdir().unwrap();
         let value = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
-        let all = FeatureSet {
+        let row = |x: f32| value(&[x, x + 0.5, x + 1., x + 1.5, x + 2., x + 2.5]);
+        let first = FeatureSet {
             dim: 6,
-            means: value(&[1., 2., 3., 4., 5., 6.]),
-            maxes: value(&[7., 8., 9., 10., 11., 12.]),
+            means: row(1.),
+            maxes: row(7.),
             word_offsets: vec![0, 2],
-            words: value(&[11., 12., 13., 14., 15., 16., 21., 22., 23., 24., 25., 26.]),
+            words: [row(11.), row(21.)].concat(),
         };
-        let mut chosen = FeatureSet::empty(4);
-        chosen.push_from(&all, 0, &Columns::Layers { width: 2, layers: vec![1, 3] });
-        assert_eq!(chosen.mean(0), &value(&[1., 2., 5., 6.])[..]);
-        assert_eq!(chosen.max(0), &value(&[7., 8., 11., 12.])[..]);
-        assert_eq!(chosen.words(0), &value(&[11., 12., 15., 16., 21., 22., 25., 26.])[..]);
+        let second = FeatureSet {
+            dim: 6,
+            means: [row(2.), row(3.)].concat(),
+            maxes: [row(8.), row(9.)].concat(),
+            word_offsets: vec![0, 0, 1],
+            words: row(31.),
+        };
+        let keys = [[1u8; 32], [2u8; 32], [3u8; 32]];
+        let paths = [dir.path().join("a.feat"), dir.path().join("b.feat")];
+        write(&paths[0], &keys[..1], &first).unwrap();
+        write(&paths[1], &keys[1..], &second).unwrap();
+        let index = HashMap::from([(keys[0], (0, 0)), (keys[1], (1, 0)), (keys[2], (1, 1))]);
+        let store = Store { dir: dir.path().to_path_buf(), segments: paths.to_vec(), index };
+        let columns = Columns::Layers { width: 2, layers: vec![1, 3] };
+        let chosen = assemble(&[(store, columns)], &[keys[2], keys[0], keys[1]]).unwrap();
+        let cut = |x: f32| value(&[x, x + 0.5, x + 2., x + 2.5]);
+        assert_eq!((chosen.dim, chosen.texts()), (4, 3));
+        assert_eq!((chosen.mean(0), chosen.mean(1), chosen.mean(2)), (&cut(3.)[..], &cut(1.)[..], &cut(2.)[..]));
+        assert_eq!(chosen.max(1), &cut(7.)[..]);
+        assert_eq!(chosen.words(0), &cut(31.)[..]);
+        assert_eq!(chosen.words(1), &[cut(11.), cut(21.)].concat()[..]);
+        assert_eq!(chosen.words(2), &[][..]);
     }
 
     #[test]
