@@ -618,6 +618,15 @@ pub struct EvalArgs {
     #[arg(long, value_name = "NAME")]
     pub head: Option<String>,
 
+    /// Read the head's encoder features from the cache `docclass train` keeps (DIR,
+    /// default $DOCCLASS_CACHE, else .cache/features), encoding and storing only the texts
+    /// it lacks: after the first run, a head is scored on the same data in seconds. For
+    /// one head trained by docclass train. Texts are cut into windows as train cuts them
+    /// and features kept in 16 bits, so scores may differ from a run of the model in the
+    /// last digits; no throughput is reported.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with = "predictions")]
+    pub cache: Option<Option<PathBuf>>,
+
     /// Accuracy that the coverage table looks for: the lowest confidence threshold whose
     /// kept documents reach it.
     #[arg(long, value_name = "ACCURACY", default_value_t = 0.99)]

@@ -145,6 +145,33 @@ fn tagger_learns_and_is_used(t: Tagged) {
     }
     assert!(fs::read_to_string(report.join("report.md")).unwrap().contains("strict IOB2"));
 
+    // From the cache training filled (f32), eval scores the development data exactly as
+    // training did, without encoding, and says where its features came from.
+    let cached_report = t.head.parent().unwrap().join("cached-report");
+    let run = docclass(&[
+        "eval",
+        "--model",
+        path_str(&t.head),
+        path_str(&t.dev),
+        "--report",
+        path_str(&cached_report),
+        "--cache",
+        path_str(&t.cache),
+        "--precision",
+        "f32",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("30 of 30 texts from the cache") && !stderr(&run).contains("encoded"),
+        "{}",
+        stderr(&run)
+    );
+    let metrics = json(&cached_report.join("metrics.json"));
+    let cached_strict = metrics["entities"]["strict_iob2"]["f1"].as_f64().unwrap();
+    assert!((cached_strict - spec["training"]["dev_score"]["value"].as_f64().unwrap()).abs() < 1e-6, "{metrics}");
+    assert!(metrics.get("throughput").is_none_or(Value::is_null), "{metrics}");
+    assert!(metrics["warnings"].to_string().contains("feature cache"), "{metrics}");
+
     // classify on raw text: words are split as in the corpus, offsets index the text.
     let input = t.head.parent().unwrap().join("doc.txt");
     let text = "Das Bundesgericht in Kassel hat nach § 7 StGB heute abgewiesen.";
@@ -255,6 +282,47 @@ fn a_classifier_chooses_its_settings_by_cross_validation_and_reports_what_each_h
     assert_eq!(c["per_class"].as_array().unwrap().len(), 2);
     assert_eq!(c["per_class"][0]["support"], 10);
     assert_eq!(read_records(&report.join("predictions.jsonl.gz")).len(), 20);
+
+    // eval from the feature cache: the first run encodes the test texts into it, the
+    // second reads them; both decide as a run of the model at the same precision does.
+    let live = dir.path().join("live-f32");
+    let run = docclass(&[
+        "eval",
+        "--model",
+        path_str(&head),
+        path_str(&test),
+        "--report",
+        path_str(&live),
+        "--precision",
+        "f32",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let live_records = read_records(&live.join("predictions.jsonl.gz"));
+    // (The test file repeats some texts: each is encoded once.)
+    for (attempt, expected) in [(0, "encoded 12 texts"), (1, "20 of 20 texts from the cache")] {
+        let cached = dir.path().join(format!("cached-{attempt}"));
+        let cache = dir.path().join("eval-cache");
+        let run = docclass(&[
+            "eval",
+            "--model",
+            path_str(&head),
+            path_str(&test),
+            "--report",
+            path_str(&cached),
+            "--precision",
+            "f32",
+            "--cache",
+            path_str(&cache),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert!(stderr(&run).contains(expected), "{}", stderr(&run));
+        let records = read_records(&cached.join("predictions.jsonl.gz"));
+        assert_eq!(records.len(), 20);
+        for (a, b) in records.iter().zip(&live_records) {
+            assert_eq!((&a["id"], &a["label"]), (&b["id"], &b["label"]));
+            assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 0.01, "{a} {b}");
+        }
+    }
 
     // The first run encoded every layer of the 2-layer fixture; one of them is cut from that.
     // With JSON logs, every message (the epochs included) is one JSON object per line.

@@ -20,11 +20,13 @@ use crate::eval::scoring::{score, ScoringOptions};
 use crate::fsutil::{gzip, read_text, refuse_existing_dir, write_durably};
 use crate::hashing::{file_sha256, sha256_hex};
 use crate::infer::runner::{ChunkLimits, Documents, Records, Runner};
-use crate::infer::Pipeline;
+use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::labelled::{read_conll, read_documents, TaggedSentence};
 use crate::ingest::{Document, Item, Source};
 use crate::model::bundle::ModelIdentity;
+use crate::model::heads::{DocumentClassifier, Tagger, Task, TaskHead};
 use crate::model::ModelBundle;
+use crate::train::cache::{cache_dir, features, FeatureRequest};
 
 const CHUNK: usize = 256;
 
@@ -87,7 +89,7 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
             ran_model: run.is_some(),
         },
         seconds: round(seconds, 1),
-        throughput: run.as_ref().map(|r| Throughput {
+        throughput: run.as_ref().filter(|r| !r.from_cache).map(|r| Throughput {
             documents_per_s: round(documents as f64 / seconds, 2),
             tokens_per_s: (r.tokens as f64 / seconds).round() as u64,
             tokens: r.tokens,
@@ -98,7 +100,14 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
             cpu: cpu_model(),
             os: std::env::consts::OS.to_string(),
         },
-        warnings: aligned.warnings.clone(),
+        warnings: aligned
+            .warnings
+            .iter()
+            .cloned()
+            .chain(run.as_ref().filter(|r| r.from_cache).map(|_| {
+                "encoder features read from the feature cache (16-bit, windows as train cuts them)".to_string()
+            }))
+            .collect(),
         task: scored.metrics,
     };
     write_report(&args.report, &metrics, &scored.documents)?;
@@ -132,6 +141,8 @@ struct ModelRun {
     dir: PathBuf,
     identity: ModelIdentity,
     tokens: usize,
+    /// The encoder features came from the feature cache: no throughput to report.
+    from_cache: bool,
 }
 
 /// Runs the model on the gold texts; returns its predictions as JSONL.
@@ -141,6 +152,10 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
         .with_context(|| format!("loading model {}", dir.display()))?;
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let options = super::pipeline_options(&pipeline, &args.run, &args.windows, None, None)?;
+    if let Some(cache) = &args.cache {
+        let out = predict_from_cache(args, &pipeline, gold, &cache_dir(cache.as_deref()))?;
+        return Ok((out, ModelRun { identity: pipeline.identity.clone(), dir, tokens: 0, from_cache: true }));
+    }
     let mut out = String::new();
     let mut tokens = 0;
     let ids = gold.ids();
@@ -217,8 +232,61 @@ fn run_model(args: &EvalArgs, gold: &Gold) -> Result<(String, ModelRun)> {
         }
     }
     progress.finish_and_clear();
-    let run = ModelRun { identity: pipeline.identity.clone(), dir, tokens };
+    let run = ModelRun { identity: pipeline.identity.clone(), dir, tokens, from_cache: false };
     Ok((out, run))
+}
+
+/// Predictions of the model's one trained head from cached encoder features (encoding
+/// and storing the texts the cache lacks), as JSONL.
+fn predict_from_cache(args: &EvalArgs, pipeline: &Pipeline, gold: &Gold, cache: &Path) -> Result<String> {
+    let task = match gold {
+        Gold::Documents { .. } => Task::ClassifyDocuments,
+        Gold::Sentences { .. } => Task::TagWords,
+    };
+    let heads: Vec<&dyn TaskHead> = pipeline
+        .heads
+        .iter()
+        .map(|h| h.as_ref())
+        .filter(|h| h.task() == task && args.head.as_ref().is_none_or(|name| name == h.name()))
+        .collect();
+    let [head] = heads[..] else {
+        bail!(
+            "--cache scores one head trained by docclass train; the model has {} to choose from here (--head NAME)",
+            heads.len()
+        );
+    };
+    let (texts, spans): (Vec<String>, Vec<Vec<(usize, usize)>>) = match gold {
+        Gold::Documents { documents, .. } => documents.iter().map(|d| (d.text.clone(), Vec::new())).unzip(),
+        Gold::Sentences { sentences, .. } => sentences.iter().map(TaggedSentence::text_and_spans).unzip(),
+    };
+    let label = gold.path().display().to_string();
+    let request = FeatureRequest { label: &label, texts: &texts, word_spans: &spans };
+    let encoder_layers = pipeline.encoder.config().layers;
+    let whole_texts = PipelineOptions::whole_texts(pipeline, args.run.batch_tokens)?;
+    let features = features(pipeline, &head.layers(encoder_layers), encoder_layers, &whole_texts, cache, &request)?;
+    let as_f32 = |values: &[half::f16]| values.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
+    let model = &pipeline.identity.record_name;
+    let mut out = String::new();
+    for (i, id) in gold.ids().iter().enumerate() {
+        let record = if let Some(tagger) = head.as_any().downcast_ref::<Tagger>() {
+            // Word spans count characters.
+            let chars: Vec<char> = texts[i].chars().collect();
+            let words: Vec<String> = spans[i].iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
+            json!({"id": id, "tags": tagger.tags_of_word_features(&as_f32(features.words(i)), &words)?, "model": model})
+        } else if let Some(classifier) = head.as_any().downcast_ref::<DocumentClassifier>() {
+            let decided =
+                classifier.classify_pooled(&as_f32(features.mean(i)), &as_f32(features.max(i)), &texts[i], None);
+            let mut record = serde_json::to_value(&decided)?;
+            record["id"] = json!(id);
+            record["model"] = json!(model);
+            record
+        } else {
+            bail!("--cache scores heads trained by docclass train; {:?} is not one", head.name());
+        };
+        out += &record.to_string();
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// metrics.json, documents.jsonl.gz, report.md and report.html, each written whole or not at all.

@@ -21,7 +21,7 @@ use crate::logging;
 use crate::model::head_file::ContextSpec;
 use crate::model::ModelBundle;
 use crate::review::GoldLabels;
-use crate::train::cache::{features, FeatureRequest, FeatureSet};
+use crate::train::cache::{cache_dir, features, FeatureRequest, FeatureSet};
 use crate::train::{ClassifierConfig, ContextSettings, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
@@ -58,11 +58,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let identity = pipeline.identity.clone();
     let options = PipelineOptions::whole_texts(&pipeline, args.run.batch_tokens)?;
-    let cache_dir = args
-        .cache
-        .clone()
-        .or_else(|| std::env::var_os("DOCCLASS_CACHE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".cache/features"));
+    let cache_dir = cache_dir(args.cache.as_deref());
     let encode = |label: &str, texts: &[String], spans: &[Vec<(usize, usize)>]| -> Result<FeatureSet> {
         let request = FeatureRequest { label, texts, word_spans: spans };
         features(&pipeline, &layers, encoder_layers, &options, &cache_dir, &request)

@@ -181,6 +181,14 @@ impl Store {
     }
 }
 
+/// The cache folder: the one given, else $DOCCLASS_CACHE, else `.cache/features`.
+pub fn cache_dir(given: Option<&Path>) -> PathBuf {
+    given
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("DOCCLASS_CACHE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".cache/features"))
+}
+
 /// The features of `request`: each text from the store of `layers`, else from the store
 /// of every layer, else encoded (and stored for the next run).
 pub fn features(
@@ -250,7 +258,8 @@ fn assemble(stores: &[(Store, Columns)], keys: &[TextKey]) -> Result<FeatureSet>
     for &(s, segment, _) in &places {
         if let std::collections::hash_map::Entry::Vacant(entry) = word_counts.entry((s, segment)) {
             let path = segment_path(s, segment);
-            let (_, offsets) = read_shape(path).with_context(|| format!("reading cached features {}", path.display()))?;
+            let (_, offsets) =
+                read_shape(path).with_context(|| format!("reading cached features {}", path.display()))?;
             entry.insert(offsets.windows(2).map(|w| w[1] - w[0]).collect());
         }
     }

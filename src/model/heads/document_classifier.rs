@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::{classification, BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::scores::{argmax, sigmoid, softmax, window_max};
 use crate::model::head_file::{DocumentPooling, HeadFile, HeadSpec, LinearScores};
-use crate::output::record::{CharRange, Contribution, Evidence, RunnerUp};
+use crate::output::record::{CharRange, Classification, Contribution, Evidence, RunnerUp};
 use crate::text::lexical::LexicalScheme;
 use crate::text::word_shares::WordShares;
 
@@ -199,6 +199,17 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 impl DocumentClassifier {
+    /// What `assemble` decides, without evidence, from a text's window features pooled
+    /// as the feature cache keeps them: their length-weighted mean and their maximum.
+    pub fn classify_pooled(&self, mean: &[f32], max: &[f32], text: &str, top_k: Option<usize>) -> Classification {
+        let mut pooled = mean.to_vec();
+        if self.spec.pooling == DocumentPooling::MeanMax {
+            pooled.extend_from_slice(max);
+        }
+        let logits = self.logits(&pooled, &self.term_counts(text));
+        classification(&self.spec.labels, &self.probabilities(&logits), self.spec.multi_label, top_k)
+    }
+
     /// The logits from pooled features and the text's term counts (by bucket, as
     /// [`LexicalScheme::term_counts`] gives them); training scores data with it too.
     pub fn logits(&self, pooled: &[f32], counts: &[(u32, f32)]) -> Vec<f32> {
@@ -271,7 +282,6 @@ mod tests {
     use super::*;
     use crate::decode::entities::Aggregation;
     use crate::model::head_file::{HeadKind, LexicalTable, HEAD_FORMAT};
-    use crate::output::record::Classification;
     use crate::rng::Rng;
     use crate::text::{DocTokens, Window};
 

@@ -96,6 +96,31 @@ impl Tagger {
         Ok(out)
     }
 
+    /// The tags of a sentence's words from their mean encoder features (`words × dim`
+    /// in the head's layers, as the feature cache keeps them): what `word_tags` gives
+    /// from the encoder's outputs, up to the rounding of the cached features.
+    pub fn tags_of_word_features(&self, features: &[f32], words: &[String]) -> anyhow::Result<Vec<String>> {
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dim = features.len() / words.len();
+        let rows: Vec<f32> = match &self.context {
+            Some(layer) => Tensor::from_slice(features, (words.len(), dim), &Device::Cpu)?
+                .matmul(&layer.projection().t()?)?
+                .flatten_all()?
+                .to_vec1()?,
+            None => {
+                let mut rows = vec![0.0; words.len() * self.scores.labels];
+                for (x, row) in features.chunks_exact(dim).zip(rows.chunks_exact_mut(self.scores.labels)) {
+                    self.scores.project(x, row);
+                }
+                rows
+            }
+        };
+        let (tags, _) = self.decode(&self.emissions(&rows, words)?);
+        Ok(tags.iter().map(|&t| self.spec.labels[t].clone()).collect())
+    }
+
     /// The best tag sequence and each word's marginal probability of its tag.
     pub fn decode(&self, emissions: &[f32]) -> (Vec<usize>, Vec<f32>) {
         let tags = viterbi(&self.transitions, emissions, self.scores.labels);
