@@ -520,6 +520,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = TaggerContextArg::Linear)]
     pub tagger_context: TaggerContextArg,
 
+    /// Taggers: which CRF word features the lexical weights read. `base`: the word, its
+    /// shape, prefixes, suffixes and neighbours. `brackets`: also how brackets pair up
+    /// in the sentence (whether a bracket closes one opened before, how far back, what
+    /// stood before it) and each word's bracket depth.
+    #[arg(long, value_enum, default_value_t = WordFeaturesArg::Base)]
+    pub word_features: WordFeaturesArg,
+
     /// Taggers with `--tagger-context bilstm`: width of the projected encoder features.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub projection: usize,
@@ -572,6 +579,12 @@ pub struct TrainArgs {
 pub enum TaggerContextArg {
     Bilstm,
     Linear,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WordFeaturesArg {
+    Base,
+    Brackets,
 }
 
 /// `docclass eval` in three forms: run a model on labelled DATA; score a results file

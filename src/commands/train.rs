@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::{configure_run, Outcome};
 
-use crate::cli::{DataArgs, PoolingArg, TaggerContextArg, TrainArgs, TrainTask};
+use crate::cli::{DataArgs, PoolingArg, TaggerContextArg, TrainArgs, TrainTask, WordFeaturesArg};
+use crate::text::lexical::WordFeatureSet;
 use crate::fsutil::refuse_existing_dir;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::labelled::{
@@ -146,6 +147,10 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
             dense_learning_rate: args.dense_learning_rate,
             l2: args.l2,
             batch_size: args.batch_size,
+            word_features: match args.word_features {
+                WordFeaturesArg::Base => WordFeatureSet::Base,
+                WordFeaturesArg::Brackets => WordFeatureSet::Brackets,
+            },
             context: match args.tagger_context {
                 TaggerContextArg::Linear => None,
                 TaggerContextArg::Bilstm => Some(ContextSettings {

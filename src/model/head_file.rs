@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Precision;
 use super::profile::TrainingProfile;
 use crate::hashing::sha256_hex;
-use crate::text::lexical::LexicalScheme;
+use crate::text::lexical::{LexicalScheme, WordFeatureSet};
 
 pub const HEAD_FILE: &str = "head.json";
 /// The names people read for a head's labels (`LABEL<TAB>NAME`), beside `head.json` when
@@ -60,6 +60,9 @@ pub struct HeadSpec {
     /// Classifier: how window features are pooled over a document (absent: the mean).
     #[serde(default, skip_serializing_if = "DocumentPooling::is_mean")]
     pub pooling: DocumentPooling,
+    /// Tagger: which CRF word features it reads (absent: the base set).
+    #[serde(default, skip_serializing_if = "WordFeatureSet::is_base")]
+    pub word_features: WordFeatureSet,
     /// Tagger: words ending in a period that stay one word (`Abs.`), from the training data.
     #[serde(default)]
     pub abbreviations: Vec<String>,
@@ -352,6 +355,7 @@ mod tests {
             encoder_precision: Precision::F32,
             lexical_buckets: 8,
             lexical_scheme: None,
+            word_features: Default::default(),
             pooling: DocumentPooling::Mean,
             abbreviations: Vec::new(),
             context: None,

@@ -305,6 +305,7 @@ mod tests {
             encoder_precision: Default::default(),
             lexical_buckets: buckets,
             lexical_scheme: Some(LexicalScheme::WORDS_AND_CHARS),
+            word_features: Default::default(),
             pooling: DocumentPooling::MeanMax,
             abbreviations: Vec::new(),
             context: None,

@@ -14,7 +14,7 @@ use super::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::entities::Entity;
 use crate::decode::iob2::{self, SpanMode};
 use crate::model::head_file::{HeadFile, HeadSpec, LinearScores};
-use crate::text::lexical::{split_words, word_features};
+use crate::text::lexical::{split_words, WordFeatures};
 use crate::text::windows::{token_owners, word_means};
 
 /// Which tag may follow which under IOB2: `I-X` only after `B-X` or `I-X`, and never first.
@@ -85,11 +85,12 @@ impl Tagger {
             Some(layer) => context_emissions(layer, rows, words)?,
         };
         let mut buckets = Vec::new();
+        let features = WordFeatures::new(words, self.spec.word_features);
         for (i, row) in out.chunks_exact_mut(k).enumerate() {
             row.iter_mut().zip(&self.scores.bias).for_each(|(e, b)| *e += b);
             if self.spec.lexical_buckets > 0 {
                 buckets.clear();
-                word_features(words, i, self.spec.lexical_buckets, &mut buckets);
+                features.of(i, self.spec.lexical_buckets, &mut buckets);
                 self.scores.add_lexical(buckets.iter().map(|&b| (b, 1.0)), row);
             }
         }
@@ -421,6 +422,7 @@ mod loading_tests {
             encoder_precision: Default::default(),
             lexical_buckets: 0,
             lexical_scheme: None,
+            word_features: Default::default(),
             pooling: DocumentPooling::Mean,
             abbreviations: Vec::new(),
             context,

@@ -332,6 +332,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         encoder_precision: context.encoder_precision,
         lexical_buckets: if lexical_setting.is_some() { buckets } else { 0 },
         lexical_scheme: lexical_setting.map(|_| SCHEME),
+        word_features: Default::default(),
         pooling,
         abbreviations: Vec::new(),
         context: None,

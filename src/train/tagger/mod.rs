@@ -24,7 +24,7 @@ use crate::logging;
 use crate::model::head_file::{save_head, ContextSpec, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::model::profile::TrainingProfile;
 use crate::rng::Rng;
-use crate::text::lexical::word_features;
+use crate::text::lexical::{WordFeatureSet, WordFeatures};
 use context::ContextEmitter;
 use model::{by_length, Emitter, Model, Prepared};
 
@@ -37,6 +37,8 @@ pub struct TaggerConfig {
     pub dense_learning_rate: f32,
     pub l2: f32,
     pub batch_size: usize,
+    /// Which CRF word features the lexical weights read.
+    pub word_features: WordFeatureSet,
     /// The trained context layer between the encoder features and the CRF; `None`: the
     /// CRF reads the features linearly.
     pub context: Option<ContextSettings>,
@@ -88,8 +90,8 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     let dim = split.train[0].features.dim;
     let standardizer =
         Standardizer::fit(split.train.iter().flat_map(|e| e.features.words(e.index).chunks_exact(dim)), dim);
-    let (train_set, repaired) = prepare(&split.train, &tags, &index, buckets, true);
-    let (dev_set, _) = prepare(&split.dev, &tags, &index, buckets, false);
+    let (train_set, repaired) = prepare(&split.train, &tags, &index, buckets, tagging.word_features, true);
+    let (dev_set, _) = prepare(&split.dev, &tags, &index, buckets, tagging.word_features, false);
     if repaired > 0 {
         logging::warning(
             "repaired_tags",
@@ -190,6 +192,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         encoder_precision: context.encoder_precision,
         lexical_buckets: buckets,
         lexical_scheme: None,
+        word_features: tagging.word_features,
         pooling: Default::default(),
         abbreviations,
         context: model.emitter.spec().cloned(),
@@ -223,6 +226,7 @@ fn prepare<'a>(
     tags: &[String],
     index: &BTreeMap<&str, usize>,
     buckets: usize,
+    word_features: WordFeatureSet,
     repair: bool,
 ) -> (Vec<Prepared<'a>>, usize) {
     let mut repaired = 0;
@@ -230,11 +234,12 @@ fn prepare<'a>(
         .iter()
         .map(|e| {
             let words = &e.item.words;
+            let features = WordFeatures::new(words, word_features);
             let lexical = (0..words.len())
                 .map(|i| {
                     let mut out = Vec::new();
                     if buckets > 0 {
-                        word_features(words, i, buckets, &mut out);
+                        features.of(i, buckets, &mut out);
                     }
                     out
                 })
