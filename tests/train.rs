@@ -220,11 +220,32 @@ fn the_same_seed_gives_the_same_head_and_features_come_from_the_cache() {
         path_str(&a.cache),
         "--lexical-buckets",
         "1024",
+        "--max-lexical-rows",
+        "40",
         "--epochs",
-        "1",
+        "2",
     ]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stderr(&again).matches("texts from the cache").count(), 2, "{}", stderr(&again));
+    // The development score training selects on is that of the head it writes, with only
+    // the 40 lexical rows it keeps.
+    let spec = json(&a.head.join("head.json"));
+    let report = a.head.parent().unwrap().join("pruned-report");
+    let run = docclass(&[
+        "eval",
+        "--model",
+        path_str(&a.head),
+        path_str(&a.dev),
+        "--report",
+        path_str(&report),
+        "--cache",
+        path_str(&a.cache),
+        "--precision",
+        "f32",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let strict = json(&report.join("metrics.json"))["entities"]["strict_iob2"]["f1"].as_f64().unwrap();
+    assert!((strict - spec["training"]["dev_score"]["value"].as_f64().unwrap()).abs() < 1e-6, "{strict} {spec}");
     // The head directory is not replaced without --force.
     let refused =
         train(&[path_str(&a.train), "--encoder", path_str(&fixture("xlm-roberta-base")), "--out", path_str(&a.head)]);

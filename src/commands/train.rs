@@ -10,7 +10,6 @@ use serde_json::json;
 use super::{configure_run, Outcome};
 
 use crate::cli::{DataArgs, PoolingArg, TaggerContextArg, TrainArgs, TrainTask, WordFeaturesArg};
-use crate::text::lexical::WordFeatureSet;
 use crate::fsutil::refuse_existing_dir;
 use crate::infer::{Pipeline, PipelineOptions};
 use crate::ingest::labelled::{
@@ -22,6 +21,7 @@ use crate::logging;
 use crate::model::head_file::ContextSpec;
 use crate::model::ModelBundle;
 use crate::review::GoldLabels;
+use crate::text::lexical::WordFeatureSet;
 use crate::train::cache::{cache_dir, features, FeatureRequest, FeatureSet};
 use crate::train::{ClassifierConfig, ContextSettings, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
 

@@ -163,7 +163,8 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
                 }
             }
         },
-        |params| match model.decode_all(params, &dev_set) {
+        // Scored as written: the head keeps only the strongest lexical rows.
+        |params| match model.decode_all(&model.as_written(params, args.max_lexical_rows), &dev_set) {
             Ok(decoded) => {
                 let predicted: Vec<Vec<String>> =
                     decoded.into_iter().map(|tags_of| tags_of.into_iter().map(|t| tags[t].clone()).collect()).collect();

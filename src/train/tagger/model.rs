@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::context::ContextEmitter;
-use crate::model::head_file::ContextSpec;
+use crate::model::head_file::{ContextSpec, LexicalTable};
 use crate::model::heads::context::{unpadded, ContextLayer, Dropout};
 use crate::model::heads::tagger::{forward_backward, viterbi, Transitions};
 use crate::rng::Rng;
@@ -116,6 +116,22 @@ impl Model<'_> {
 
     pub(super) fn lexical<'p>(&self, p: &'p [f32]) -> &'p [f32] {
         &p[self.lexical_at()..self.transitions_at()]
+    }
+
+    /// `p` as the written head holds it: only the lexical rows that [`LexicalTable::prune`]
+    /// keeps (at most `max_rows`), each rounded to 16 bits as it is stored.
+    pub(super) fn as_written(&self, p: &[f32], max_rows: usize) -> Vec<f32> {
+        let kept = LexicalTable::prune(self.lexical(p), self.k, max_rows);
+        let mut written = p.to_vec();
+        let lexical = &mut written[self.lexical_at()..self.transitions_at()];
+        lexical.fill(0.0);
+        for (&bucket, row) in kept.ids.iter().zip(kept.rows.chunks_exact(self.k)) {
+            let at = bucket as usize * self.k;
+            for (to, &w) in lexical[at..at + self.k].iter_mut().zip(row) {
+                *to = half::f16::from_f32(w).to_f32();
+            }
+        }
+        written
     }
 
     pub(super) fn transition_params<'p>(&self, p: &'p [f32]) -> (&'p [f32], &'p [f32], &'p [f32]) {
