@@ -246,26 +246,28 @@ fn assemble(stores: &[(Store, Columns)], keys: &[TextKey]) -> Result<FeatureSet>
                 .context("a text's features vanished from the cache while it was read")
         })
         .collect::<Result<_>>()?;
-    let Some(&(first_store, first_segment, _)) = places.first() else {
+    let segment_path = |s: usize, segment: usize| &stores[s].0.segments[segment];
+    // Each segment's row width and its texts' word counts, to lay out the result before
+    // filling it.
+    let mut shapes: HashMap<(usize, usize), (usize, Vec<u64>)> = HashMap::new();
+    for &(s, segment, _) in &places {
+        if let std::collections::hash_map::Entry::Vacant(entry) = shapes.entry((s, segment)) {
+            let path = segment_path(s, segment);
+            let ((stored_dim, ..), offsets) =
+                read_shape(path).with_context(|| format!("reading cached features {}", path.display()))?;
+            entry.insert((stores[s].1.width(stored_dim), offsets.windows(2).map(|w| w[1] - w[0]).collect()));
+        }
+    }
+    let Some(&(s, segment, _)) = places.first() else {
         return Ok(FeatureSet::empty(0));
     };
-    let segment_path = |s: usize, segment: usize| &stores[s].0.segments[segment];
-    let (stored_dim, ..) = read_shape(segment_path(first_store, first_segment))?.0;
-    let dim = stores[first_store].1.width(stored_dim);
-
-    // Each text's word count, to lay out the result before filling it.
-    let mut word_counts: HashMap<(usize, usize), Vec<u64>> = HashMap::new();
-    for &(s, segment, _) in &places {
-        if let std::collections::hash_map::Entry::Vacant(entry) = word_counts.entry((s, segment)) {
-            let path = segment_path(s, segment);
-            let (_, offsets) =
-                read_shape(path).with_context(|| format!("reading cached features {}", path.display()))?;
-            entry.insert(offsets.windows(2).map(|w| w[1] - w[0]).collect());
-        }
+    let dim = shapes[&(s, segment)].0;
+    if let Some((width, _)) = shapes.values().find(|(width, _)| *width != dim) {
+        bail!("cached features of {width} values per row beside rows of {dim}");
     }
     let mut out = FeatureSet::empty(dim);
     for &(s, segment, row) in &places {
-        let words = out.word_offsets.last().copied().unwrap_or(0) + word_counts[&(s, segment)][row];
+        let words = out.word_offsets.last().copied().unwrap_or(0) + shapes[&(s, segment)].1[row];
         out.word_offsets.push(words);
     }
     out.means = vec![f16::ZERO; keys.len() * dim];
@@ -286,9 +288,6 @@ fn assemble(stores: &[(Store, Columns)], keys: &[TextKey]) -> Result<FeatureSet>
         }
         let from = &loaded.as_ref().expect("loaded above").1;
         let columns = &stores[s].1;
-        if columns.width(from.dim) != dim {
-            bail!("cached features of {} values per row beside rows of {dim}", columns.width(from.dim));
-        }
         let mut fill = |to: &mut [f16], rows: &[f16]| {
             row_values.clear();
             columns.extend(&mut row_values, rows, from.dim);
