@@ -224,12 +224,15 @@ fn the_same_seed_gives_the_same_head_and_features_come_from_the_cache() {
         "40",
         "--epochs",
         "2",
+        "--word-features",
+        "brackets",
     ]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stderr(&again).matches("texts from the cache").count(), 2, "{}", stderr(&again));
     // The development score training selects on is that of the head it writes, with only
-    // the 40 lexical rows it keeps.
+    // the 40 lexical rows it keeps; the head reads the word features it was trained on.
     let spec = json(&a.head.join("head.json"));
+    assert_eq!(spec["word_features"], "brackets");
     let report = a.head.parent().unwrap().join("pruned-report");
     let run = docclass(&[
         "eval",
