@@ -21,7 +21,7 @@ use crate::logging;
 use crate::model::head_file::ContextSpec;
 use crate::model::ModelBundle;
 use crate::review::GoldLabels;
-use crate::text::lexical::WordFeatureSet;
+use crate::text::word_features::WordFeatureSet;
 use crate::train::cache::{cache_dir, features, FeatureRequest, FeatureSet};
 use crate::train::{ClassifierConfig, ContextSettings, PoolingChoice, Split, TaggerConfig, TrainConfig, TrainContext};
 

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::config::Precision;
 use super::profile::TrainingProfile;
 use crate::hashing::sha256_hex;
-use crate::text::lexical::{LexicalScheme, WordFeatureSet};
+use crate::text::lexical::LexicalScheme;
+use crate::text::word_features::WordFeatureSet;
 
 pub const HEAD_FILE: &str = "head.json";
 /// The names people read for a head's labels (`LABEL<TAB>NAME`), beside `head.json` when

@@ -14,8 +14,9 @@ use super::{BatchStates, DocumentOutputs, HeadResult, Task, TaskHead};
 use crate::decode::entities::Entity;
 use crate::decode::iob2::{self, SpanMode};
 use crate::model::head_file::{HeadFile, HeadSpec, LinearScores};
-use crate::text::lexical::{split_words, WordFeatures};
+use crate::text::lexical::split_words;
 use crate::text::windows::{token_owners, word_means};
+use crate::text::word_features::WordFeatures;
 
 /// Which tag may follow which under IOB2: `I-X` only after `B-X` or `I-X`, and never first.
 pub struct Transitions {

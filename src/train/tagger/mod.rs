@@ -24,7 +24,7 @@ use crate::logging;
 use crate::model::head_file::{save_head, ContextSpec, HeadKind, HeadSpec, LexicalTable, HEAD_FORMAT};
 use crate::model::profile::TrainingProfile;
 use crate::rng::Rng;
-use crate::text::lexical::{WordFeatureSet, WordFeatures};
+use crate::text::word_features::{WordFeatureSet, WordFeatures};
 use context::ContextEmitter;
 use model::{by_length, Emitter, Model, Prepared};
 
