@@ -129,11 +129,13 @@ impl QuantizedLinear {
         ACTIVATIONS.with_borrow_mut(|buffers| {
             // Every entry is written below: the buffers only ever grow.
             grow(&mut buffers.scales, rows * blocks, 0.0);
-            let (values, scales) = buffers.values_and_scales(rows * self.padded_in);
+            // Room for whole tiles: a kernel may read a tile's rows past `rows` (AMX loads
+            // 16 rows at a time), though never use them.
+            let (values, scales) = buffers.values_and_scales(rows.next_multiple_of(tile) * self.padded_in);
             // SAFETY: the caller guarantees the CPU supports `K`.
             unsafe { K::quantize_rows(xs, self.in_dim, self.padded_in, scales, values) };
-            // The widest panel (32 columns) by the tallest tile (16 rows, AMX).
-            let mut staging = [0f32; 32 * 16];
+            // The widest panel (32 columns) by the tallest tile (48 rows, AMX).
+            let mut staging = [0f32; 32 * 48];
             for p in 0..self.out_dim.div_ceil(width) {
                 let first_column = p * width;
                 let columns = width.min(self.out_dim - first_column);
@@ -142,7 +144,7 @@ impl QuantizedLinear {
                     let mr = tile.min(rows - r0);
                     let row_scales = &scales[r0 * blocks..(r0 + mr) * blocks];
                     let tile_out = &mut staging[..mr * width];
-                    let a = &values[r0 * self.padded_in..(r0 + mr) * self.padded_in];
+                    let a = &values[r0 * self.padded_in..(r0 + tile) * self.padded_in];
                     // SAFETY: as above; the tile checks its slices' lengths itself.
                     unsafe { K::tile(mr, a, row_scales, packed, p, column_scales, blocks, tile_out) };
                     for (m, tile_row) in tile_out.chunks_exact(width).enumerate() {
@@ -275,6 +277,7 @@ fn grow<T: Clone>(buffer: &mut Vec<T>, len: usize, fill: T) {
 #[derive(Default)]
 struct QuantizedRows {
     bytes: Vec<u8>,
+    signed_bytes: Vec<i8>,
     words: Vec<i16>,
     scales: Vec<f32>,
 }
@@ -289,6 +292,13 @@ impl Buffer<u8> for QuantizedRows {
     fn values_and_scales(&mut self, len: usize) -> (&mut [u8], &mut [f32]) {
         grow(&mut self.bytes, len, 0);
         (&mut self.bytes, &mut self.scales)
+    }
+}
+
+impl Buffer<i8> for QuantizedRows {
+    fn values_and_scales(&mut self, len: usize) -> (&mut [i8], &mut [f32]) {
+        grow(&mut self.signed_bytes, len, 0);
+        (&mut self.signed_bytes, &mut self.scales)
     }
 }
 

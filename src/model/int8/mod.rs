@@ -13,9 +13,9 @@
 //! The files: `linear.rs` is the one driver (a layer, its packing into panels, the tasks,
 //! bias and activation); each instruction set is a [`Kernel`] in a file of its own that
 //! only packs weights, quantizes activations and multiplies one register tile:
-//! - `amx.rs`, AMX-INT8 (`tdpbusd`, a 16 × 64 by 64 × 16 tile product, 16,384 products
-//!   per instruction) on the VNNI kernel's layout, each block one tile deep; the same bits
-//!   as VNNI;
+//! - `amx.rs`, AMX-INT8 (`tdpbssd`, a 16 × 64 by 64 × 16 tile product, 16,384 products
+//!   per instruction) on the VNNI kernel's weight layout, each block one tile deep, 48 rows
+//!   per call; the same bits as VNNI;
 //! - `vnni.rs`, AVX-512 VNNI (`vpdpbusd`, 64 products per instruction): activations as
 //!   unsigned bytes `q + 128`, whose offset is taken back out per block with the block's
 //!   weight sums;
@@ -157,8 +157,9 @@ trait Kernel {
 
     /// `out[m][c] = (Σ_b dot_b · row_scales[m][b]) · column_scales[c]` for `rows` (at most
     /// `TILE_ROWS`) rows of `a` and the columns of `panel`, each block's dot product exact in
-    /// i32 and the blocks summed with one fused multiply-add each. `out` is
-    /// `[rows, PANEL_WIDTH]`. Slices that are too short make it panic, never read outside.
+    /// i32 and the blocks summed with one fused multiply-add each. `a` has room for
+    /// `TILE_ROWS` rows (`[TILE_ROWS, padded_in]`), whatever the rows past `rows` hold; `out`
+    /// is `[rows, PANEL_WIDTH]`. Slices that are too short make it panic, never read outside.
     ///
     /// # Safety
     /// The CPU must have the kernel's instruction set.
@@ -215,9 +216,19 @@ mod tests {
         unsafe { QuantizedLinear::with_kernel(weight, bias.clone(), kernel) }.unwrap()
     }
 
-    /// Sizes that exercise partial blocks, panels and tiles (of 8 and of 16 rows).
-    const SHAPES: [(usize, usize, usize); 7] =
-        [(1, 32, 37), (13, 100, 16), (50, 384, 70), (7, 200, 33), (16, 64, 32), (17, 130, 65), (48, 1536, 384)];
+    /// Sizes that exercise partial blocks, panels and tiles (of 8 rows, and of 48 rows in
+    /// groups of 16: 40 rows end in a group of 8, 97 in a task of one row).
+    const SHAPES: [(usize, usize, usize); 9] = [
+        (1, 32, 37),
+        (13, 100, 16),
+        (50, 384, 70),
+        (7, 200, 33),
+        (16, 64, 32),
+        (17, 130, 65),
+        (48, 1536, 384),
+        (40, 200, 97),
+        (97, 64, 33),
+    ];
 
     #[test]
     fn every_kernel_gives_the_same_bits_as_the_reference() {

@@ -65,7 +65,7 @@ impl Kernel for Vnni {
     unsafe fn quantize_rows(xs: &[f32], in_dim: usize, padded_in: usize, scales: &mut [f32], out: &mut [u8]) {
         // SAFETY: the caller runs this kernel only on a CPU with AVX-512 VNNI, which
         // `Int8Kernel` chooses only together with AVX2 and FMA.
-        unsafe { rows_to_bytes(xs, in_dim, padded_in, scales, out) }
+        unsafe { rows_to_bytes(xs, in_dim, padded_in, scales, out, ByteCoding::Offset) }
     }
 
     unsafe fn tile(
@@ -91,16 +91,35 @@ impl Kernel for Vnni {
     }
 }
 
-/// Rows into offset bytes (`q + 128`), quantized as `quantize::quantize_rows` does.
+/// How a quantized value `q` (in ±127) is stored in a byte.
+#[derive(Clone, Copy)]
+pub(super) enum ByteCoding {
+    /// `q + 128`, unsigned, for `vpdpbusd`.
+    Offset,
+    /// `q` itself, two's complement, for AMX's signed products.
+    Signed,
+}
+
+/// Rows into bytes, quantized as `quantize::quantize_rows` does.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_to_bytes(xs: &[f32], in_dim: usize, padded_in: usize, scales: &mut [f32], out: &mut [u8]) {
+pub(super) unsafe fn rows_to_bytes(
+    xs: &[f32],
+    in_dim: usize,
+    padded_in: usize,
+    scales: &mut [f32],
+    out: &mut [u8],
+    coding: ByteCoding,
+) {
     check_sizes(xs, in_dim, padded_in, scales, out.len());
     // Bytes of 4 values from each of q0..q3 per lane; `order` puts them back in sequence.
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let offset = _mm256_set1_epi8(-128);
+    let offset = _mm256_set1_epi8(match coding {
+        ByteCoding::Offset => -128,
+        ByteCoding::Signed => 0,
+    });
     let mut padded = [0f32; BLOCK];
     for (r, row) in xs.chunks_exact(in_dim).enumerate() {
         for (b, block) in row.chunks(BLOCK).enumerate() {
