@@ -48,11 +48,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let bundle = ModelBundle::load_at(&encoder_dir, args.run.training_precision())
         .with_context(|| format!("loading encoder {}", encoder_dir.display()))?;
     let encoder_layers = bundle.encoder_config().layers;
-    let layers = if args.layers.is_empty() {
-        (encoder_layers.saturating_sub(3).max(1)..=encoder_layers).collect()
-    } else {
-        args.layers.clone()
-    };
+    let layers = if args.layers.is_empty() { default_layers(task, encoder_layers) } else { args.layers.clone() };
     if let Some(&bad) = layers.iter().find(|&&l| l == 0 || l > encoder_layers) {
         bail!("--layers: the encoder has layers 1 to {encoder_layers}, not {bad}");
     }
@@ -113,6 +109,19 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
 
 /// The command line lowered into the library's settings; refuses options that the
 /// task does not read.
+/// The encoder layers a head reads unless told: a classifier the last four; a tagger the
+/// four around the middle (5–8 of 12), which on LER's dev split beat the last four and
+/// layers 7–10 (eval/legal-entities/features-2026-12/): e5 was trained for sentence
+/// embeddings at its top, and its middle layers keep more about each word.
+fn default_layers(task: TrainTask, encoder_layers: usize) -> Vec<usize> {
+    let first = match task {
+        TrainTask::Classify => encoder_layers.saturating_sub(3),
+        TrainTask::Tag => (encoder_layers / 2).saturating_sub(1),
+    }
+    .max(1);
+    (first..=encoder_layers.min(first + 3)).collect()
+}
+
 fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
     if task == TrainTask::Tag {
         if args.refit_with_dev {
@@ -349,4 +358,21 @@ fn reviewed_documents(
 
 fn display(path: &Path) -> String {
     path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_layers_are_the_last_four_or_the_middle_four() {
+        assert_eq!(default_layers(TrainTask::Classify, 12), [9, 10, 11, 12]);
+        assert_eq!(default_layers(TrainTask::Tag, 12), [5, 6, 7, 8]);
+        assert_eq!(default_layers(TrainTask::Classify, 6), [3, 4, 5, 6]);
+        assert_eq!(default_layers(TrainTask::Tag, 6), [2, 3, 4, 5]);
+        // Encoders with fewer than four layers give what they have.
+        assert_eq!(default_layers(TrainTask::Classify, 2), [1, 2]);
+        assert_eq!(default_layers(TrainTask::Tag, 2), [1, 2]);
+        assert_eq!(default_layers(TrainTask::Tag, 1), [1]);
+    }
 }
