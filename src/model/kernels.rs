@@ -325,21 +325,26 @@ fn softmax_portable(row: &mut [f32]) {
     let mut chunks = row.chunks_exact(LANES);
     for chunk in chunks.by_ref() {
         for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(x);
+            // Not `f32::max`, whose NaN rule costs a compare and a blend per vector.
+            *lane = if x > *lane { x } else { *lane };
         }
     }
     let max = chunks.remainder().iter().copied().fold(lanes.into_iter().fold(f32::NEG_INFINITY, f32::max), f32::max);
-    for x in row.iter_mut() {
-        *x = exp(*x - max);
-    }
+    // The exponentials and their sum in one pass.
     let mut lanes = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
+    let mut chunks = row.chunks_exact_mut(LANES);
     for chunk in chunks.by_ref() {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += x;
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp(*x - max);
+            *lane += *x;
         }
     }
-    let sum = lanes.into_iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+    let mut rest = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - max);
+        rest += *x;
+    }
+    let sum = lanes.into_iter().sum::<f32>() + rest;
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|x| *x *= inv);
 }
@@ -357,14 +362,16 @@ pub fn exp(x: f32) -> f32 {
     // n as an integer, read from the low bits of `shifted`: a float-to-int cast here
     // would be done one element at a time.
     let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    // Fused multiply-adds: one instruction each in the AVX2 and AVX-512 builds, and the
+    // same bits in the portable one (a correctly rounded `fmaf`, slower there).
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let e_r = p * r * r + r + 1.0;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5.000_000_1e-1);
+    let e_r = (p * r).mul_add(r, r) + 1.0;
     e_r * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 

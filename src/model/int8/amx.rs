@@ -106,6 +106,18 @@ impl Kernel for Amx {
         unsafe { rows_to_bytes(xs, in_dim, padded_in, scales, bytes, ByteCoding::Signed) }
     }
 
+    unsafe fn with_tile_state<R>(multiply: impl FnOnce() -> R) -> R {
+        let config = TileConfig::new();
+        // SAFETY: the caller runs this kernel only on a CPU with AMX, whose tile state this
+        // process was granted; the configuration is valid for palette 1.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+        let result = multiply();
+        // Back to the initial tile state, so that a context switch saves no tile data.
+        // SAFETY: as above.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        result
+    }
+
     unsafe fn tile(
         rows: usize,
         a: &[i8],
@@ -159,7 +171,8 @@ macro_rules! block_product {
 /// the other pair. `out` holds the rows' running sums, so nothing needs zeroing.
 ///
 /// # Safety
-/// The CPU must have AMX-INT8, AVX-512 F and FMA, and the process the tile state.
+/// The CPU must have AMX-INT8, AVX-512 F and FMA, the process the tile state, and the tiles
+/// must be configured as [`TileConfig::new`] says.
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn tile_rows(
     rows: usize,
@@ -176,14 +189,14 @@ unsafe fn tile_rows(
     assert!((1..=ROWS).contains(&rows) && padded_in.is_multiple_of(BLOCK) && blocks > 0);
     assert!(a.len() >= groups * GROUP * padded_in && panel.len() >= WIDTH * padded_in && out.len() >= rows * WIDTH);
     assert!(row_scales.len() >= rows * blocks && column_scales.len() >= WIDTH);
-    let config = TileConfig::new();
     // Two steps' i32 sums, 16 rows of 32 columns (16 from each sum tile); each is written
     // whole by the tile stores before it is read.
     let mut dots = [MaybeUninit::<[i32; GROUP * WIDTH]>::uninit(); 2];
     let steps = blocks * groups;
-    // SAFETY: the configuration is valid for palette 1; every tile load reads 16 rows of
-    // 64 bytes at the given stride inside `a` and `panel` (asserted above), and every
-    // store writes 16 rows of 128 bytes inside one buffer of `dots`.
+    // SAFETY: the tiles are configured (the caller runs this inside `with_tile_state`);
+    // every tile load reads 16 rows of 64 bytes at the given stride inside `a` and `panel`
+    // (asserted above), and every store writes 16 rows of 128 bytes inside one buffer of
+    // `dots`.
     unsafe {
         let product = |step: usize, dots: *mut i32| {
             let (block, group) = (step / groups, step % groups);
@@ -204,7 +217,6 @@ unsafe fn tile_rows(
                 block_product!("tmm6", "tmm7", activations, padded_in, dots);
             }
         };
-        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
         product(0, dots[0].as_mut_ptr().cast());
         for step in 0..steps {
             if step + 1 < steps {
@@ -225,8 +237,6 @@ unsafe fn tile_rows(
                 }
             }
         }
-        // Back to the initial tile state, so that a context switch saves no tile data.
-        asm!("tilerelease", options(nostack, nomem));
         for half in 0..2 {
             let scale = _mm512_loadu_ps(column_scales.as_ptr().add(16 * half));
             for m in 0..rows {

@@ -136,25 +136,29 @@ impl QuantizedLinear {
             unsafe { K::quantize_rows(xs, self.in_dim, self.padded_in, scales, values) };
             // The widest panel (32 columns) by the tallest tile (48 rows, AMX).
             let mut staging = [0f32; 32 * 48];
-            for p in 0..self.out_dim.div_ceil(width) {
-                let first_column = p * width;
-                let columns = width.min(self.out_dim - first_column);
-                let column_scales = &self.scales[first_column..first_column + width];
-                for r0 in (0..rows).step_by(tile) {
-                    let mr = tile.min(rows - r0);
-                    let row_scales = &scales[r0 * blocks..(r0 + mr) * blocks];
-                    let tile_out = &mut staging[..mr * width];
-                    let a = &values[r0 * self.padded_in..(r0 + tile) * self.padded_in];
-                    // SAFETY: as above; the tile checks its slices' lengths itself.
-                    unsafe { K::tile(mr, a, row_scales, packed, p, column_scales, blocks, tile_out) };
-                    for (m, tile_row) in tile_out.chunks_exact(width).enumerate() {
-                        let dst = (r0 + m) * self.out_dim + first_column;
-                        for (out, &value) in out[dst..dst + columns].iter_mut().zip(&tile_row[..columns]) {
-                            out.write(value);
+            let multiply_panels = || {
+                for p in 0..self.out_dim.div_ceil(width) {
+                    let first_column = p * width;
+                    let columns = width.min(self.out_dim - first_column);
+                    let column_scales = &self.scales[first_column..first_column + width];
+                    for r0 in (0..rows).step_by(tile) {
+                        let mr = tile.min(rows - r0);
+                        let row_scales = &scales[r0 * blocks..(r0 + mr) * blocks];
+                        let tile_out = &mut staging[..mr * width];
+                        let a = &values[r0 * self.padded_in..(r0 + tile) * self.padded_in];
+                        // SAFETY: as above; the tile checks its slices' lengths itself.
+                        unsafe { K::tile(mr, a, row_scales, packed, p, column_scales, blocks, tile_out) };
+                        for (m, tile_row) in tile_out.chunks_exact(width).enumerate() {
+                            let dst = (r0 + m) * self.out_dim + first_column;
+                            for (out, &value) in out[dst..dst + columns].iter_mut().zip(&tile_row[..columns]) {
+                                out.write(value);
+                            }
                         }
                     }
                 }
-            }
+            };
+            // SAFETY: the caller guarantees the CPU supports `K`; every tile runs inside.
+            unsafe { K::with_tile_state(multiply_panels) };
         });
     }
 }

@@ -155,6 +155,15 @@ trait Kernel {
         out: &mut [Self::Activation],
     );
 
+    /// Runs `multiply`, which calls [`Kernel::tile`] any number of times, with whatever
+    /// state the tiles share set up once (AMX's tile configuration); most kernels have none.
+    ///
+    /// # Safety
+    /// The CPU must have the kernel's instruction set.
+    unsafe fn with_tile_state<R>(multiply: impl FnOnce() -> R) -> R {
+        multiply()
+    }
+
     /// `out[m][c] = (Σ_b dot_b · row_scales[m][b]) · column_scales[c]` for `rows` (at most
     /// `TILE_ROWS`) rows of `a` and the columns of `panel`, each block's dot product exact in
     /// i32 and the blocks summed with one fused multiply-add each. `a` has room for
@@ -162,7 +171,8 @@ trait Kernel {
     /// is `[rows, PANEL_WIDTH]`. Slices that are too short make it panic, never read outside.
     ///
     /// # Safety
-    /// The CPU must have the kernel's instruction set.
+    /// The CPU must have the kernel's instruction set, and the call must be made inside
+    /// [`Kernel::with_tile_state`].
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         rows: usize,
