@@ -107,8 +107,6 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     Ok(Outcome::Complete)
 }
 
-/// The command line lowered into the library's settings; refuses options that the
-/// task does not read.
 /// The encoder layers a head reads unless told: a classifier the last four; a tagger the
 /// four around the middle (5–8 of 12), which on LER's dev split beat the last four and
 /// layers 7–10 (eval/legal-entities/features-2026-12/): e5 was trained for sentence
@@ -122,6 +120,8 @@ fn default_layers(task: TrainTask, encoder_layers: usize) -> Vec<usize> {
     (first..=encoder_layers.min(first + 3)).collect()
 }
 
+/// The command line lowered into the library's settings; refuses options that the
+/// task does not read.
 fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
     if task == TrainTask::Tag {
         if args.refit_with_dev {
