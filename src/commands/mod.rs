@@ -83,6 +83,15 @@ pub fn configure_run(run: &RunArgs) -> Result<usize> {
     let threads = run.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     // Safe at this point: no other thread has started yet.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    // After each of its parallel ops, candle's worker threads spin up to 25,000 pauses
+    // (about a millisecond) before they sleep. On a machine shared with other work that
+    // spinning takes the cores the encoder's own tasks need: 15-20% of `bench`'s
+    // throughput with a training run beside it (bench/README.md); 100 pauses are some
+    // microseconds.
+    const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(CANDLE_SPIN).is_none() {
+        std::env::set_var(CANDLE_SPIN, "100");
+    }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the thread pool")?;
     Ok(threads)
 }
