@@ -138,17 +138,18 @@ pub struct LinearScores {
 }
 
 /// The rows of the hashed lexical table that training kept (the rest are zero): bucket
-/// ids in ascending order and their rows `[ids, labels]`.
+/// ids in ascending order and their rows `[ids, labels]`, in 16 bits as the head file
+/// stores them (half the memory of f32: 18 MB for the legal-entities head's 600,000 rows).
 #[derive(Default)]
 pub struct LexicalTable {
     pub ids: Vec<u32>,
-    pub rows: Vec<f32>,
+    pub rows: Vec<f16>,
     pub labels: usize,
 }
 
 impl LexicalTable {
     /// The rows of `dense` (`[buckets, labels]`) with the largest norms, at most
-    /// `max_rows` (0: every non-zero row), as a sparse table.
+    /// `max_rows` (0: every non-zero row), as a sparse table, rounded to 16 bits.
     pub fn prune(dense: &[f32], labels: usize, max_rows: usize) -> Self {
         let mut rows: Vec<(u32, f32)> = dense
             .chunks_exact(labels)
@@ -163,12 +164,14 @@ impl LexicalTable {
         }
         let mut ids: Vec<u32> = rows.into_iter().map(|(b, _)| b).collect();
         ids.sort_unstable();
-        let rows =
-            ids.iter().flat_map(|&b| dense[b as usize * labels..(b as usize + 1) * labels].iter().copied()).collect();
+        let rows = ids
+            .iter()
+            .flat_map(|&b| dense[b as usize * labels..(b as usize + 1) * labels].iter().map(|&w| f16::from_f32(w)))
+            .collect();
         Self { ids, rows, labels }
     }
 
-    pub fn row(&self, bucket: u32) -> Option<&[f32]> {
+    pub fn row(&self, bucket: u32) -> Option<&[f16]> {
         let i = self.ids.binary_search(&bucket).ok()?;
         Some(&self.rows[i * self.labels..(i + 1) * self.labels])
     }
@@ -191,7 +194,7 @@ impl LinearScores {
         for (b, value) in buckets {
             if let Some(row) = self.lexical.row(b) {
                 for (o, w) in out.iter_mut().zip(row) {
-                    *o += value * w;
+                    *o += value * w.to_f32();
                 }
             }
         }
@@ -254,6 +257,21 @@ impl HeadFile {
         Ok(values)
     }
 
+    /// A tensor in 16 bits, as heads store their large tables (`get` widens to f32).
+    fn get_f16(&self, name: &str, len: usize) -> Result<Vec<f16>> {
+        let tensors = self.tensors();
+        let view =
+            tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", self.weights_path.display()))?;
+        let values: Vec<f16> = match view.dtype() {
+            Dtype::F16 => view.data().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
+            _ => to_f32(&view).into_iter().map(f16::from_f32).collect(),
+        };
+        if values.len() != len {
+            bail!("{}: {name} has {} values, expected {len}", self.weights_path.display(), values.len());
+        }
+        Ok(values)
+    }
+
     /// The linear scores every trained head has, on `dim` dense features.
     pub fn linear_scores(&self, dim: usize) -> Result<LinearScores> {
         let k = self.spec.labels.len();
@@ -277,7 +295,7 @@ impl HeadFile {
                 {
                     bail!("{}: lexical_ids are not ascending bucket ids", self.weights_path.display());
                 }
-                let rows = self.get("lexical", ids.len() * k)?;
+                let rows = self.get_f16("lexical", ids.len() * k)?;
                 LexicalTable { ids, rows, labels: k }
             }
             _ => LexicalTable { labels: k, ..Default::default() },
@@ -308,7 +326,7 @@ pub fn save_head(
     if !lexical.ids.is_empty() {
         let ids = lexical.ids.iter().flat_map(|b| b.to_le_bytes()).collect();
         data.push(("lexical_ids".into(), Dtype::U32, vec![lexical.ids.len()], ids));
-        let rows = lexical.rows.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect();
+        let rows = lexical.rows.iter().flat_map(|v| v.to_le_bytes()).collect();
         data.push(("lexical".into(), Dtype::F16, vec![lexical.rows.len()], rows));
     }
     for (name, values) in f32_tensors {
@@ -374,14 +392,15 @@ mod tests {
         let dense = vec![0.5, -1.25, 2.0, 0.0, 0.75, -0.5];
         let f32_tensors = BTreeMap::from([("dense", dense.clone()), ("bias", vec![0.1, -0.1])]);
         let f16_tensors = BTreeMap::from([("idf", vec![1.5; 8])]);
-        let lexical = LexicalTable { ids: vec![2, 5], rows: vec![0.25, -0.5, 1.0, 2.0], labels: 2 };
+        let rows = [0.25, -0.5, 1.0, 2.0].map(f16::from_f32).to_vec();
+        let lexical = LexicalTable { ids: vec![2, 5], rows, labels: 2 };
         save_head(dir.path(), &spec("abc"), &f32_tensors, &f16_tensors, &lexical).unwrap();
 
         let file = HeadFile::read(dir.path(), "abc").unwrap();
         assert_eq!(file.spec.labels, ["a", "b"]);
         let scores = file.linear_scores(3).unwrap();
         assert_eq!((scores.dense, scores.bias), (dense, vec![0.1, -0.1]));
-        assert_eq!(scores.lexical.row(5), Some(&[1.0, 2.0][..]));
+        assert_eq!(scores.lexical.row(5), Some(&[f16::from_f32(1.0), f16::from_f32(2.0)][..]));
         assert_eq!(scores.lexical.row(3), None);
         assert_eq!(file.get("idf", 8).unwrap(), vec![1.5; 8]);
         assert!(file.get("idf", 7).is_err(), "a tensor of the wrong size");

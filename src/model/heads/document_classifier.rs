@@ -119,7 +119,7 @@ impl DocumentClassifier {
                 places.sort_unstable();
                 places.dedup();
                 for (v, &l) in values.iter_mut().zip(&lanes) {
-                    *v = f64::from(row[l] * tf_idf) / places.len().max(1) as f64;
+                    *v = f64::from(row[l].to_f32() * tf_idf) / places.len().max(1) as f64;
                 }
                 for &(start, end) in &places {
                     shares.add(start, end, &values);
@@ -313,7 +313,8 @@ mod tests {
             profile: None,
             weights_sha256: String::new(),
         };
-        let lexical = LexicalTable { ids: (0..buckets as u32).collect(), rows: random(buckets * k), labels: k };
+        let rows = random(buckets * k).into_iter().map(half::f16::from_f32).collect();
+        let lexical = LexicalTable { ids: (0..buckets as u32).collect(), rows, labels: k };
         let scores = LinearScores { dense: random(k * 2 * dim), bias: random(k), lexical, labels: k };
         let idf = random(buckets).into_iter().map(|x| 1.0 + x.abs()).collect();
         DocumentClassifier { spec, scores, idf }

@@ -351,7 +351,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     let as_f16 = |values: &[f32]| values.iter().map(|&v| f16::from_f32(v).to_f32()).collect::<Vec<_>>();
     let full = head_with(LexicalTable::prune(&lexical_table, k, 0), idf_tensor.clone());
     let saved = head_with(
-        LexicalTable { ids: lexical.ids.clone(), rows: as_f16(&lexical.rows), labels: k },
+        LexicalTable { ids: lexical.ids.clone(), rows: lexical.rows.clone(), labels: k },
         as_f16(&idf_tensor),
     );
     let logits = |head: &DocumentClassifier, d: &Document| {

@@ -127,8 +127,8 @@ impl Model<'_> {
         lexical.fill(0.0);
         for (&bucket, row) in kept.ids.iter().zip(kept.rows.chunks_exact(self.k)) {
             let at = bucket as usize * self.k;
-            for (to, &w) in lexical[at..at + self.k].iter_mut().zip(row) {
-                *to = half::f16::from_f32(w).to_f32();
+            for (to, w) in lexical[at..at + self.k].iter_mut().zip(row) {
+                *to = w.to_f32();
             }
         }
         written
