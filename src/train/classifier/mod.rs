@@ -340,8 +340,9 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         profile: Some(training_profile(context, &fitted_on, &documents, &labels, &combined, folds, &task)?),
         weights_sha256: String::new(), // set by save_head
     };
-    // The head keeps the strongest lexical rows, as f16: measured against the full
-    // table on the training documents, and the development data is scored as saved.
+    // The head keeps the strongest lexical rows (16-bit, as every table is) and its idf
+    // in 16 bits: measured against all rows and an f32 idf on the training documents,
+    // and the development data is scored as saved.
     let lexical = LexicalTable::prune(&lexical_table, k, args.max_lexical_rows);
     let head_with = |lexical: LexicalTable, idf: Vec<f32>| DocumentClassifier {
         spec: spec.clone(),
