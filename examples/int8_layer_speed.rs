@@ -13,6 +13,7 @@ fn main() -> candle_core::Result<()> {
         let mut rng = docclass::rng::Rng::new(seed);
         (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect::<Vec<f32>>()
     };
+    let reps: usize = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(15);
     for (inputs, outputs) in [(384, 384), (384, 1536), (1536, 384)] {
         let w = Tensor::from_vec(random(inputs * outputs, 1), (outputs, inputs), &Device::Cpu)?;
         let b = Tensor::zeros(outputs, candle_core::DType::F32, &Device::Cpu)?;
@@ -20,7 +21,6 @@ fn main() -> candle_core::Result<()> {
         let x = Tensor::from_vec(random(rows * inputs, 2), (rows, inputs), &Device::Cpu)?;
         layer.forward_activated(&x, None)?;
         let mut times = Vec::new();
-        let reps: usize = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(15);
         for _ in 0..reps {
             let started = Instant::now();
             layer.forward_activated(&x, None)?;
