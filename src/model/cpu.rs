@@ -1,6 +1,7 @@
 //! What this CPU can run, detected once. Every kernel that chooses a build at run time
-//! asks here: the f32 element-wise loops and softmax (`kernels.rs`) and the int8
-//! products (`int8/`), so that all of them agree on what the machine has.
+//! asks here: the f32 element-wise loops (`kernels.rs`), attention and its softmax
+//! (`attention/`) and the int8 products (`int8/`), so that all of them agree on what the
+//! machine has.
 
 use std::sync::OnceLock;
 
@@ -15,8 +16,12 @@ pub struct CpuFeatures {
     pub avx512bw: bool,
     /// AVX-512 VNNI: `vpdpbusd`, four int8 products per lane and instruction.
     pub avx512_vnni: bool,
+    /// AVX-512 BF16: f32 to bf16 conversion in one instruction.
+    pub avx512_bf16: bool,
     /// AMX tiles with int8 products (the operating system must also grant their state).
     pub amx_int8: bool,
+    /// AMX tiles with bf16 products (attention at int8).
+    pub amx_bf16: bool,
 }
 
 impl CpuFeatures {
@@ -34,9 +39,11 @@ impl CpuFeatures {
             avx512f: has!("avx512f"),
             avx512bw: has!("avx512bw"),
             avx512_vnni: has!("avx512vnni"),
+            avx512_bf16: has!("avx512bf16"),
             // `is_x86_feature_detected!("amx-int8")` is not stable yet: CPUID leaf 7,
-            // EDX bit 25, as the kernel's /proc/cpuinfo reads it.
+            // EDX bits 25 (AMX-INT8) and 22 (AMX-BF16), as /proc/cpuinfo reads them.
             amx_int8: std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0,
+            amx_bf16: std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 22) != 0,
         }
     }
 
@@ -53,7 +60,9 @@ impl CpuFeatures {
             (self.avx512f, "avx512f"),
             (self.avx512bw, "avx512bw"),
             (self.avx512_vnni, "avx512_vnni"),
+            (self.avx512_bf16, "avx512_bf16"),
             (self.amx_int8, "amx_int8"),
+            (self.amx_bf16, "amx_bf16"),
         ]
         .into_iter()
         .filter_map(|(present, name)| present.then_some(name))

@@ -8,10 +8,11 @@
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
+use super::attention::{AttentionArithmetic, WindowAttention};
 use super::config::Precision;
 use super::config::{Activation, Architecture, EncoderConfig};
 use super::int8::{self, QuantizedLinear, QuantizedTable};
-use super::kernels::{BiasActivation, WindowAttention};
+use super::kernels::BiasActivation;
 
 /// A dense layer stored as `[in, out]`, so that the packed activations multiply it
 /// without a transpose per call.
@@ -237,6 +238,7 @@ pub struct Encoder {
     token_type_row: Option<Tensor>,
     embedding_norm: LayerNorm,
     layers: Vec<EncoderLayer>,
+    attention: AttentionArithmetic,
     device: Device,
 }
 
@@ -293,6 +295,7 @@ impl Encoder {
             token_type_row,
             embedding_norm,
             layers,
+            attention: AttentionArithmetic::for_precision(precision, h / config.heads),
             device: vb.device().clone(),
         })
     }
@@ -370,7 +373,11 @@ impl Encoder {
     /// Scaled dot-product attention of each window over its own tokens.
     /// `qkv` is `[tokens, 3 * hidden]`; returns `[tokens, hidden]`.
     fn attention(&self, qkv: &Tensor, lens: &[usize]) -> candle_core::Result<Tensor> {
-        qkv.apply_op1_no_bwd(&WindowAttention { lens: lens.to_vec(), heads: self.config.heads })
+        qkv.apply_op1_no_bwd(&WindowAttention {
+            lens: lens.to_vec(),
+            heads: self.config.heads,
+            arithmetic: self.attention,
+        })
     }
 }
 

@@ -2,15 +2,12 @@
 //! - [`BiasActivation`]: bias add and activation in one parallel pass over a dense
 //!   layer's output (candle's element-wise maps run on one thread, and its GELU calls a
 //!   slow scalar erf);
-//! - [`WindowAttention`]: attention of each window over its own tokens, read straight from
-//!   the fused query/key/value rows, one task per (window, head) in parallel, each task a
-//!   single-threaded gemm. No permuted copies, and a window's result depends on nothing
-//!   but the window.
+//! - [`exp`] and [`erf`], branch-free so that the loops calling them vectorise.
 
 // The approximation coefficients are written as published, past f32's precision.
 #![allow(clippy::excessive_precision)]
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
 use super::config::Activation;
@@ -137,218 +134,6 @@ pub fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// Scaled dot-product attention per window on packed rows. Input: `[tokens, 3 * hidden]`
-/// (queries, keys, values side by side, heads contiguous within each); output:
-/// `[tokens, hidden]`.
-pub struct WindowAttention {
-    pub lens: Vec<usize>,
-    pub heads: usize,
-}
-
-/// A pointer that rayon tasks may share because each writes its own disjoint block.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the tasks that share it write disjoint blocks of the output (one window's rows
-// and one head's columns each), and the output outlives them.
-unsafe impl Send for SharedOut {}
-// SAFETY: as for Send.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// A method, so that closures capture the whole (Send) wrapper, not the raw pointer.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
-impl CustomOp1 for WindowAttention {
-    fn name(&self) -> &'static str {
-        "window-attention"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (tokens, width) = layout.shape().dims2()?;
-        let qkv = contiguous_f32(storage, layout, "attention input")?;
-        if width % 3 != 0 || (width / 3) % self.heads != 0 || self.lens.iter().sum::<usize>() != tokens {
-            bail!("attention: {tokens}x{width} input does not fit {} heads and windows {:?}", self.heads, self.lens);
-        }
-        let hidden = width / 3;
-        let head_dim = hidden / self.heads;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let mut out = vec![0f32; tokens * hidden];
-        let vectors = softmax_width();
-        let shared = SharedOut(out.as_mut_ptr());
-
-        let mut tasks = Vec::with_capacity(self.lens.len() * self.heads);
-        let mut start = 0;
-        for &len in &self.lens {
-            tasks.extend((0..self.heads).map(|h| (start, len, h)));
-            start += len;
-        }
-        tasks.into_par_iter().for_each(|(start, len, h)| {
-            SCORES.with_borrow_mut(|scores| {
-                // gemm overwrites the scores (it does not read them): grow, never clear.
-                if scores.len() < len * len {
-                    scores.resize(len * len, 0.0);
-                }
-                let row = |i: usize| start * width + i * width;
-                let q = qkv[row(0) + h * head_dim..].as_ptr();
-                let k = qkv[row(0) + hidden + h * head_dim..].as_ptr();
-                let v = qkv[row(0) + 2 * hidden + h * head_dim..].as_ptr();
-                let w = width as isize;
-                // SAFETY: all pointers stay inside `qkv`, `scores` and this task's block of
-                // `out` (rows start..start+len, columns of head h), which no other task touches.
-                unsafe {
-                    // scores = scale * Q Kᵀ: Q is len x head_dim (rows `width` apart), Kᵀ is
-                    // head_dim x len (column j = key row j).
-                    gemm::gemm(
-                        len,
-                        len,
-                        head_dim,
-                        scores.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
-                        q,
-                        1,
-                        w,
-                        k,
-                        w,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                for scores_row in scores[..len * len].chunks_exact_mut(len) {
-                    softmax_in_place(scores_row, vectors);
-                }
-                // SAFETY: as for the scores: `dst` and the rows of `v` lie inside this task's
-                // block of `out` and inside `qkv`; `scores` holds len × len values.
-                unsafe {
-                    let dst = shared.ptr().add(start * hidden + h * head_dim);
-                    // context = P V: P is len x len, V is len x head_dim (rows `width` apart).
-                    gemm::gemm(
-                        len,
-                        head_dim,
-                        len,
-                        dst,
-                        1,
-                        hidden as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        len as isize,
-                        v,
-                        1,
-                        w,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            })
-        });
-        Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
-    }
-}
-
-thread_local! {
-    /// Each worker's attention score matrix, reused so that no task allocates.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The widest vectors the softmax loops may use on this CPU; asked once per op.
-#[derive(Clone, Copy, Debug)]
-enum SoftmaxWidth {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-fn softmax_width() -> SoftmaxWidth {
-    let cpu = CpuFeatures::get();
-    #[cfg(target_arch = "x86_64")]
-    if cpu.avx512f && cpu.avx2_fma {
-        return SoftmaxWidth::Avx512;
-    }
-    if cpu.avx2_fma {
-        SoftmaxWidth::Avx2
-    } else {
-        SoftmaxWidth::Portable
-    }
-}
-
-/// Softmax of one row of scores, with the loops built for `width`. Every build gives the
-/// same bits: the sum and maximum run in order, and `exp` is element by element.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-fn softmax_in_place(row: &mut [f32], width: SoftmaxWidth) {
-    #[cfg(target_arch = "x86_64")]
-    match width {
-        // SAFETY: `softmax_width` saw the features these builds are compiled for.
-        SoftmaxWidth::Avx512 => return unsafe { softmax_avx512(row) },
-        // SAFETY: as above.
-        SoftmaxWidth::Avx2 => return unsafe { softmax_avx2(row) },
-        SoftmaxWidth::Portable => {}
-    }
-    softmax_portable(row)
-}
-
-/// # Safety
-/// The CPU must have AVX-512 F, AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn softmax_avx512(row: &mut [f32]) {
-    softmax_portable(row)
-}
-
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
-    softmax_portable(row)
-}
-
-#[inline(always)]
-fn softmax_portable(row: &mut [f32]) {
-    // Maximum and sum over 16 lanes, combined in a fixed order: the loops vectorise (a
-    // single running sum would wait on each add) and give the same bits at every width.
-    const LANES: usize = 16;
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for chunk in chunks.by_ref() {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            // Not `f32::max`, whose NaN rule costs a compare and a blend per vector.
-            *lane = if x > *lane { x } else { *lane };
-        }
-    }
-    let max = chunks.remainder().iter().copied().fold(lanes.into_iter().fold(f32::NEG_INFINITY, f32::max), f32::max);
-    // The exponentials and their sum in one pass.
-    let mut lanes = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for chunk in chunks.by_ref() {
-        for (lane, x) in lanes.iter_mut().zip(chunk) {
-            *x = exp(*x - max);
-            *lane += *x;
-        }
-    }
-    let mut rest = 0f32;
-    for x in chunks.into_remainder() {
-        *x = exp(*x - max);
-        rest += *x;
-    }
-    let sum = lanes.into_iter().sum::<f32>() + rest;
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|x| *x *= inv);
-}
-
 /// e^x by range reduction to 2^n · e^r, |r| ≤ ln2/2, and Cephes' expf polynomial
 /// (relative error about 1e-7), branch-free so that softmax loops vectorise. Inputs below
 /// -80 give e^-80 (1.8e-35): results never become denormal, whose arithmetic is many
@@ -386,23 +171,6 @@ mod tests {
             assert!(relative < 3e-7, "exp({x}) = {} not {}", exp(x), x.exp());
         }
         assert!(exp(-1000.0) < 2e-35 && exp(-1000.0).is_normal());
-    }
-
-    #[test]
-    fn softmax_matches_the_textbook_formula() {
-        // 37 values: whole vectors of every width and a remainder.
-        let row: Vec<f32> = (0..37).map(|i| ((i * 7919) % 61) as f32 / 8.0 - 4.0).collect();
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
-        let want: Vec<f32> = row.iter().map(|x| (x - max).exp() / sum).collect();
-        let mut portable = row.clone();
-        softmax_in_place(&mut portable, SoftmaxWidth::Portable);
-        for (got, want) in portable.iter().zip(&want) {
-            assert!((got - want).abs() < 1e-7);
-        }
-        let mut widest = row.clone();
-        softmax_in_place(&mut widest, softmax_width());
-        assert_eq!(widest, portable, "{:?} differs from the portable build", softmax_width());
     }
 
     #[test]

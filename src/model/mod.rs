@@ -1,5 +1,8 @@
 //! Models: Hugging Face configs, the encoder, task heads, and loading a model directory.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
+pub mod attention;
 pub mod bundle;
 pub mod config;
 pub mod cpu;

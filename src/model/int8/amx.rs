@@ -11,8 +11,8 @@
 //! (loads, not products, are what a tile step waits on), and the tile unit computes one
 //! step while the vector unit scales the one before.
 //!
-//! Rust has no stable AMX intrinsics; the instructions are written with `asm!`. Linux
-//! grants a process the tile state only on request (`arch_prctl`), once.
+//! Rust has no stable AMX intrinsics; the instructions are written with `asm!`. The tile
+//! configuration and the tile state come from `model::amx`.
 
 // The tile takes its operands as plain slices, as the trait's `tile` does.
 #![allow(clippy::too_many_arguments)]
@@ -23,70 +23,16 @@ use std::mem::MaybeUninit;
 
 use super::vnni::{rows_to_bytes, ByteCoding, Vnni, VnniWeights};
 use super::{Kernel, BLOCK};
+use crate::model::amx::{with_tiles, TILE_ROWS};
 
 pub(super) struct Amx;
 
 /// Columns per panel: two tiles of 16.
 const WIDTH: usize = 32;
 /// Rows per tile register.
-const GROUP: usize = 16;
+const GROUP: usize = TILE_ROWS;
 /// Rows per call: three tile registers' worth share each weight tile.
 const ROWS: usize = 3 * GROUP;
-
-/// The tile configuration `ldtilecfg` reads (palette 1): bytes per row and rows of each
-/// tile register.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    bytes_per_row: [u16; 16],
-    rows: [u8; 16],
-}
-
-/// Tile registers: the activations' block, the two weight tiles, two pairs of sums.
-impl TileConfig {
-    fn new() -> Self {
-        let mut config =
-            TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
-        // tmm0: 16 rows × 64 activation bytes; tmm1, tmm2: 16 groups × (16 columns · 4
-        // bytes); tmm4 … tmm7: two pairs of 16 rows × 16 i32 sums.
-        for t in [0, 1, 2, 4, 5, 6, 7] {
-            config.bytes_per_row[t] = 64;
-            config.rows[t] = GROUP as u8;
-        }
-        config
-    }
-}
-
-/// Asks Linux for the tile data state; true where granted (or already granted).
-pub(super) fn request_tile_state() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-        const XFEATURE_XTILEDATA: i64 = 18;
-        const SYS_ARCH_PRCTL: i64 = 158;
-        let result: i64;
-        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) only changes which
-        // register state the kernel saves for this process; it reads and writes no memory.
-        unsafe {
-            asm!(
-                "syscall",
-                inlateout("rax") SYS_ARCH_PRCTL => result,
-                in("rdi") ARCH_REQ_XCOMP_PERM,
-                in("rsi") XFEATURE_XTILEDATA,
-                lateout("rcx") _,
-                lateout("r11") _,
-                options(nostack),
-            );
-        }
-        result == 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
-}
 
 impl Kernel for Amx {
     const PANEL_WIDTH: usize = WIDTH;
@@ -107,15 +53,9 @@ impl Kernel for Amx {
     }
 
     unsafe fn with_tile_state<R>(multiply: impl FnOnce() -> R) -> R {
-        let config = TileConfig::new();
-        // SAFETY: the caller runs this kernel only on a CPU with AMX, whose tile state this
-        // process was granted; the configuration is valid for palette 1.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
-        let result = multiply();
-        // Back to the initial tile state, so that a context switch saves no tile data.
-        // SAFETY: as above.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
-        result
+        // SAFETY: the caller runs this kernel only on a CPU with AMX whose tile state this
+        // process was granted.
+        unsafe { with_tiles(multiply) }
     }
 
     unsafe fn tile(
@@ -172,7 +112,7 @@ macro_rules! block_product {
 ///
 /// # Safety
 /// The CPU must have AMX-INT8, AVX-512 F and FMA, the process the tile state, and the tiles
-/// must be configured as [`TileConfig::new`] says.
+/// must be configured as `model::amx` says.
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn tile_rows(
     rows: usize,

@@ -91,7 +91,7 @@ impl Int8Kernel {
             // tiles' sums with AVX-512. Linux grants the tile state only on request.
             let vnni = cpu.avx2_fma && cpu.avx512f && cpu.avx512bw && cpu.avx512_vnni;
             #[cfg(target_arch = "x86_64")]
-            if vnni && cpu.amx_int8 && amx::request_tile_state() {
+            if vnni && cpu.amx_int8 && crate::model::amx::tile_state_granted() {
                 return Int8Kernel::Amx;
             }
             match (cpu.avx2_fma, vnni) {
