@@ -1,5 +1,6 @@
-//! The encoder at int8: dense layers multiply 8-bit integers, everything else (attention,
-//! softmax, layer norm, GELU, the heads) stays f32.
+//! The encoder at int8: dense layers multiply 8-bit integers, everything else (softmax,
+//! layer norm, GELU, the heads) stays f32, and attention too except on CPUs with AMX-BF16
+//! (`model::attention`).
 //!
 //! - **Weights** are quantized once per output channel: `w ≈ q · scale[n]`, q in ±127.
 //! - **Activations** are quantized per row in blocks of [`BLOCK`] inputs: `x ≈ q · s[row, block]`.
