@@ -83,13 +83,29 @@ pub fn bias_activation_in_place(values: &mut [f32], bias: &[f32], activation: Op
 }
 
 /// Generic over `f`, so that each activation gets its own vectorised loop.
+/// Element by element, so every build gives the same bits.
 fn map_in_place(values: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { map_in_place_avx2(values, bias, &f) };
+    {
+        let cpu = CpuFeatures::get();
+        if cpu.avx2_fma && cpu.avx512f {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { map_in_place_avx512(values, bias, &f) };
+        }
+        if cpu.avx2_fma {
+            // SAFETY: as above.
+            return unsafe { map_in_place_avx2(values, bias, &f) };
+        }
     }
     map_rows_in_place(values, bias, &f)
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn map_in_place_avx512(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
+    map_rows_in_place(values, bias, f)
 }
 
 /// # Safety
@@ -107,11 +123,6 @@ fn map_rows_in_place(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) 
             *v = f(*v + b);
         }
     }
-}
-
-/// Whether the AVX2/FMA builds of the element-wise loops may run; asked once per op.
-fn has_avx2_fma() -> bool {
-    CpuFeatures::get().avx2_fma
 }
 
 /// erf as a rational function of x (Eigen's `generic_fast_erf_float`): no branches and no

@@ -141,7 +141,6 @@ unsafe fn head_on_tiles(task: &HeadTask, scratch: &mut Scratch) {
         }
     }
 
-    let key_tiles = len.div_ceil(TILE_ROWS);
     let mut context = [0f32; QUERY_BLOCK * DIM];
     let mut inverse_sums = [0f32; QUERY_BLOCK];
     for block in (0..len).step_by(QUERY_BLOCK) {
@@ -156,17 +155,26 @@ unsafe fn head_on_tiles(task: &HeadTask, scratch: &mut Scratch) {
                 stride = in(reg) TILE_BYTES,
                 options(nostack, readonly),
             );
-            for tile in 0..key_tiles {
-                let out = scores.as_mut_ptr().add(tile * TILE_ROWS);
+            // Two key tiles per step, into two pairs of sums, so that the tile unit
+            // computes one pair while the other is stored.
+            for pair in 0..padded / (2 * TILE_ROWS) {
+                let out = scores.as_mut_ptr().add(pair * 2 * TILE_ROWS);
                 asm!(
                     "tilezero tmm4",
                     "tilezero tmm5",
+                    "tilezero tmm6",
+                    "tilezero tmm7",
                     "tileloadd tmm2, [{k} + {k_stride}]",
+                    "tileloadd tmm3, [{k} + {k_stride} + 1024]",
                     "tdpbf16ps tmm4, tmm0, tmm2",
                     "tdpbf16ps tmm5, tmm1, tmm2",
+                    "tdpbf16ps tmm6, tmm0, tmm3",
+                    "tdpbf16ps tmm7, tmm1, tmm3",
                     "tilestored [{s} + {s_stride}], tmm4",
                     "tilestored [{s_low} + {s_stride}], tmm5",
-                    k = in(reg) keys.as_ptr().add(tile * TILE_VALUES),
+                    "tilestored [{s} + {s_stride} + 64], tmm6",
+                    "tilestored [{s_low} + {s_stride} + 64], tmm7",
+                    k = in(reg) keys.as_ptr().add(pair * 2 * TILE_VALUES),
                     k_stride = in(reg) TILE_BYTES,
                     s = in(reg) out,
                     s_low = in(reg) out.add(TILE_ROWS * padded),
