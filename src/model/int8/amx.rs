@@ -66,14 +66,15 @@ impl Kernel for Amx {
         panel: usize,
         column_scales: &[f32],
         blocks: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        out_stride: usize,
     ) {
         let padded_in = blocks * BLOCK;
         // The weight sums are VNNI's correction for its offset bytes; signed bytes need none.
         let (weights, _) = packed.panel(panel, WIDTH, blocks);
         // SAFETY: the caller runs this kernel only on a CPU with AMX-INT8 and AVX-512,
-        // whose tile state this process was granted.
-        unsafe { tile_rows(rows, a, row_scales, weights, column_scales, padded_in, out) }
+        // whose tile state this process was granted, and passes `out` as `tile_rows` needs.
+        unsafe { tile_rows(rows, a, row_scales, weights, column_scales, padded_in, out, out_stride) }
     }
 }
 
@@ -121,13 +122,14 @@ unsafe fn tile_rows(
     panel: &[i8],
     column_scales: &[f32],
     padded_in: usize,
-    out: &mut [f32],
+    out: *mut f32,
+    out_stride: usize,
 ) {
     let blocks = padded_in / BLOCK;
     let groups = rows.div_ceil(GROUP);
     // The tile loads and the loads below are unchecked: these bounds make them safe.
     assert!((1..=ROWS).contains(&rows) && padded_in.is_multiple_of(BLOCK) && blocks > 0);
-    assert!(a.len() >= groups * GROUP * padded_in && panel.len() >= WIDTH * padded_in && out.len() >= rows * WIDTH);
+    assert!(a.len() >= groups * GROUP * padded_in && panel.len() >= WIDTH * padded_in);
     assert!(row_scales.len() >= rows * blocks && column_scales.len() >= WIDTH);
     // Two steps' i32 sums, 16 rows of 32 columns (16 from each sum tile); each is written
     // whole by the tile stores before it is read.
@@ -169,7 +171,7 @@ unsafe fn tile_rows(
             for m in group * GROUP..rows.min((group + 1) * GROUP) {
                 let scale = _mm512_set1_ps(row_scales[m * blocks + block]);
                 let row_dots = step_dots.add((m - group * GROUP) * WIDTH);
-                let sums = out.as_mut_ptr().add(m * WIDTH);
+                let sums = out.add(m * out_stride);
                 for half in 0..2 {
                     let dot = _mm512_cvtepi32_ps(_mm512_loadu_si512(row_dots.add(16 * half).cast()));
                     let sum = if block == 0 { _mm512_setzero_ps() } else { _mm512_loadu_ps(sums.add(16 * half)) };
@@ -180,7 +182,7 @@ unsafe fn tile_rows(
         for half in 0..2 {
             let scale = _mm512_loadu_ps(column_scales.as_ptr().add(16 * half));
             for m in 0..rows {
-                let sums = out.as_mut_ptr().add(m * WIDTH + 16 * half);
+                let sums = out.add(m * out_stride + 16 * half);
                 _mm512_storeu_ps(sums, _mm512_mul_ps(_mm512_loadu_ps(sums), scale));
             }
         }

@@ -37,14 +37,20 @@ impl Kernel for Avx2 {
         panel: usize,
         column_scales: &[f32],
         blocks: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        out_stride: usize,
     ) {
         let padded_in = blocks * BLOCK;
         let panel = &packed[panel * 16 * padded_in..(panel + 1) * 16 * padded_in];
-        // SAFETY: the caller runs this kernel only on a CPU with AVX2 and FMA; `tile_rows`
-        // checks the slices' lengths before its unchecked loads.
+        // SAFETY: the caller runs this kernel only on a CPU with AVX2 and FMA, and passes
+        // `out` as `tile_rows` needs; `tile_rows` checks the input slices' lengths before its
+        // unchecked loads.
         unsafe {
-            with_tile_rows!(rows, [1, 2, 3, 4, 5, 6], tile_rows(a, row_scales, panel, column_scales, blocks, out))
+            with_tile_rows!(
+                rows,
+                [1, 2, 3, 4, 5, 6],
+                tile_rows(a, row_scales, panel, column_scales, blocks, out, out_stride)
+            )
         }
     }
 }
@@ -122,11 +128,12 @@ unsafe fn tile_rows<const MR: usize>(
     panel: &[i16],
     column_scales: &[f32],
     blocks: usize,
-    out: &mut [f32],
+    out: *mut f32,
+    out_stride: usize,
 ) {
     let padded_in = blocks * BLOCK;
     // The loads below are unchecked: these bounds make them safe.
-    assert!(a.len() >= MR * padded_in && panel.len() >= 16 * padded_in && out.len() >= MR * 16);
+    assert!(a.len() >= MR * padded_in && panel.len() >= 16 * padded_in);
     assert!(row_scales.len() >= MR * blocks && column_scales.len() >= 16);
     let a = a.as_ptr();
     let w = panel.as_ptr();
@@ -151,7 +158,7 @@ unsafe fn tile_rows<const MR: usize>(
     let scale0 = _mm256_loadu_ps(column_scales.as_ptr());
     let scale1 = _mm256_loadu_ps(column_scales.as_ptr().add(8));
     for m in 0..MR {
-        _mm256_storeu_ps(out.as_mut_ptr().add(m * 16), _mm256_mul_ps(sums[m][0], scale0));
-        _mm256_storeu_ps(out.as_mut_ptr().add(m * 16 + 8), _mm256_mul_ps(sums[m][1], scale1));
+        _mm256_storeu_ps(out.add(m * out_stride), _mm256_mul_ps(sums[m][0], scale0));
+        _mm256_storeu_ps(out.add(m * out_stride + 8), _mm256_mul_ps(sums[m][1], scale1));
     }
 }

@@ -134,7 +134,8 @@ impl QuantizedLinear {
             let (values, scales) = buffers.values_and_scales(rows.next_multiple_of(tile) * self.padded_in);
             // SAFETY: the caller guarantees the CPU supports `K`.
             unsafe { K::quantize_rows(xs, self.in_dim, self.padded_in, scales, values) };
-            // The widest panel (32 columns) by the tallest tile (48 rows, AMX).
+            // A last, narrower panel's tile (at most the widest panel, 32 columns, by the
+            // tallest tile, 48 rows, AMX); whole panels go straight into `out`.
             let mut staging = [0f32; 32 * 48];
             let multiply_panels = || {
                 for p in 0..self.out_dim.div_ceil(width) {
@@ -144,14 +145,25 @@ impl QuantizedLinear {
                     for r0 in (0..rows).step_by(tile) {
                         let mr = tile.min(rows - r0);
                         let row_scales = &scales[r0 * blocks..(r0 + mr) * blocks];
-                        let tile_out = &mut staging[..mr * width];
                         let a = &values[r0 * self.padded_in..(r0 + tile) * self.padded_in];
-                        // SAFETY: as above; the tile checks its slices' lengths itself.
-                        unsafe { K::tile(mr, a, row_scales, packed, p, column_scales, blocks, tile_out) };
-                        for (m, tile_row) in tile_out.chunks_exact(width).enumerate() {
-                            let dst = (r0 + m) * self.out_dim + first_column;
-                            for (out, &value) in out[dst..dst + columns].iter_mut().zip(&tile_row[..columns]) {
-                                out.write(value);
+                        let first = r0 * self.out_dim + first_column;
+                        let whole = columns == width;
+                        let (tile_out, stride) = if whole {
+                            (out[first..].as_mut_ptr().cast::<f32>(), self.out_dim)
+                        } else {
+                            (staging.as_mut_ptr(), width)
+                        };
+                        // SAFETY: as above; the tile checks its input slices' lengths itself.
+                        // A whole panel's rows r0..r0 + mr lie inside `out` (`rows` rows of
+                        // `out_dim`, columns first_column..first_column + width); a narrower
+                        // one's inside `staging` (mr ≤ 48 rows of width ≤ 32).
+                        unsafe { K::tile(mr, a, row_scales, packed, p, column_scales, blocks, tile_out, stride) };
+                        if !whole {
+                            for (m, tile_row) in staging[..mr * width].chunks_exact(width).enumerate() {
+                                let dst = first + m * self.out_dim;
+                                for (out, &value) in out[dst..dst + columns].iter_mut().zip(&tile_row[..columns]) {
+                                    out.write(value);
+                                }
                             }
                         }
                     }

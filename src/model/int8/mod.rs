@@ -168,12 +168,15 @@ trait Kernel {
     /// `out[m][c] = (Σ_b dot_b · row_scales[m][b]) · column_scales[c]` for `rows` (at most
     /// `TILE_ROWS`) rows of `a` and the columns of `panel`, each block's dot product exact in
     /// i32 and the blocks summed with one fused multiply-add each. `a` has room for
-    /// `TILE_ROWS` rows (`[TILE_ROWS, padded_in]`), whatever the rows past `rows` hold; `out`
-    /// is `[rows, PANEL_WIDTH]`. Slices that are too short make it panic, never read outside.
+    /// `TILE_ROWS` rows (`[TILE_ROWS, padded_in]`), whatever the rows past `rows` hold.
+    /// Input slices that are too short make it panic, never read outside. The output goes
+    /// straight into its place in the layer's output: `rows` rows of `PANEL_WIDTH` values,
+    /// `out_stride` apart, from `out`.
     ///
     /// # Safety
     /// The CPU must have the kernel's instruction set, and the call must be made inside
-    /// [`Kernel::with_tile_state`].
+    /// [`Kernel::with_tile_state`]. `out` must point at `rows` rows of `PANEL_WIDTH`
+    /// writable values, `out_stride` apart (they may be uninitialized).
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         rows: usize,
@@ -183,7 +186,8 @@ trait Kernel {
         panel: usize,
         column_scales: &[f32],
         blocks: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        out_stride: usize,
     );
 }
 

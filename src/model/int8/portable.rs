@@ -48,7 +48,8 @@ impl Kernel for Portable {
         panel: usize,
         column_scales: &[f32],
         blocks: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        out_stride: usize,
     ) {
         const WIDTH: usize = PAIR_PANEL_WIDTH;
         let padded_in = blocks * BLOCK;
@@ -71,7 +72,8 @@ impl Kernel for Portable {
                 }
             }
             for c in 0..WIDTH {
-                out[m * WIDTH + c] = sums[c] * column_scales[c];
+                // SAFETY: the caller's promise: `rows` rows of WIDTH values, `out_stride` apart.
+                unsafe { out.add(m * out_stride + c).write(sums[c] * column_scales[c]) };
             }
         }
     }

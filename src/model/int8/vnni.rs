@@ -76,16 +76,18 @@ impl Kernel for Vnni {
         panel: usize,
         column_scales: &[f32],
         blocks: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        out_stride: usize,
     ) {
         let (weights, offsets) = packed.panel(panel, WIDTH, blocks);
-        // SAFETY: the caller runs this kernel only on a CPU with its features; `tile_rows`
-        // checks the slices' lengths before its unchecked loads.
+        // SAFETY: the caller runs this kernel only on a CPU with its features, and passes
+        // `out` as `tile_rows` needs; `tile_rows` checks the input slices' lengths before its
+        // unchecked loads.
         unsafe {
             with_tile_rows!(
                 rows,
                 [1, 2, 3, 4, 5, 6, 7, 8],
-                tile_rows(a, row_scales, weights, offsets, column_scales, blocks, out)
+                tile_rows(a, row_scales, weights, offsets, column_scales, blocks, out, out_stride)
             )
         }
     }
@@ -149,11 +151,12 @@ unsafe fn tile_rows<const MR: usize>(
     offsets: &[i32],
     column_scales: &[f32],
     blocks: usize,
-    out: &mut [f32],
+    out: *mut f32,
+    out_stride: usize,
 ) {
     let padded_in = blocks * BLOCK;
     // The loads below are unchecked: these bounds make them safe.
-    assert!(a.len() >= MR * padded_in && panel.len() >= 32 * padded_in && out.len() >= MR * 32);
+    assert!(a.len() >= MR * padded_in && panel.len() >= 32 * padded_in);
     assert!(row_scales.len() >= MR * blocks && offsets.len() >= 32 * blocks && column_scales.len() >= 32);
     let a = a.as_ptr();
     let w = panel.as_ptr();
@@ -182,7 +185,7 @@ unsafe fn tile_rows<const MR: usize>(
     let scale0 = _mm512_loadu_ps(column_scales.as_ptr());
     let scale1 = _mm512_loadu_ps(column_scales.as_ptr().add(16));
     for m in 0..MR {
-        _mm512_storeu_ps(out.as_mut_ptr().add(m * 32), _mm512_mul_ps(sums[m][0], scale0));
-        _mm512_storeu_ps(out.as_mut_ptr().add(m * 32 + 16), _mm512_mul_ps(sums[m][1], scale1));
+        _mm512_storeu_ps(out.add(m * out_stride), _mm512_mul_ps(sums[m][0], scale0));
+        _mm512_storeu_ps(out.add(m * out_stride + 16), _mm512_mul_ps(sums[m][1], scale1));
     }
 }
