@@ -23,7 +23,7 @@ cargo build --release --quiet
 run_id=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 # The vector extensions the kernels choose between, as /proc/cpuinfo names them.
-isa=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512bw|avx512_vnni|avx_vnni|amx_int8' | tr '\n' ' ' | sed 's/ $//')
+isa=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512bw|avx512_vnni|avx512_bf16|avx_vnni|amx_int8|amx_bf16' | tr '\n' ' ' | sed 's/ $//')
 tag() { python3 -c 'import json,sys; r=json.loads(sys.stdin.readline()); r.update(run=sys.argv[1], round=int(sys.argv[2]), machine=sys.argv[3], isa=sys.argv[4]); print(json.dumps(r))' "$run_id" "$1" "$machine" "$isa"; }
 for round in $(seq 1 "$ROUNDS"); do
   for corpus in sentences_sub passages_sub; do
