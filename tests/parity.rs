@@ -174,6 +174,26 @@ fn real_e5_embeddings_match_transformers() {
     assert_close("e5 mean-pooled embeddings", &embeddings, &rows(&expected["embeddings"]));
 }
 
+/// The real encoder at int8 gives the same bits however its windows are batched. On a CPU
+/// with AMX-BF16 this covers attention in bf16, which the tiny fixtures (heads of 8, not
+/// 32) never run.
+#[test]
+#[ignore = "needs the real encoder or datasets: run scripts/setup.sh"]
+fn real_e5_int8_output_does_not_depend_on_the_batch() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: run scripts/setup.sh", dir.display());
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
+    let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let pipeline = Pipeline::new(ModelBundle::load_at(&dir, Precision::Int8).unwrap(), None).unwrap();
+    let embed = |batch_tokens: usize| {
+        let options = PipelineOptions::first_window_only(std::num::NonZeroUsize::new(batch_tokens).unwrap());
+        pipeline.embed_texts(&texts, &options).unwrap().0
+    };
+    // One batch for all texts, then about one text per batch.
+    assert_eq!(embed(4096), embed(8), "int8 embeddings depend on the batch");
+}
+
 /// The real encoder at int8 against itself at f32, on the same texts: every mean-pooled
 /// embedding within a cosine of 0.999 (bench/README.md has the corpus-wide numbers).
 #[test]
