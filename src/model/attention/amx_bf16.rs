@@ -92,7 +92,7 @@ unsafe fn row_to_bf16(row: *const f32, scale: f32) -> __m512i {
 unsafe fn head_on_tiles(task: &HeadTask, scratch: &mut Scratch) {
     let len = task.len;
     let padded = len.next_multiple_of(KEY_CHUNK);
-    assert!(task.head_dim == DIM && len > 0 && task.rows.len() >= len * task.width);
+    assert!(task.head_dim == DIM && task.rows.len() >= len * task.width);
     assert!(task.query.max(task.key).max(task.value) + DIM <= task.width);
     let Scratch { queries, keys, values, scores, weights } = scratch;
     for buffer in [&mut *queries, &mut *keys, &mut *values] {
