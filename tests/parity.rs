@@ -158,15 +158,21 @@ fn distilbert_token_classification_matches_transformers() {
     check_token_classification("distilbert-tokcls");
 }
 
+/// The real encoder's directory (after scripts/setup.sh) and transformers' embeddings of
+/// a few texts with it.
+fn real_e5() -> (PathBuf, Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: run scripts/setup.sh", dir.display());
+    let expected = serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
+    (dir, expected)
+}
+
 /// The real encoder (when fetched) against transformers' mean-pooled embeddings of the
 /// same texts, computed in one padded batch from the same converted weights.
 #[test]
 #[ignore = "needs the real encoder or datasets: run scripts/setup.sh"]
 fn real_e5_embeddings_match_transformers() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
-    assert!(dir.join("model.safetensors").exists(), "{} is missing: run scripts/setup.sh", dir.display());
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
+    let (dir, expected) = real_e5();
     let pipeline = Pipeline::new(ModelBundle::load(&dir).unwrap(), None).unwrap();
     let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let options = PipelineOptions::first_window_only(std::num::NonZeroUsize::new(4096).unwrap());
@@ -180,10 +186,7 @@ fn real_e5_embeddings_match_transformers() {
 #[test]
 #[ignore = "needs the real encoder or datasets: run scripts/setup.sh"]
 fn real_e5_int8_output_does_not_depend_on_the_batch() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
-    assert!(dir.join("model.safetensors").exists(), "{} is missing: run scripts/setup.sh", dir.display());
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
+    let (dir, expected) = real_e5();
     let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let pipeline = Pipeline::new(ModelBundle::load_at(&dir, Precision::Int8).unwrap(), None).unwrap();
     let embed = |batch_tokens: usize| {
@@ -199,10 +202,7 @@ fn real_e5_int8_output_does_not_depend_on_the_batch() {
 #[test]
 #[ignore = "needs the real encoder or datasets: run scripts/setup.sh"]
 fn real_e5_int8_embeddings_stay_close_to_f32() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small");
-    assert!(dir.join("model.safetensors").exists(), "{} is missing: run scripts/setup.sh", dir.display());
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("../e5-embeddings.json")).unwrap()).unwrap();
+    let (dir, expected) = real_e5();
     let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let options = PipelineOptions::first_window_only(std::num::NonZeroUsize::new(4096).unwrap());
     let embed = |precision: Precision| {
