@@ -125,7 +125,10 @@ impl CustomOp1 for WindowAttention {
         let mut tasks = Vec::with_capacity(self.lens.len() * self.heads);
         let mut start = 0;
         for &len in &self.lens {
-            tasks.extend((0..self.heads).map(|h| (start, len, h)));
+            // An empty window has nothing to attend to (and no rows to slice).
+            if len > 0 {
+                tasks.extend((0..self.heads).map(|h| (start, len, h)));
+            }
             start += len;
         }
         tasks.into_par_iter().for_each(|(start, len, h)| {
@@ -147,8 +150,9 @@ impl CustomOp1 for WindowAttention {
                 // columns) lies inside `out`, and no other task writes it.
                 AttentionArithmetic::F32 => unsafe { head_f32(&task, vectors) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above; `for_precision` chose AMX-BF16 only where the CPU has
-                // it and AVX-512 BF16, and the tile state was granted (the int8 kernel is AMX).
+                // SAFETY: as above; `for_precision` chose AMX-BF16 only where the int8
+                // kernel is AMX (so AVX-512 F and BW, and the tile state granted) and the
+                // CPU has AMX-BF16 and AVX-512 BF16.
                 AttentionArithmetic::AmxBf16 => unsafe { amx_bf16::head(&task) },
                 #[cfg(not(target_arch = "x86_64"))]
                 AttentionArithmetic::AmxBf16 => unreachable!("AMX is x86-64 only"),
@@ -343,8 +347,9 @@ mod tests {
         assert_eq!(AttentionArithmetic::for_precision(Precision::Int8, 64), AttentionArithmetic::F32);
     }
 
-    /// bf16 attention against f32 on random windows of every padding case (1 token, a
-    /// tile ± 1, two query blocks and a ragged end): within bf16's rounding, per row.
+    /// bf16 attention against f32 on random windows of every padding case (empty, 1
+    /// token, a tile ± 1, two query blocks and a ragged end): within bf16's rounding, per
+    /// row.
     #[test]
     fn amx_bf16_attention_is_f32_attention_within_rounding() {
         let cpu = CpuFeatures::get();
@@ -359,7 +364,7 @@ mod tests {
         let heads = 3;
         let hidden = heads * BF16_HEAD_DIM;
         let width = 3 * hidden;
-        let lens = [1, 15, 16, 17, 31, 32, 33, 70, 129];
+        let lens = [1, 15, 16, 0, 17, 31, 32, 33, 70, 129];
         let tokens: usize = lens.iter().sum();
         let mut rng = Rng::new(7);
         // Queries and keys large enough that some rows' weights are sharp.

@@ -124,6 +124,8 @@ impl QuantizedLinear {
         QuantizedRows: Buffer<K::Activation>,
     {
         let rows = xs.len() / self.in_dim;
+        // The tiles write whole panels through raw pointers: `out` must hold every row.
+        assert_eq!(out.len(), rows * self.out_dim, "int8 layer output");
         let blocks = self.padded_in / BLOCK;
         let (width, tile) = (K::PANEL_WIDTH, K::TILE_ROWS);
         ACTIVATIONS.with_borrow_mut(|buffers| {
