@@ -12,7 +12,7 @@ use super::attention::{AttentionArithmetic, WindowAttention};
 use super::config::Precision;
 use super::config::{Activation, Architecture, EncoderConfig};
 use super::int8::{self, QuantizedLinear, QuantizedTable};
-use super::kernels::BiasActivation;
+use super::kernels::{BiasActivation, LayerNormRows};
 
 /// A dense layer stored as `[in, out]`, so that the packed activations multiply it
 /// without a transpose per call.
@@ -58,8 +58,8 @@ impl Module for Linear {
 
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
@@ -68,16 +68,25 @@ impl LayerNorm {
     fn load(vb: &VarBuilder, name: &str, dim: usize, eps: f64) -> candle_core::Result<Self> {
         let (w, b) = if vb.contains_tensor(&format!("{name}.weight")) { ("weight", "bias") } else { ("gamma", "beta") };
         Ok(Self {
-            weight: vb.get(dim, &format!("{name}.{w}"))?,
-            bias: vb.get(dim, &format!("{name}.{b}"))?,
+            weight: vb.get(dim, &format!("{name}.{w}"))?.to_vec1()?,
+            bias: vb.get(dim, &format!("{name}.{b}"))?.to_vec1()?,
             eps: eps as f32,
         })
+    }
+
+    fn op(&self) -> LayerNormRows<'_> {
+        LayerNormRows { weight: &self.weight, bias: &self.bias, eps: self.eps }
+    }
+
+    /// The norm of `xs + residual`, in one pass.
+    fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        xs.apply_op2_no_bwd(residual, &self.op())
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
+        xs.apply_op1_no_bwd(&self.op())
     }
 }
 
@@ -361,13 +370,13 @@ impl Encoder {
     fn layer_forward(&self, layer: &EncoderLayer, xs: &Tensor, lens: &[usize]) -> candle_core::Result<Tensor> {
         let qkv = layer.qkv.forward(xs)?;
         let context = self.attention(&qkv, lens)?;
-        let xs = layer.attention_norm.forward(&layer.attention_out.forward(&context)?.add(xs)?)?;
+        let xs = layer.attention_norm.forward_residual(&layer.attention_out.forward(&context)?, xs)?;
         let activation = Some(self.config.activation);
         let ffn = match (&layer.ffn_in, &layer.ffn_out) {
             (Dense::Int8(inner), Dense::Int8(outer)) => int8::feed_forward(inner, outer, &xs, activation)?,
             (inner, outer) => outer.forward(&inner.forward_activated(&xs, activation)?)?,
         };
-        layer.ffn_norm.forward(&ffn.add(&xs)?)
+        layer.ffn_norm.forward_residual(&ffn, &xs)
     }
 
     /// Scaled dot-product attention of each window over its own tokens.

@@ -2,12 +2,15 @@
 //! - [`BiasActivation`]: bias add and activation in one parallel pass over a dense
 //!   layer's output (candle's element-wise maps run on one thread, and its GELU calls a
 //!   slow scalar erf);
+//! - [`LayerNormRows`]: layer norm of each row, after adding the residual when given, in
+//!   one parallel pass (candle's sums run one value at a time, and the residual add is a
+//!   pass of its own);
 //! - [`exp`] and [`erf`], branch-free so that the loops calling them vectorise.
 
 // The approximation coefficients are written as published, past f32's precision.
 #![allow(clippy::excessive_precision)]
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
 use super::config::Activation;
@@ -51,6 +54,133 @@ impl CustomOp2 for BiasActivation {
         out.par_chunks_mut(cols * ROWS_PER_TASK).for_each(|rows| bias_activation_in_place(rows, bias, self.0));
         Ok((CpuStorage::F32(out), Shape::from((rows, cols))))
     }
+}
+
+/// `(x − mean) / sqrt(var + eps) · weight + bias` per row of the last dimension, as
+/// transformers' `LayerNorm` (the variance from the differences to the mean, not E[x²] −
+/// mean², which loses digits). As a [`CustomOp2`] the second input, the residual, is
+/// added first.
+pub struct LayerNormRows<'a> {
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub eps: f32,
+}
+
+impl LayerNormRows<'_> {
+    fn normalize(&self, x: &[f32], layout: &Layout, residual: Option<&[f32]>) -> candle_core::Result<CpuStorage> {
+        let cols = self.weight.len();
+        let dims = layout.shape().dims();
+        if dims.last() != Some(&cols) || self.bias.len() != cols || residual.is_some_and(|r| r.len() != x.len()) {
+            bail!("layer norm: {dims:?} input, {cols} weights, {} biases", self.bias.len());
+        }
+        let mut out = x.to_vec();
+        let task_values = cols * ROWS_PER_TASK;
+        let normalize = |rows: &mut [f32], residual: Option<&[f32]>| {
+            if let Some(residual) = residual {
+                rows.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+            }
+            layer_norm_in_place(rows, self.weight, self.bias, self.eps)
+        };
+        match residual {
+            Some(residual) => out
+                .par_chunks_mut(task_values)
+                .zip(residual.par_chunks(task_values))
+                .for_each(|(rows, residual)| normalize(rows, Some(residual))),
+            None => out.par_chunks_mut(task_values).for_each(|rows| normalize(rows, None)),
+        }
+        Ok(CpuStorage::F32(out))
+    }
+}
+
+impl CustomOp1 for LayerNormRows<'_> {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "layer-norm input")?;
+        Ok((self.normalize(x, layout, None)?, layout.shape().clone()))
+    }
+}
+
+impl CustomOp2 for LayerNormRows<'_> {
+    fn name(&self) -> &'static str {
+        "residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x_values = contiguous_f32(x, x_layout, "layer-norm input")?;
+        let residual = contiguous_f32(residual, residual_layout, "residual")?;
+        Ok((self.normalize(x_values, x_layout, Some(residual))?, x_layout.shape().clone()))
+    }
+}
+
+/// Layer norm of each row (`weight.len()` values) of `values` in place, on the calling
+/// thread.
+fn layer_norm_in_place(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cpu = CpuFeatures::get();
+        if cpu.avx2_fma && cpu.avx512f {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { layer_norm_avx512(values, weight, bias, eps) };
+        }
+        if cpu.avx2_fma {
+            // SAFETY: as above.
+            return unsafe { layer_norm_avx2(values, weight, bias, eps) };
+        }
+    }
+    layer_norm_rows(values, weight, bias, eps)
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn layer_norm_avx512(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    layer_norm_rows(values, weight, bias, eps)
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn layer_norm_avx2(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    layer_norm_rows(values, weight, bias, eps)
+}
+
+#[inline(always)]
+fn layer_norm_rows(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let cols = weight.len();
+    for row in values.chunks_exact_mut(cols) {
+        let mean = lane_sum(row, |x| x) / cols as f32;
+        let variance = lane_sum(row, |x| (x - mean) * (x - mean)) / cols as f32;
+        let inverse = 1.0 / (variance + eps).sqrt();
+        for ((x, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
+            *x = (*x - mean) * inverse * w + b;
+        }
+    }
+}
+
+/// The sum of `f(x)` over `values`, in 16 lanes combined in a fixed order: the loop
+/// vectorises (one running sum would wait on each add) and every build gives the same bits.
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in chunks.by_ref() {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(x);
+        }
+    }
+    lanes.into_iter().sum::<f32>() + chunks.remainder().iter().map(|&x| f(x)).sum::<f32>()
 }
 
 #[inline(always)]
@@ -182,6 +312,38 @@ mod tests {
             assert!(relative < 3e-7, "exp({x}) = {} not {}", exp(x), x.exp());
         }
         assert!(exp(-1000.0) < 2e-35 && exp(-1000.0).is_normal());
+    }
+
+    #[test]
+    fn layer_norm_matches_the_textbook_formula_and_adds_the_residual() {
+        use candle_core::{Device, Tensor};
+        let (rows, cols) = (3, 37);
+        let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 61) as f32 / 8.0 - 4.0).collect();
+        let residual: Vec<f32> = (0..rows * cols).map(|i| ((i * 104729) % 17) as f32 / 4.0).collect();
+        let weight: Vec<f32> = (0..cols).map(|i| 0.5 + i as f32 / 37.0).collect();
+        let bias: Vec<f32> = (0..cols).map(|i| i as f32 / 10.0 - 1.0).collect();
+        let op = LayerNormRows { weight: &weight, bias: &bias, eps: 1e-12 };
+        let tensor = |v: &[f32]| Tensor::from_slice(v, (rows, cols), &Device::Cpu).unwrap();
+        let got: Vec<f32> =
+            tensor(&x).apply_op2_no_bwd(&tensor(&residual), &op).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        for (r, got_row) in got.chunks(cols).enumerate() {
+            let sum: Vec<f64> = (0..cols).map(|c| (x[r * cols + c] + residual[r * cols + c]) as f64).collect();
+            let mean = sum.iter().sum::<f64>() / cols as f64;
+            let variance = sum.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / cols as f64;
+            for (c, &value) in got_row.iter().enumerate() {
+                let want = (sum[c] - mean) / (variance + 1e-12).sqrt() * weight[c] as f64 + bias[c] as f64;
+                assert!((value as f64 - want).abs() < 1e-5, "row {r} column {c}: {value} not {want}");
+            }
+        }
+        // Without a residual, the same as with a residual of zeros; every build the same bits.
+        let plain: Vec<f32> = tensor(&x).apply_op1_no_bwd(&op).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let zeros = vec![0f32; rows * cols];
+        let with_zeros: Vec<f32> =
+            tensor(&x).apply_op2_no_bwd(&tensor(&zeros), &op).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(plain, with_zeros);
+        let mut portable = x.clone();
+        layer_norm_rows(&mut portable, &weight, &bias, 1e-12);
+        assert_eq!(plain, portable, "the widest build differs from the portable one");
     }
 
     #[test]
