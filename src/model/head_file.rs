@@ -247,25 +247,23 @@ impl HeadFile {
 
     /// The tensor `name` as f32 values, which must be `len`.
     pub fn get(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let tensors = self.tensors();
-        let view =
-            tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", self.weights_path.display()))?;
-        let values = to_f32(&view);
-        if values.len() != len {
-            bail!("{}: {name} has {} values, expected {len}", self.weights_path.display(), values.len());
-        }
-        Ok(values)
+        self.values(name, len, to_f32)
     }
 
     /// A tensor in 16 bits, as heads store their large tables (`get` widens to f32).
     fn get_f16(&self, name: &str, len: usize) -> Result<Vec<f16>> {
+        self.values(name, len, |view| match view.dtype() {
+            Dtype::F16 => view.data().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
+            _ => to_f32(view).into_iter().map(f16::from_f32).collect(),
+        })
+    }
+
+    /// The tensor `name` read by `convert`, which must give `len` values.
+    fn values<T>(&self, name: &str, len: usize, convert: impl Fn(&TensorView) -> Vec<T>) -> Result<Vec<T>> {
         let tensors = self.tensors();
         let view =
             tensors.tensor(name).with_context(|| format!("{}: no tensor {name}", self.weights_path.display()))?;
-        let values: Vec<f16> = match view.dtype() {
-            Dtype::F16 => view.data().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
-            _ => to_f32(&view).into_iter().map(f16::from_f32).collect(),
-        };
+        let values = convert(&view);
         if values.len() != len {
             bail!("{}: {name} has {} values, expected {len}", self.weights_path.display(), values.len());
         }

@@ -124,35 +124,7 @@ impl CustomOp2 for LayerNormRows<'_> {
 /// Layer norm of each row (`weight.len()` values) of `values` in place, on the calling
 /// thread.
 fn layer_norm_in_place(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let cpu = CpuFeatures::get();
-        if cpu.avx2_fma && cpu.avx512f {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { layer_norm_avx512(values, weight, bias, eps) };
-        }
-        if cpu.avx2_fma {
-            // SAFETY: as above.
-            return unsafe { layer_norm_avx2(values, weight, bias, eps) };
-        }
-    }
-    layer_norm_rows(values, weight, bias, eps)
-}
-
-/// # Safety
-/// The CPU must have AVX-512 F, AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn layer_norm_avx512(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    layer_norm_rows(values, weight, bias, eps)
-}
-
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn layer_norm_avx2(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    layer_norm_rows(values, weight, bias, eps)
+    in_widest_build(|| layer_norm_rows(values, weight, bias, eps))
 }
 
 #[inline(always)]
@@ -215,35 +187,43 @@ pub fn bias_activation_in_place(values: &mut [f32], bias: &[f32], activation: Op
 /// Generic over `f`, so that each activation gets its own vectorised loop.
 /// Element by element, so every build gives the same bits.
 fn map_in_place(values: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
+    in_widest_build(|| map_rows_in_place(values, bias, &f))
+}
+
+/// Runs `loops` compiled for the widest vectors this CPU has (AVX-512, AVX2 with FMA, or
+/// plain x86-64): the element-wise loops are written once, in plain Rust, and inlined into
+/// each build.
+#[inline(always)]
+fn in_widest_build<R>(loops: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         let cpu = CpuFeatures::get();
         if cpu.avx2_fma && cpu.avx512f {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { map_in_place_avx512(values, bias, &f) };
+            // SAFETY: the CPU supports the features the build is compiled for.
+            return unsafe { avx512_build(loops) };
         }
         if cpu.avx2_fma {
             // SAFETY: as above.
-            return unsafe { map_in_place_avx2(values, bias, &f) };
+            return unsafe { avx2_build(loops) };
         }
     }
-    map_rows_in_place(values, bias, &f)
+    loops()
 }
 
 /// # Safety
 /// The CPU must have AVX-512 F, AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn map_in_place_avx512(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
-    map_rows_in_place(values, bias, f)
+unsafe fn avx512_build<R>(loops: impl FnOnce() -> R) -> R {
+    loops()
 }
 
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn map_in_place_avx2(values: &mut [f32], bias: &[f32], f: &impl Fn(f32) -> f32) {
-    map_rows_in_place(values, bias, f)
+unsafe fn avx2_build<R>(loops: impl FnOnce() -> R) -> R {
+    loops()
 }
 
 #[inline(always)]
