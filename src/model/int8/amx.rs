@@ -1,15 +1,15 @@
 //! The AMX kernel: `tdpbssd` multiplies a tile of 16 rows × 64 signed bytes by a tile of
 //! 64 × 16 signed bytes into 16 × 16 i32 sums, 16,384 products per instruction. One block
-//! of 64 inputs is exactly one tile's depth, so each block's dot products come out of the
+//! of 128 inputs is exactly two tiles deep, so each block's dot products come out of the
 //! tile unit whole and exact, and are scaled and summed with the same fused multiply-add,
 //! in the same order, as the VNNI kernel's: the outputs are bit for bit the VNNI kernel's.
 //! Weights are laid out as for VNNI (a panel's row of 4-input groups is 32 columns × 4
 //! bytes, so a tile of 16 columns is every other 64 bytes of it); activations are
 //! quantized by the same code, stored as signed bytes, so no offset needs taking out.
 //!
-//! A call covers 48 rows, so that each weight tile loaded serves three activation tiles
-//! (loads, not products, are what a tile step waits on), and the tile unit computes one
-//! step while the vector unit scales the one before.
+//! A call covers 32 rows, so that each weight tile loaded serves two activation tiles
+//! (loads and stores, not products, are what the tile unit waits on), and the tile unit
+//! computes one block while the vector unit scales the one before.
 //!
 //! Rust has no stable AMX intrinsics; the instructions are written with `asm!`. The tile
 //! configuration and the tile state come from `model::amx`.
@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 
 use super::vnni::{rows_to_bytes, ByteCoding, Vnni, VnniWeights};
 use super::{Kernel, BLOCK};
-use crate::model::amx::{with_tiles, TILE_ROWS};
+use crate::model::amx::{with_tiles, TILE_BYTES, TILE_ROWS};
 
 pub(super) struct Amx;
 
@@ -31,8 +31,9 @@ pub(super) struct Amx;
 const WIDTH: usize = 32;
 /// Rows per tile register.
 const GROUP: usize = TILE_ROWS;
-/// Rows per call: three tile registers' worth share each weight tile.
-const ROWS: usize = 3 * GROUP;
+/// Rows per call: two groups' sums (four tiles) stay in the tile unit for a whole block,
+/// and each weight tile loaded serves both.
+const ROWS: usize = 2 * GROUP;
 
 impl Kernel for Amx {
     const PANEL_WIDTH: usize = WIDTH;
@@ -78,22 +79,68 @@ impl Kernel for Amx {
     }
 }
 
-/// One step's tile products: 16 rows' 64 activation bytes (loaded into tmm0) times the
-/// block's two 16-column weight tiles (already in tmm1, tmm2) into the sums `$c0` and
-/// `$c1`, stored to `$dots` (16 × 32 i32). Written once per pair of sum tiles: tile
-/// registers are named in the instruction, never chosen at run time.
+/// One block's tile products for 16 or 32 rows: each group of 16 rows' 128 activation
+/// bytes (two tiles deep, tmm0 and tmm1) times the block's weights (one 64-deep half at a
+/// time, its two 16-column tiles in tmm2 and tmm3) into the group's sums (tmm4/tmm5 and
+/// tmm6/tmm7), stored to `$dots` (32 rows × 32 i32). The tile registers are named in the
+/// instructions; a second group is a second variant, never a run-time register choice.
 macro_rules! block_product {
-    ($c0:literal, $c1:literal, $a:expr, $a_stride:expr, $dots:expr) => {
+    (two_groups, $a:expr, $a_stride:expr, $weights:expr, $dots:expr) => {
         asm!(
-            concat!("tilezero ", $c0),
-            concat!("tilezero ", $c1),
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
+            "tileloadd tmm2, [{w} + {w_stride}]",
+            "tileloadd tmm3, [{w} + {w_stride} + 64]",
             "tileloadd tmm0, [{a} + {a_stride}]",
-            concat!("tdpbssd ", $c0, ", tmm0, tmm1"),
-            concat!("tdpbssd ", $c1, ", tmm0, tmm2"),
-            concat!("tilestored [{d} + {d_stride}], ", $c0),
-            concat!("tilestored [{d} + {d_stride} + 64], ", $c1),
+            "tdpbssd tmm4, tmm0, tmm2",
+            "tdpbssd tmm5, tmm0, tmm3",
+            "tileloadd tmm1, [{a1} + {a_stride}]",
+            "tdpbssd tmm6, tmm1, tmm2",
+            "tdpbssd tmm7, tmm1, tmm3",
+            "tileloadd tmm2, [{w} + {w_stride} + 2048]",
+            "tileloadd tmm3, [{w} + {w_stride} + 2112]",
+            "tileloadd tmm0, [{a} + {a_stride} + 64]",
+            "tdpbssd tmm4, tmm0, tmm2",
+            "tdpbssd tmm5, tmm0, tmm3",
+            "tileloadd tmm1, [{a1} + {a_stride} + 64]",
+            "tdpbssd tmm6, tmm1, tmm2",
+            "tdpbssd tmm7, tmm1, tmm3",
+            "tilestored [{d} + {d_stride}], tmm4",
+            "tilestored [{d} + {d_stride} + 64], tmm5",
+            "tilestored [{d} + {d_stride} + 2048], tmm6",
+            "tilestored [{d} + {d_stride} + 2112], tmm7",
+            a = in(reg) $a,
+            a1 = in(reg) $a.add(GROUP * $a_stride),
+            a_stride = in(reg) $a_stride,
+            w = in(reg) $weights,
+            w_stride = in(reg) WIDTH * 4,
+            d = in(reg) $dots,
+            d_stride = in(reg) WIDTH * 4,
+            options(nostack),
+        )
+    };
+    (one_group, $a:expr, $a_stride:expr, $weights:expr, $dots:expr) => {
+        asm!(
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tileloadd tmm2, [{w} + {w_stride}]",
+            "tileloadd tmm3, [{w} + {w_stride} + 64]",
+            "tileloadd tmm0, [{a} + {a_stride}]",
+            "tdpbssd tmm4, tmm0, tmm2",
+            "tdpbssd tmm5, tmm0, tmm3",
+            "tileloadd tmm2, [{w} + {w_stride} + 2048]",
+            "tileloadd tmm3, [{w} + {w_stride} + 2112]",
+            "tileloadd tmm0, [{a} + {a_stride} + 64]",
+            "tdpbssd tmm4, tmm0, tmm2",
+            "tdpbssd tmm5, tmm0, tmm3",
+            "tilestored [{d} + {d_stride}], tmm4",
+            "tilestored [{d} + {d_stride} + 64], tmm5",
             a = in(reg) $a,
             a_stride = in(reg) $a_stride,
+            w = in(reg) $weights,
+            w_stride = in(reg) WIDTH * 4,
             d = in(reg) $dots,
             d_stride = in(reg) WIDTH * 4,
             options(nostack),
@@ -101,15 +148,14 @@ macro_rules! block_product {
     };
 }
 
-/// Up to three groups of 16 rows × 32 columns: `a` holds room for 48 rows of signed
-/// bytes (the rows past `rows` are read into the tiles but their sums never used), `panel`
-/// the 32 columns' weights in groups of 4 inputs.
+/// Up to two groups of 16 rows × 32 columns: `a` holds room for 32 rows of signed bytes
+/// (the rows past `rows` are read into the tiles but their sums never used), `panel` the
+/// 32 columns' weights in groups of 4 inputs.
 ///
-/// The steps go block by block and, within a block, group by group, so a block's two
-/// weight tiles are loaded once for all 48 rows. The tile unit and the vector unit work
-/// side by side: while the vector unit scales one step's sums (stored from tmm4/tmm5 or
-/// tmm6/tmm7 to one of two buffers), the tile unit already computes the next step's into
-/// the other pair. `out` holds the rows' running sums, so nothing needs zeroing.
+/// Each block's sums stay in the tile unit for its whole depth (128 inputs, two tiles) and
+/// leave it once. The tile unit and the vector unit work side by side: while the vector
+/// unit scales one block's sums (in one of two buffers), the tile unit already computes the
+/// next block's into the other. `out` holds the rows' running sums, so nothing needs zeroing.
 ///
 /// # Safety
 /// The CPU must have AMX-INT8, AVX-512 F and FMA, the process the tile state, and the tiles
@@ -125,52 +171,43 @@ unsafe fn tile_rows(
     out: *mut f32,
     out_stride: usize,
 ) {
+    // A block is two tiles deep; the weights' second half starts 16 groups of 4 inputs
+    // (2,048 bytes) after the first, as the macro's offsets say.
+    const _: () = assert!(BLOCK == 2 * TILE_BYTES && (BLOCK / 2 / 4) * WIDTH * 4 == 2048);
     let blocks = padded_in / BLOCK;
     let groups = rows.div_ceil(GROUP);
     // The tile loads and the loads below are unchecked: these bounds make them safe.
     assert!((1..=ROWS).contains(&rows) && padded_in.is_multiple_of(BLOCK) && blocks > 0);
     assert!(a.len() >= groups * GROUP * padded_in && panel.len() >= WIDTH * padded_in);
     assert!(row_scales.len() >= rows * blocks && column_scales.len() >= WIDTH);
-    // Two steps' i32 sums, 16 rows of 32 columns (16 from each sum tile); each is written
-    // whole by the tile stores before it is read.
-    let mut dots = [MaybeUninit::<[i32; GROUP * WIDTH]>::uninit(); 2];
-    let steps = blocks * groups;
+    // Two blocks' i32 sums, 32 rows of 32 columns (16 from each sum tile); the rows a block
+    // uses are written whole by the tile stores before they are read.
+    let mut dots = [MaybeUninit::<[i32; ROWS * WIDTH]>::uninit(); 2];
     // SAFETY: the tiles are configured (the caller runs this inside `with_tile_state`);
     // every tile load reads 16 rows of 64 bytes at the given stride inside `a` and `panel`
     // (asserted above), and every store writes 16 rows of 128 bytes inside one buffer of
     // `dots`.
     unsafe {
-        let product = |step: usize, dots: *mut i32| {
-            let (block, group) = (step / groups, step % groups);
-            if group == 0 {
-                let weights = panel.as_ptr().add(block * (BLOCK / 4) * WIDTH * 4);
-                asm!(
-                    "tileloadd tmm1, [{w} + {stride}]",
-                    "tileloadd tmm2, [{w} + {stride} + 64]",
-                    w = in(reg) weights,
-                    stride = in(reg) WIDTH * 4,
-                    options(nostack, readonly),
-                );
-            }
-            let activations = a.as_ptr().add(group * GROUP * padded_in + block * BLOCK);
-            if step.is_multiple_of(2) {
-                block_product!("tmm4", "tmm5", activations, padded_in, dots);
+        let product = |block: usize, dots: *mut i32| {
+            let weights = panel.as_ptr().add(block * (BLOCK / 4) * WIDTH * 4);
+            let activations = a.as_ptr().add(block * BLOCK);
+            if groups == 2 {
+                block_product!(two_groups, activations, padded_in, weights, dots);
             } else {
-                block_product!("tmm6", "tmm7", activations, padded_in, dots);
+                block_product!(one_group, activations, padded_in, weights, dots);
             }
         };
         product(0, dots[0].as_mut_ptr().cast());
-        for step in 0..steps {
-            if step + 1 < steps {
-                product(step + 1, dots[(step + 1) % 2].as_mut_ptr().cast());
+        for block in 0..blocks {
+            if block + 1 < blocks {
+                product(block + 1, dots[(block + 1) % 2].as_mut_ptr().cast());
             }
             // As the VNNI kernel, one fused multiply-add per block, from zero (the signed
             // product is exactly VNNI's offset product less its offset).
-            let (block, group) = (step / groups, step % groups);
-            let step_dots: *const i32 = dots[step % 2].as_ptr().cast();
-            for m in group * GROUP..rows.min((group + 1) * GROUP) {
+            let block_dots: *const i32 = dots[block % 2].as_ptr().cast();
+            for m in 0..rows {
                 let scale = _mm512_set1_ps(row_scales[m * blocks + block]);
-                let row_dots = step_dots.add((m - group * GROUP) * WIDTH);
+                let row_dots = block_dots.add(m * WIDTH);
                 let sums = out.add(m * out_stride);
                 for half in 0..2 {
                     let dot = _mm512_cvtepi32_ps(_mm512_loadu_si512(row_dots.add(16 * half).cast()));

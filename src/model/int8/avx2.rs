@@ -68,7 +68,7 @@ unsafe fn rows_to_words(xs: &[f32], in_dim: usize, padded_in: usize, scales: &mu
             let q = quantize_block(block, &mut padded, &mut scales[r * (padded_in / BLOCK) + b]);
             // In bounds: `check_sizes` saw room for every row's `padded_in` values.
             let dst = out.as_mut_ptr().add(r * padded_in + b * BLOCK);
-            for pair in 0..4 {
+            for pair in 0..BLOCK / 16 {
                 let words = _mm256_packs_epi32(q[2 * pair], q[2 * pair + 1]);
                 _mm256_storeu_si256(dst.add(16 * pair).cast(), _mm256_permute4x64_epi64::<0b11_01_10_00>(words));
             }
@@ -76,15 +76,19 @@ unsafe fn rows_to_words(xs: &[f32], in_dim: usize, padded_in: usize, scales: &mu
     }
 }
 
-/// One block's 64 values (a shorter last block padded with zeros, via `padded`) as eight
-/// vectors of i32; writes the block's scale. Matches `quantize` + `scale_for` bit for bit:
+/// One block's [`BLOCK`] values (a shorter last block padded with zeros, via `padded`)
+/// as vectors of 8 i32; writes the block's scale. Matches `quantize` + `scale_for` bit for bit:
 /// the maximum does not depend on the order, and `vcvtps2dq` rounds half to even.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-pub(super) unsafe fn quantize_block(block: &[f32], padded: &mut [f32; BLOCK], scale: &mut f32) -> [__m256i; 8] {
+pub(super) unsafe fn quantize_block(
+    block: &[f32],
+    padded: &mut [f32; BLOCK],
+    scale: &mut f32,
+) -> [__m256i; BLOCK / 8] {
     let source = if block.len() == BLOCK {
         block.as_ptr()
     } else {
@@ -93,10 +97,10 @@ pub(super) unsafe fn quantize_block(block: &[f32], padded: &mut [f32; BLOCK], sc
         padded.as_ptr()
     };
     let sign = _mm256_set1_ps(-0.0);
-    let mut values = [_mm256_setzero_ps(); 8];
+    let mut values = [_mm256_setzero_ps(); BLOCK / 8];
     let mut max = _mm256_setzero_ps();
-    for i in 0..8 {
-        // In bounds: `source` holds BLOCK = 64 values.
+    for i in 0..BLOCK / 8 {
+        // In bounds: `source` holds BLOCK values.
         values[i] = _mm256_loadu_ps(source.add(8 * i));
         max = _mm256_max_ps(max, _mm256_andnot_ps(sign, values[i]));
     }
@@ -108,8 +112,8 @@ pub(super) unsafe fn quantize_block(block: &[f32], padded: &mut [f32; BLOCK], sc
     let inverse = _mm256_set1_ps(inverse);
     let high = _mm256_set1_epi32(127);
     let low = _mm256_set1_epi32(-127);
-    let mut q = [_mm256_setzero_si256(); 8];
-    for i in 0..8 {
+    let mut q = [_mm256_setzero_si256(); BLOCK / 8];
+    for i in 0..BLOCK / 8 {
         let rounded = _mm256_cvtps_epi32(_mm256_mul_ps(values[i], inverse));
         q[i] = _mm256_max_epi32(_mm256_min_epi32(rounded, high), low);
     }

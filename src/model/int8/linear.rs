@@ -137,8 +137,9 @@ impl QuantizedLinear {
             // SAFETY: the caller guarantees the CPU supports `K`.
             unsafe { K::quantize_rows(xs, self.in_dim, self.padded_in, scales, values) };
             // A last, narrower panel's tile (at most the widest panel, 32 columns, by the
-            // tallest tile, 48 rows, AMX); whole panels go straight into `out`.
-            let mut staging = [0f32; 32 * 48];
+            // tallest tile, 32 rows, AMX); whole panels go straight into `out`.
+            let mut staging = [0f32; 32 * 32];
+            assert!(width * tile <= staging.len());
             let multiply_panels = || {
                 for p in 0..self.out_dim.div_ceil(width) {
                     let first_column = p * width;
@@ -158,7 +159,7 @@ impl QuantizedLinear {
                         // SAFETY: as above; the tile checks its input slices' lengths itself.
                         // A whole panel's rows r0..r0 + mr lie inside `out` (`rows` rows of
                         // `out_dim`, columns first_column..first_column + width); a narrower
-                        // one's inside `staging` (mr ≤ 48 rows of width ≤ 32).
+                        // one's inside `staging` (asserted above).
                         unsafe { K::tile(mr, a, row_scales, packed, p, column_scales, blocks, tile_out, stride) };
                         if !whole {
                             for (m, tile_row) in staging[..mr * width].chunks_exact(width).enumerate() {
@@ -200,8 +201,8 @@ impl CustomOp1 for Product<'_> {
     }
 }
 
-/// `second(activation(first(xs)))`, a transformer's feed-forward block, 48 rows at a time:
-/// each task keeps its rows' inner activations (48 × 1,536 for e5) to itself, so the
+/// `second(activation(first(xs)))`, a transformer's feed-forward block, 96 rows at a time:
+/// each task keeps its rows' inner activations (96 × 1,536 for e5) to itself, so the
 /// batch's inner matrix, the largest of a layer, is never allocated. The same values as
 /// the two layers one after the other.
 pub fn feed_forward(
@@ -256,8 +257,9 @@ fn contiguous_input<'a>(storage: &'a CpuStorage, layout: &Layout, in_dim: usize)
     contiguous_f32(storage, layout, "int8 layer input")
 }
 
-/// Rows handed to one rayon task: a multiple of every kernel's tile rows.
-const ROWS_PER_TASK: usize = 48;
+/// Rows handed to one rayon task: a multiple of every kernel's tile rows (6, 8 and 32),
+/// so that each weight panel, once in cache, serves three AMX tiles.
+const ROWS_PER_TASK: usize = 96;
 
 /// A `[rows, out_dim]` matrix whose blocks of [`ROWS_PER_TASK`] rows `task(xs, out)`
 /// writes in parallel from the matching rows of `xs`. Not zeroed first (that was 4% of

@@ -5,7 +5,9 @@
 //! - **Weights** are quantized once per output channel: `w ≈ q · scale[n]`, q in ±127.
 //! - **Activations** are quantized per row in blocks of [`BLOCK`] inputs: `x ≈ q · s[row, block]`.
 //!   Blocks keep one large value from coarsening a whole row: on the bench corpora whole-row
-//!   scales gave a mean cosine of 0.99909 to f32, blocks of 64 give 0.99975 (see bench/README.md).
+//!   scales gave a mean cosine of 0.99909 to f32, blocks of 128 give 0.99960 (see
+//!   bench/README.md). Blocks of 64 gave 0.99975, but every block's sums must leave AMX's
+//!   tile unit, and its loads and stores, not its products, set the pace.
 //! - Each block's dot product is exact in i32; blocks are summed in f32 with one fused
 //!   multiply-add each, in the same order in every kernel. So a row's output depends only on
 //!   that row: it is the same at any thread count and batch size, and the same for every
@@ -15,7 +17,7 @@
 //! bias and activation); each instruction set is a [`Kernel`] in a file of its own that
 //! only packs weights, quantizes activations and multiplies one register tile:
 //! - `amx.rs`, AMX-INT8 (`tdpbssd`, a 16 × 64 by 64 × 16 tile product, 16,384 products
-//!   per instruction) on the VNNI kernel's weight layout, each block one tile deep, 48 rows
+//!   per instruction) on the VNNI kernel's weight layout, each block two tiles deep, 32 rows
 //!   per call; the same bits as VNNI;
 //! - `vnni.rs`, AVX-512 VNNI (`vpdpbusd`, 64 products per instruction): activations as
 //!   unsigned bytes `q + 128`, whose offset is taken back out per block with the block's
@@ -48,7 +50,7 @@ pub use table::QuantizedTable;
 use super::cpu::CpuFeatures;
 
 /// Inputs per activation scale. Inputs are padded with zeros to a multiple of it.
-pub const BLOCK: usize = 64;
+pub const BLOCK: usize = 128;
 
 /// The int8 matrix kernel this CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,9 +233,11 @@ mod tests {
         unsafe { QuantizedLinear::with_kernel(weight, bias.clone(), kernel) }.unwrap()
     }
 
-    /// Sizes that exercise partial blocks, panels and tiles (of 8 rows, and of 48 rows in
-    /// groups of 16: 40 rows end in a group of 8, 97 in a task of one row).
-    const SHAPES: [(usize, usize, usize); 9] = [
+    /// Sizes that exercise partial blocks, panels and tiles: tiles of 6 and 8 rows, and
+    /// AMX's of 32 rows in groups of 16 (17 rows end in a group of one, 40 in a tile of 8);
+    /// tasks of 96 rows (97 end in a task of one row, 200 in one of 8); inputs of one
+    /// block, of several, and with a partial last block.
+    const SHAPES: [(usize, usize, usize); 11] = [
         (1, 32, 37),
         (13, 100, 16),
         (50, 384, 70),
@@ -243,6 +247,8 @@ mod tests {
         (48, 1536, 384),
         (40, 200, 97),
         (97, 64, 33),
+        (200, 300, 64),
+        (32, 128, 32),
     ];
 
     #[test]

@@ -128,11 +128,11 @@ pub(super) unsafe fn rows_to_bytes(
             let q = quantize_block(block, &mut padded, &mut scales[r * (padded_in / BLOCK) + b]);
             // In bounds: `check_sizes` saw room for every row's `padded_in` values.
             let dst = out.as_mut_ptr().add(r * padded_in + b * BLOCK);
-            for half in 0..2 {
-                let words0 = _mm256_packs_epi32(q[4 * half], q[4 * half + 1]);
-                let words1 = _mm256_packs_epi32(q[4 * half + 2], q[4 * half + 3]);
+            for part in 0..BLOCK / 32 {
+                let words0 = _mm256_packs_epi32(q[4 * part], q[4 * part + 1]);
+                let words1 = _mm256_packs_epi32(q[4 * part + 2], q[4 * part + 3]);
                 let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words0, words1), order);
-                _mm256_storeu_si256(dst.add(32 * half).cast(), _mm256_xor_si256(bytes, offset));
+                _mm256_storeu_si256(dst.add(32 * part).cast(), _mm256_xor_si256(bytes, offset));
             }
         }
     }
