@@ -84,11 +84,7 @@ unsafe fn rows_to_words(xs: &[f32], in_dim: usize, padded_in: usize, scales: &mu
 /// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-pub(super) unsafe fn quantize_block(
-    block: &[f32],
-    padded: &mut [f32; BLOCK],
-    scale: &mut f32,
-) -> [__m256i; BLOCK / 8] {
+pub(super) unsafe fn quantize_block(block: &[f32], padded: &mut [f32; BLOCK], scale: &mut f32) -> [__m256i; BLOCK / 8] {
     let source = if block.len() == BLOCK {
         block.as_ptr()
     } else {
