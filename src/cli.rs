@@ -101,7 +101,7 @@ pub struct RunArgs {
 
     /// Arithmetic of the encoder: int8 (dense layers in 8 bits, word embeddings in 4 or
     /// 8, the rest f32: 1.8-2.0 times the speed of f32 at 52-56% of its memory where
-    /// measured, the default heads within 0.1 points of f32; see the README's speed
+    /// measured, the default heads no worse than at f32; see the README's speed
     /// section) or f32 (the encoder as trained). Default:
     /// int8 for classify, eval and bench; f32 for train, which fits heads on f32
     /// features. Recorded in every record's `model` (`name@int8`) and in eval reports.
