@@ -13,7 +13,6 @@ use super::{configure_run, peak_memory_bytes, Outcome};
 use crate::cli::BenchArgs;
 use crate::fsutil::write_durably;
 use crate::infer::{Pipeline, PipelineOptions};
-use crate::model::attention::AttentionArithmetic;
 use crate::model::cpu::CpuFeatures;
 use crate::model::int8::Int8Kernel;
 use crate::model::ModelBundle;
@@ -33,8 +32,7 @@ pub fn run(args: BenchArgs) -> Result<Outcome> {
     let mut bundle = ModelBundle::load_at(&dir, args.run.inference_precision())
         .with_context(|| format!("loading model {}", dir.display()))?;
     let identity = bundle.identity.clone();
-    let encoder = bundle.encoder_config();
-    let attention = AttentionArithmetic::for_precision(identity.precision, encoder.hidden / encoder.heads);
+    let attention = bundle.encoder.attention_arithmetic();
     bundle.settings.input_prefix.clear();
     let pipeline = Pipeline::new(bundle, args.run.max_len)?;
     let options = PipelineOptions::first_window_only(args.run.batch_tokens);

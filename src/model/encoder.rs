@@ -309,6 +309,11 @@ impl Encoder {
         })
     }
 
+    /// How this encoder computes attention (chosen once, when it was loaded).
+    pub fn attention_arithmetic(&self) -> AttentionArithmetic {
+        self.attention
+    }
+
     pub fn config(&self) -> &EncoderConfig {
         &self.config
     }

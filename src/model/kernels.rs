@@ -14,7 +14,6 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
 use super::config::Activation;
-use super::cpu::CpuFeatures;
 
 /// Rows handed to one rayon task by the element-wise kernels.
 const ROWS_PER_TASK: usize = 16;
@@ -76,10 +75,7 @@ impl LayerNormRows<'_> {
         let mut out = x.to_vec();
         let task_values = cols * ROWS_PER_TASK;
         let normalize = |rows: &mut [f32], residual: Option<&[f32]>| {
-            if let Some(residual) = residual {
-                rows.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
-            }
-            layer_norm_in_place(rows, self.weight, self.bias, self.eps)
+            layer_norm_in_place(rows, residual, self.weight, self.bias, self.eps)
         };
         match residual {
             Some(residual) => out
@@ -121,10 +117,17 @@ impl CustomOp2 for LayerNormRows<'_> {
     }
 }
 
-/// Layer norm of each row (`weight.len()` values) of `values` in place, on the calling
-/// thread.
-fn layer_norm_in_place(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    in_widest_build(|| layer_norm_rows(values, weight, bias, eps))
+widest_build! {
+    /// Layer norm of each row (`weight.len()` values) of `values` in place, after adding
+    /// `residual` when given, on the calling thread.
+    fn layer_norm_in_place(values: &mut [f32], residual: Option<&[f32]>, weight: &[f32], bias: &[f32], eps: f32) {
+        if let Some(residual) = residual {
+            for (x, r) in values.iter_mut().zip(residual) {
+                *x += r;
+            }
+        }
+        layer_norm_rows(values, weight, bias, eps)
+    }
 }
 
 #[inline(always)]
@@ -171,59 +174,61 @@ fn relu(v: f32) -> f32 {
     v.max(0.0)
 }
 
-/// `activation(x + bias)` on each row of `values` in place, on the calling thread: for
-/// kernels that finish a block of rows inside their own parallel task. The same values as
-/// [`BiasActivation`].
-pub fn bias_activation_in_place(values: &mut [f32], bias: &[f32], activation: Option<Activation>) {
-    match activation {
-        None => map_in_place(values, bias, |v| v),
-        Some(Activation::GeluErf) => map_in_place(values, bias, gelu_erf),
-        Some(Activation::GeluTanh) => map_in_place(values, bias, gelu_tanh),
-        Some(Activation::Relu) => map_in_place(values, bias, relu),
-        Some(Activation::Tanh) => map_in_place(values, bias, f32::tanh),
-    }
-}
-
-/// Generic over `f`, so that each activation gets its own vectorised loop.
-/// Element by element, so every build gives the same bits.
-fn map_in_place(values: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
-    in_widest_build(|| map_rows_in_place(values, bias, &f))
-}
-
-/// Runs `loops` compiled for the widest vectors this CPU has (AVX-512, AVX2 with FMA, or
-/// plain x86-64): the element-wise loops are written once, in plain Rust, and inlined into
-/// each build.
-#[inline(always)]
-fn in_widest_build<R>(loops: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let cpu = CpuFeatures::get();
-        if cpu.avx2_fma && cpu.avx512f {
-            // SAFETY: the CPU supports the features the build is compiled for.
-            return unsafe { avx512_build(loops) };
+/// Defines `fn $name(args)` that runs `$body` built for the widest vectors this CPU has
+/// (AVX-512, AVX2 with FMA, or plain x86-64): loops are written once, in plain Rust, and
+/// the body (with every `#[inline(always)]` function it calls) is compiled into each build.
+/// A function, not a closure, carries the body: a closure is only compiled into the wide
+/// build where the optimizer happens to inline it, and one holding whole loops is not.
+macro_rules! widest_build {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                /// # Safety
+                /// The CPU must have AVX-512 F, AVX2 and FMA.
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                /// # Safety
+                /// The CPU must have AVX2 and FMA.
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                let cpu = $crate::model::cpu::CpuFeatures::get();
+                if cpu.avx2_fma && cpu.avx512f {
+                    // SAFETY: the CPU has the features the build is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if cpu.avx2_fma {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
         }
-        if cpu.avx2_fma {
-            // SAFETY: as above.
-            return unsafe { avx2_build(loops) };
+    };
+}
+pub(super) use widest_build;
+
+widest_build! {
+    /// `activation(x + bias)` on each row of `values` in place, on the calling thread: for
+    /// kernels that finish a block of rows inside their own parallel task. The same values as
+    /// [`BiasActivation`]. Each activation gets its own loop, element by element, so every
+    /// build gives the same bits.
+    pub fn bias_activation_in_place(values: &mut [f32], bias: &[f32], activation: Option<Activation>) {
+        match activation {
+            None => map_rows_in_place(values, bias, &|v| v),
+            Some(Activation::GeluErf) => map_rows_in_place(values, bias, &gelu_erf),
+            Some(Activation::GeluTanh) => map_rows_in_place(values, bias, &gelu_tanh),
+            Some(Activation::Relu) => map_rows_in_place(values, bias, &relu),
+            Some(Activation::Tanh) => map_rows_in_place(values, bias, &f32::tanh),
         }
     }
-    loops()
-}
-
-/// # Safety
-/// The CPU must have AVX-512 F, AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn avx512_build<R>(loops: impl FnOnce() -> R) -> R {
-    loops()
-}
-
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_build<R>(loops: impl FnOnce() -> R) -> R {
-    loops()
 }
 
 #[inline(always)]

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::config::Precision;
 use super::cpu::CpuFeatures;
 use super::int8::Int8Kernel;
-use super::kernels::{contiguous_f32, exp};
+use super::kernels::{contiguous_f32, exp, widest_build};
 
 /// Set to `f32` to keep attention in f32 at int8 on a CPU with AMX-BF16 (to compare the
 /// two, or to rule bf16 out when chasing a difference).
@@ -119,7 +119,6 @@ impl CustomOp1 for WindowAttention {
         }
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut out = vec![0f32; tokens * hidden];
-        let vectors = softmax_width();
         let shared = SharedOut(out.as_mut_ptr());
 
         let mut tasks = Vec::with_capacity(self.lens.len() * self.heads);
@@ -148,7 +147,7 @@ impl CustomOp1 for WindowAttention {
             match self.arithmetic {
                 // SAFETY: the task's output block (rows start..start+len, the head's
                 // columns) lies inside `out`, and no other task writes it.
-                AttentionArithmetic::F32 => unsafe { head_f32(&task, vectors) },
+                AttentionArithmetic::F32 => unsafe { head_f32(&task) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above; `for_precision` chose AMX-BF16 only where the int8
                 // kernel is AMX (so AVX-512 F and BW, and the tile state granted) and the
@@ -172,7 +171,7 @@ thread_local! {
 /// # Safety
 /// `task.out` must point at `task.len` rows of `task.head_dim` writable values,
 /// `task.out_stride` apart, that nothing else reads or writes meanwhile.
-unsafe fn head_f32(task: &HeadTask, vectors: SoftmaxWidth) {
+unsafe fn head_f32(task: &HeadTask) {
     let len = task.len;
     let w = task.width as isize;
     SCORES.with_borrow_mut(|scores| {
@@ -207,9 +206,7 @@ unsafe fn head_f32(task: &HeadTask, vectors: SoftmaxWidth) {
                 gemm::Parallelism::None,
             );
         }
-        for scores_row in scores[..len * len].chunks_exact_mut(len) {
-            softmax_in_place(scores_row, vectors);
-        }
+        softmax_rows(&mut scores[..len * len], len);
         // SAFETY: the caller's promise for `out`; the reads as above.
         unsafe {
             // P is len x len, V is len x head_dim (rows `width` apart).
@@ -237,60 +234,19 @@ unsafe fn head_f32(task: &HeadTask, vectors: SoftmaxWidth) {
         }
     })
 }
-/// The widest vectors the softmax loops may use on this CPU; asked once per op.
-#[derive(Clone, Copy, Debug)]
-enum SoftmaxWidth {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-fn softmax_width() -> SoftmaxWidth {
-    let cpu = CpuFeatures::get();
-    #[cfg(target_arch = "x86_64")]
-    if cpu.avx512f && cpu.avx2_fma {
-        return SoftmaxWidth::Avx512;
+widest_build! {
+    /// Softmax of each row (`len` values) of `scores`, the loops built for the widest
+    /// vectors this CPU has. Every build gives the same bits: the sum and maximum run in a
+    /// fixed order, and `exp` is element by element.
+    fn softmax_rows(scores: &mut [f32], len: usize) {
+        for row in scores.chunks_exact_mut(len) {
+            softmax_row(row)
+        }
     }
-    if cpu.avx2_fma {
-        SoftmaxWidth::Avx2
-    } else {
-        SoftmaxWidth::Portable
-    }
-}
-
-/// Softmax of one row of scores, with the loops built for `width`. Every build gives the
-/// same bits: the sum and maximum run in order, and `exp` is element by element.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-fn softmax_in_place(row: &mut [f32], width: SoftmaxWidth) {
-    #[cfg(target_arch = "x86_64")]
-    match width {
-        // SAFETY: `softmax_width` saw the features these builds are compiled for.
-        SoftmaxWidth::Avx512 => return unsafe { softmax_avx512(row) },
-        // SAFETY: as above.
-        SoftmaxWidth::Avx2 => return unsafe { softmax_avx2(row) },
-        SoftmaxWidth::Portable => {}
-    }
-    softmax_portable(row)
-}
-
-/// # Safety
-/// The CPU must have AVX-512 F, AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn softmax_avx512(row: &mut [f32]) {
-    softmax_portable(row)
-}
-
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
-    softmax_portable(row)
 }
 
 #[inline(always)]
-fn softmax_portable(row: &mut [f32]) {
+fn softmax_row(row: &mut [f32]) {
     let inv = 1.0 / exponentials_in_place(row);
     row.iter_mut().for_each(|x| *x *= inv);
 }
@@ -396,12 +352,12 @@ mod tests {
         let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
         let want: Vec<f32> = row.iter().map(|x| (x - max).exp() / sum).collect();
         let mut portable = row.clone();
-        softmax_in_place(&mut portable, SoftmaxWidth::Portable);
+        softmax_row(&mut portable);
         for (got, want) in portable.iter().zip(&want) {
             assert!((got - want).abs() < 1e-7);
         }
         let mut widest = row.clone();
-        softmax_in_place(&mut widest, softmax_width());
-        assert_eq!(widest, portable, "{:?} differs from the portable build", softmax_width());
+        softmax_rows(&mut widest, row.len());
+        assert_eq!(widest, portable, "the widest build differs from the portable one");
     }
 }
