@@ -449,8 +449,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub dev: Option<PathBuf>,
 
-    /// Classifiers: choose the settings on, and fit the head on, training and development
-    /// data together (the development data then measures nothing).
+    /// Fit the head on training and development data together. A classifier chooses its
+    /// settings on both by cross-validation; a tagger is first selected on the
+    /// development data as usual, then fitted again from the start on both, for the
+    /// epochs (and learning rates) that led to the selected one. Either way the
+    /// development data then measures nothing about the head written.
     #[arg(long)]
     pub refit_with_dev: bool,
 
@@ -528,6 +531,11 @@ pub struct TrainArgs {
     /// split.
     #[arg(long, value_enum, default_value_t = WordFeaturesArg::Brackets)]
     pub word_features: WordFeaturesArg,
+
+    /// Linear taggers: how many words either side whose encoder features a word's
+    /// emission also reads, each offset with weights of its own (0: the word's own).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub encoder_window: usize,
 
     /// Taggers with `--tagger-context bilstm`: width of the projected encoder features.
     #[arg(long, value_name = "N", default_value_t = 256)]

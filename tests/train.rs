@@ -117,6 +117,50 @@ fn a_tagger_with_a_context_layer_learns_and_scores_in_eval_what_training_selecte
     tagger_learns_and_is_used(trained_tagger_with("7", &["--tagger-context", "bilstm"]));
 }
 
+#[test]
+fn a_tagger_reading_its_neighbours_features_learns_and_scores_in_eval_what_training_selected_on() {
+    let t = trained_tagger_with("7", &["--encoder-window", "1"]);
+    let spec = json(&t.head.join("head.json"));
+    assert_eq!(spec["encoder_window"], 1, "{spec}");
+    tagger_learns_and_is_used(t);
+    let refused = train(&["x.conll", "--out", "y", "--tagger-context", "bilstm", "--encoder-window", "1"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("--encoder-window is for linear taggers"), "{}", stderr(&refused));
+}
+
+#[test]
+fn a_tagger_refitted_with_its_development_data_replays_the_selected_epochs_on_both() {
+    let plain = trained_tagger("7");
+    let refitted = trained_tagger_with("7", &["--refit-with-dev"]);
+    let spec = json(&refitted.head.join("head.json"));
+    let record = &spec["training"];
+    assert_eq!(record["dev_score"], json(&plain.head.join("head.json"))["training"]["dev_score"], "the same selection");
+    let refit = &record["refit_with_dev"];
+    assert_eq!(refit["sentences"], 150, "{record}");
+    let improved = record["best_epoch"].as_u64().unwrap();
+    assert!(refit["epochs"].as_u64().unwrap() >= 1 && refit["epochs"].as_u64().unwrap() <= improved, "{record}");
+    let log = fs::read_to_string(refitted.head.join("train-log.jsonl")).unwrap();
+    let replayed = log.lines().filter(|l| l.contains("\"replay\"") && l.contains("\"epoch\"")).count();
+    assert_eq!(replayed as u64, refit["epochs"].as_u64().unwrap(), "{log}");
+    assert_ne!(
+        fs::read(plain.head.join("head.safetensors")).unwrap(),
+        fs::read(refitted.head.join("head.safetensors")).unwrap(),
+        "the head written is the second fit"
+    );
+    // It still tags what it learned.
+    let report = refitted.head.parent().unwrap().join("report");
+    let run = docclass(&[
+        "eval",
+        "--model",
+        path_str(&refitted.head),
+        path_str(&refitted.dev),
+        "--report",
+        path_str(&report),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(json(&report.join("metrics.json"))["entities"]["strict_iob2"]["f1"].as_f64().unwrap() > 0.9);
+}
+
 fn tagger_learns_and_is_used(t: Tagged) {
     for f in ["head.json", "head.safetensors", "train-log.jsonl"] {
         assert!(t.head.join(f).exists(), "{f} written");

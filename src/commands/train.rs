@@ -123,13 +123,11 @@ fn default_layers(task: TrainTask, encoder_layers: usize) -> Vec<usize> {
 /// The command line lowered into the library's settings; refuses options that the
 /// task does not read.
 fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
-    if task == TrainTask::Tag {
-        if args.refit_with_dev {
-            bail!("--refit-with-dev is for classifiers; a tagger is fitted on the training data only");
-        }
-        if args.cross_validate.is_some() || args.pooling != PoolingArg::Auto {
-            bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
-        }
+    if task == TrainTask::Tag && (args.cross_validate.is_some() || args.pooling != PoolingArg::Auto) {
+        bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
+    }
+    if args.encoder_window > 0 && args.tagger_context != TaggerContextArg::Linear {
+        bail!("--encoder-window is for linear taggers; a context layer reads the neighbouring words itself");
     }
     Ok(TrainConfig {
         train: args.train.clone(),
@@ -139,6 +137,7 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
         seed: args.seed,
         lexical_buckets: args.lexical_buckets,
         max_lexical_rows: args.max_lexical_rows,
+        refit_with_dev: args.refit_with_dev,
         classifier: ClassifierConfig {
             multi_label: args.label_separator.is_some(),
             folds: args.cross_validate.unwrap_or(crate::train::classifier::DEFAULT_FOLDS),
@@ -147,7 +146,6 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
                 PoolingArg::Mean => PoolingChoice::Mean,
                 PoolingArg::MeanMax => PoolingChoice::MeanMax,
             },
-            refit_with_dev: args.refit_with_dev,
         },
         tagger: TaggerConfig {
             epochs: args.epochs,
@@ -160,6 +158,7 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
                 WordFeaturesArg::Base => WordFeatureSet::Base,
                 WordFeaturesArg::Brackets => WordFeatureSet::Brackets,
             },
+            encoder_window: args.encoder_window,
             context: match args.tagger_context {
                 TaggerContextArg::Linear => None,
                 TaggerContextArg::Bilstm => Some(ContextSettings {

@@ -38,6 +38,9 @@ pub struct TrainConfig {
     pub lexical_buckets: usize,
     /// The most lexical rows a head keeps (0: all).
     pub max_lexical_rows: usize,
+    /// Fit the head on training and development data together: a classifier also
+    /// chooses its settings on both; a tagger fits again for the epochs it selected.
+    pub refit_with_dev: bool,
     pub classifier: ClassifierConfig,
     pub tagger: TaggerConfig,
 }

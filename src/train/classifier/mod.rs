@@ -55,8 +55,6 @@ pub struct ClassifierConfig {
     /// Folds of the cross-validation that chooses the settings.
     pub folds: usize,
     pub pooling: PoolingChoice,
-    /// Choose the settings on and fit on training and development data together.
-    pub refit_with_dev: bool,
 }
 
 /// How a classifier pools the encoder features of a document's windows.
@@ -116,12 +114,11 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     };
     // With --refit-with-dev the development data joins the data settings are chosen on
     // and the head is fitted on; else it only measures the finished head.
-    let (fitted_on, held): (Vec<&Example<LabelledDocument>>, Vec<&Example<LabelledDocument>>) =
-        if args.classifier.refit_with_dev {
-            (split.train.iter().chain(&split.dev).collect(), Vec::new())
-        } else {
-            (split.train.iter().collect(), split.dev.iter().collect())
-        };
+    let (fitted_on, held): (Vec<&Example<LabelledDocument>>, Vec<&Example<LabelledDocument>>) = if args.refit_with_dev {
+        (split.train.iter().chain(&split.dev).collect(), Vec::new())
+    } else {
+        (split.train.iter().collect(), split.dev.iter().collect())
+    };
     let documents: Vec<Document> = fitted_on.par_iter().map(document).collect();
     let held: Vec<Document> = held.par_iter().map(document).collect();
 
@@ -333,6 +330,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         lexical_buckets: if lexical_setting.is_some() { buckets } else { 0 },
         lexical_scheme: lexical_setting.map(|_| SCHEME),
         word_features: Default::default(),
+        encoder_window: 0,
         pooling,
         abbreviations: Vec::new(),
         context: None,
@@ -381,7 +379,7 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
     let mut fit = json!({
         "fit": "L2 logistic regression (L-BFGS) per model, C chosen by cross-validation, stacked on out-of-fold logits",
         "cross_validation": cross_validation,
-        "refit_with_dev": args.classifier.refit_with_dev,
+        "refit_with_dev": args.refit_with_dev,
         "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "storage": storage,
     });

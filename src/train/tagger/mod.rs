@@ -26,7 +26,7 @@ use crate::model::profile::TrainingProfile;
 use crate::rng::Rng;
 use crate::text::word_features::{WordFeatureSet, WordFeatures};
 use context::ContextEmitter;
-use model::{by_length, Emitter, Model, Prepared};
+use model::{Emitter, Model, Prepared};
 
 /// Settings only a tagger reads (Adam with early stopping on the development data).
 #[derive(Clone, Debug)]
@@ -39,6 +39,9 @@ pub struct TaggerConfig {
     pub batch_size: usize,
     /// Which CRF word features the lexical weights read.
     pub word_features: WordFeatureSet,
+    /// Linear taggers: words either side whose encoder features a word's emission
+    /// also reads.
+    pub encoder_window: usize,
     /// The trained context layer between the encoder features and the CRF; `None`: the
     /// CRF reads the features linearly.
     pub context: Option<ContextSettings>,
@@ -110,6 +113,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         k,
         dim,
         buckets,
+        window: tagging.encoder_window,
         dense_rate: tagging.dense_learning_rate / tagging.learning_rate,
         standardizer: &standardizer,
         constraints: iob2::allowed_transitions(&tags),
@@ -127,41 +131,28 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         ),
         json!({"train_sentences": train_set.len(), "train_words": words_total, "dev_sentences": dev_set.len(), "tags": k, "dim": dim}),
     );
-    // The context layer runs on padded batches: sentences of similar length go together,
-    // and the loop shuffles whole batches.
-    let batches: Vec<Vec<usize>> = match model.emitter {
-        Emitter::Linear => (0..train_set.len()).map(|i| vec![i]).collect(),
-        Emitter::Context(_) => by_length(&train_set, tagging.batch_size),
-    };
-    let examples_per_step = match model.emitter {
-        Emitter::Linear => tagging.batch_size,
-        Emitter::Context(_) => 1,
-    };
-    let mut dropout_rng = Rng::new(args.seed);
-    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
-    let fitted = EpochLoop {
+    let batches = model.batches(&train_set, tagging.batch_size);
+    let epoch_loop = |examples: usize| EpochLoop {
         learning_rate: tagging.learning_rate,
         max_epochs: tagging.epochs,
         patience: tagging.patience,
         score_name: "strict_iob2_f1",
         log_path: &log_path,
-        examples: batches.len(),
-        batch_size: examples_per_step,
+        examples,
+        batch_size: model.batches_per_step(tagging.batch_size),
         seed: args.seed,
-    }
-    .run(
+    };
+    let mut dropout_rng = Rng::new(args.seed);
+    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let fitted = epoch_loop(batches.len()).run(
         model.initial(args.seed),
         |params, learning_rate, chosen| {
-            adam.learning_rate = learning_rate;
-            let sentences: Vec<&Prepared> = chosen.iter().flat_map(|&b| &batches[b]).map(|&i| &train_set[i]).collect();
-            match model.step(params, &mut adam, &sentences, &mut dropout_rng) {
-                // The loop averages over its examples (batches here): scaled to a mean per sentence.
-                Ok(loss) => loss * (batches.len() as f64 / train_set.len() as f64),
-                Err(e) => {
-                    failure.borrow_mut().get_or_insert(e);
-                    f64::NAN
-                }
-            }
+            let step =
+                model.step_batches(params, &mut adam, &mut dropout_rng, learning_rate, (&train_set, &batches), chosen);
+            step.unwrap_or_else(|e| {
+                failure.borrow_mut().get_or_insert(e);
+                f64::NAN
+            })
         },
         // Scored as written: the head keeps only the strongest lexical rows.
         |params| match model.decode_all(&model.as_written(params, args.max_lexical_rows), &dev_set) {
@@ -180,7 +171,47 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     if let Some(e) = failure.into_inner() {
         return Err(e.context("training the tagger"));
     }
-    let p = &fitted.params;
+    // With --refit-with-dev the selected path (its epochs' learning rates) is fitted
+    // again from the start on training and development sentences together.
+    let refit = if args.refit_with_dev {
+        let (dev_as_training, _) = prepare(&split.dev, &tags, &index, buckets, tagging.word_features, true);
+        let all: Vec<Prepared> = train_set.into_iter().chain(dev_as_training).collect();
+        let batches = model.batches(&all, tagging.batch_size);
+        let mut adam = Adam::new(model.len(), tagging.learning_rate, tagging.l2);
+        let mut dropout_rng = Rng::new(args.seed);
+        let schedule = fitted.selected_schedule();
+        let started = std::time::Instant::now();
+        let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+        let params = epoch_loop(batches.len()).replay(
+            model.initial(args.seed),
+            |params, learning_rate, chosen| {
+                let step =
+                    model.step_batches(params, &mut adam, &mut dropout_rng, learning_rate, (&all, &batches), chosen);
+                step.unwrap_or_else(|e| {
+                    failure.borrow_mut().get_or_insert(e);
+                    f64::NAN
+                })
+            },
+            &schedule,
+            "refit on training and development data",
+        )?;
+        if let Some(e) = failure.into_inner() {
+            return Err(e.context("fitting the tagger again on training and development data"));
+        }
+        let record = json!({"sentences": all.len(), "epochs": schedule.len(), "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0});
+        Some((params, record))
+    } else {
+        None
+    };
+    let mut fit_record = super::epoch_fit_record(tagging, &fitted, "strict_iob2_f1");
+    let p = match &refit {
+        Some((params, record)) => {
+            // The dev score above measured the first fit; the head is the second.
+            fit_record["refit_with_dev"] = record.clone();
+            params
+        }
+        None => &fitted.params,
+    };
     let spec = HeadSpec {
         format: HEAD_FORMAT.into(),
         kind: HeadKind::Tagger,
@@ -194,16 +225,11 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         lexical_buckets: buckets,
         lexical_scheme: None,
         word_features: tagging.word_features,
+        encoder_window: tagging.encoder_window,
         pooling: Default::default(),
         abbreviations,
         context: model.emitter.spec().cloned(),
-        training: head_record(
-            context,
-            &split.dev_source,
-            split.train.len(),
-            split.dev.len(),
-            super::epoch_fit_record(tagging, &fitted, "strict_iob2_f1"),
-        )?,
+        training: head_record(context, &split.dev_source, split.train.len(), split.dev.len(), fit_record)?,
         profile: Some(training_profile(context, &split)?),
         weights_sha256: String::new(), // set by save_head
     };

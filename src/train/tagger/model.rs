@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::context::ContextEmitter;
 use crate::model::head_file::{ContextSpec, LexicalTable};
 use crate::model::heads::context::{unpadded, ContextLayer, Dropout};
-use crate::model::heads::tagger::{forward_backward, viterbi, Transitions};
+use crate::model::heads::tagger::{forward_backward, viterbi, window_offsets, windowed_emissions, Transitions};
 use crate::rng::Rng;
 use crate::train::cache::FeatureSet;
 use crate::train::optim::{Adam, Standardizer};
@@ -30,7 +30,7 @@ pub(super) struct Prepared<'a> {
 
 /// Indices of `sentences` in batches of `size` sentences of similar length (sorted by
 /// length; ties in order), so that a batch pads little.
-pub(super) fn by_length(sentences: &[Prepared], size: usize) -> Vec<Vec<usize>> {
+fn by_length(sentences: &[Prepared], size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..sentences.len()).collect();
     order.sort_by_key(|&i| sentences[i].tags.len());
     order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
@@ -38,7 +38,8 @@ pub(super) fn by_length(sentences: &[Prepared], size: usize) -> Vec<Vec<usize>> 
 
 /// What turns a word's encoder features into emission scores.
 pub(super) enum Emitter {
-    /// `dense · x + bias`: parameters `[k, dim]` then `[k]`.
+    /// `dense · x + bias`: parameters `[blocks × k, dim]` then `[k]`, a block per word
+    /// offset of the encoder window (`heads::tagger::window_offsets`).
     Linear,
     /// The context layer: parameters in the order of [`weight_shapes`].
     Context(ContextEmitter),
@@ -50,6 +51,8 @@ pub(super) struct Model<'a> {
     pub(super) k: usize,
     pub(super) dim: usize,
     pub(super) buckets: usize,
+    /// Linear emitter: words either side whose encoder features a word's emission reads.
+    pub(super) window: usize,
     /// The emitter's learning rate relative to the lexical weights'.
     pub(super) dense_rate: f32,
     pub(super) standardizer: &'a Standardizer,
@@ -85,9 +88,14 @@ impl Emitter {
 impl Model<'_> {
     pub(super) fn lexical_at(&self) -> usize {
         match &self.emitter {
-            Emitter::Linear => self.k * self.dim + self.k,
+            Emitter::Linear => self.dense_rows() * self.dim + self.k,
             Emitter::Context(c) => c.len(),
         }
+    }
+
+    /// Rows of the linear emitter's dense weights: `k` per word offset.
+    fn dense_rows(&self) -> usize {
+        self.k * (1 + 2 * self.window)
     }
 
     pub(super) fn transitions_at(&self) -> usize {
@@ -107,11 +115,16 @@ impl Model<'_> {
     }
 
     pub(super) fn dense<'p>(&self, p: &'p [f32]) -> &'p [f32] {
-        &p[..self.k * self.dim]
+        &p[..self.dense_rows() * self.dim]
     }
 
-    pub(super) fn bias<'p>(&self, p: &'p [f32]) -> &'p [f32] {
-        &p[self.k * self.dim..self.lexical_at()]
+    /// The bias of each block of dense rows: trained for the word's own block; the
+    /// others are zero until the standardizer is folded in, which gives each offset the
+    /// bias it adds where its word exists.
+    fn block_bias(&self, p: &[f32]) -> Vec<f32> {
+        let mut bias = vec![0.0; self.dense_rows()];
+        bias[..self.k].copy_from_slice(&p[self.dense_rows() * self.dim..self.lexical_at()]);
+        bias
     }
 
     pub(super) fn lexical<'p>(&self, p: &'p [f32]) -> &'p [f32] {
@@ -155,7 +168,7 @@ impl Model<'_> {
     pub(super) fn dense_tensors(&self, p: &[f32]) -> BTreeMap<&'static str, Vec<f32>> {
         match &self.emitter {
             Emitter::Linear => {
-                let (dense, bias) = self.standardizer.fold(self.dense(p), self.bias(p));
+                let (dense, bias) = self.standardizer.fold(self.dense(p), &self.block_bias(p));
                 [("dense", dense), ("bias", bias)].into_iter().collect()
             }
             Emitter::Context(c) => {
@@ -189,18 +202,19 @@ impl Model<'_> {
 
     /// Linear emitter: standardised features `[n, dim]` and emissions `[n, k]` of a sentence.
     pub(super) fn linear_emissions(&self, p: &[f32], s: &Prepared) -> (Vec<f32>, Vec<f32>) {
-        let (k, dim) = (self.k, self.dim);
+        let dim = self.dim;
         let n = s.tags.len();
         let mut x = vec![0.0f32; n * dim];
         self.standardized(s, &mut x);
-        let (dense, bias) = (self.dense(p), self.bias(p));
-        let mut emissions = vec![0.0f32; n * k];
-        for i in 0..n {
-            let xi = &x[i * dim..(i + 1) * dim];
-            for (y, ey) in emissions[i * k..(i + 1) * k].iter_mut().enumerate() {
-                *ey = bias[y] + dense[y * dim..(y + 1) * dim].iter().zip(xi).map(|(a, b)| a * b).sum::<f32>();
+        let dense = self.dense(p);
+        let width = self.dense_rows();
+        let mut rows = vec![0.0f32; n * width];
+        for (xi, row) in x.chunks_exact(dim).zip(rows.chunks_exact_mut(width)) {
+            for (r, w) in row.iter_mut().zip(dense.chunks_exact(dim)) {
+                *r = w.iter().zip(xi).map(|(a, b)| a * b).sum::<f32>();
             }
         }
+        let mut emissions = windowed_emissions(&rows, &self.block_bias(p), self.k, self.window);
         self.add_lexical(p, s, &mut emissions);
         (x, emissions)
     }
@@ -291,16 +305,28 @@ impl Model<'_> {
     /// The linear emitter's gradient (dense weights, then bias) on one sentence.
     pub(super) fn linear_gradient(&self, x: &[f32], g: &[f32]) -> Vec<f32> {
         let (k, dim) = (self.k, self.dim);
-        let mut dense = vec![0.0f32; k * dim + k];
-        for (xi, gi) in x.chunks_exact(dim).zip(g.chunks_exact(k)) {
-            for (y, &gy) in gi.iter().enumerate() {
-                if gy.abs() < 1e-7 {
-                    continue;
+        let n = g.len() / k;
+        let bias_at = self.dense_rows() * dim;
+        let mut dense = vec![0.0f32; self.lexical_at()];
+        for (i, gi) in g.chunks_exact(k).enumerate() {
+            for (block, offset) in window_offsets(self.window).enumerate() {
+                // Block `block` read the features of the word at `offset` from word i.
+                let Some(j) = i.checked_add_signed(offset).filter(|&j| j < n) else { continue };
+                let xj = &x[j * dim..(j + 1) * dim];
+                for (y, &gy) in gi.iter().enumerate() {
+                    if gy.abs() < 1e-7 {
+                        continue;
+                    }
+                    let row = (block * k + y) * dim;
+                    for (d, &xd) in dense[row..row + dim].iter_mut().zip(xj) {
+                        *d += gy * xd;
+                    }
                 }
-                for (d, &xd) in dense[y * dim..(y + 1) * dim].iter_mut().zip(xi) {
-                    *d += gy * xd;
+            }
+            for (b, &gy) in dense[bias_at..].iter_mut().zip(gi) {
+                if gy.abs() >= 1e-7 {
+                    *b += gy;
                 }
-                dense[k * dim + y] += gy;
             }
         }
         dense
@@ -341,6 +367,42 @@ impl Model<'_> {
     }
 
     /// One Adam step on a batch of sentences; returns the summed loss.
+    /// The units the epoch loop shuffles: single sentences for the linear emitter; for
+    /// the context layer, which runs on padded batches, batches of `batch_size`
+    /// sentences of similar length, shuffled whole.
+    pub(super) fn batches(&self, sentences: &[Prepared], batch_size: usize) -> Vec<Vec<usize>> {
+        match self.emitter {
+            Emitter::Linear => (0..sentences.len()).map(|i| vec![i]).collect(),
+            Emitter::Context(_) => by_length(sentences, batch_size),
+        }
+    }
+
+    /// How many of [`Self::batches`]' units make one optimizer step.
+    pub(super) fn batches_per_step(&self, batch_size: usize) -> usize {
+        match self.emitter {
+            Emitter::Linear => batch_size,
+            Emitter::Context(_) => 1,
+        }
+    }
+
+    /// One optimizer step on the `chosen` units of `(sentences, batches)`; returns the
+    /// loss as a mean per sentence times the units chosen, as the epoch loop averages
+    /// over units.
+    pub(super) fn step_batches(
+        &self,
+        params: &mut [f32],
+        adam: &mut Adam,
+        dropout_rng: &mut Rng,
+        learning_rate: f32,
+        (sentences, batches): (&[Prepared], &[Vec<usize>]),
+        chosen: &[usize],
+    ) -> Result<f64> {
+        adam.learning_rate = learning_rate;
+        let batch: Vec<&Prepared> = chosen.iter().flat_map(|&b| &batches[b]).map(|&i| &sentences[i]).collect();
+        let loss = self.step(params, adam, &batch, dropout_rng)?;
+        Ok(loss * (batches.len() as f64 / sentences.len() as f64))
+    }
+
     pub(super) fn step(
         &self,
         params: &mut [f32],
