@@ -532,11 +532,6 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = WordFeaturesArg::Brackets)]
     pub word_features: WordFeaturesArg,
 
-    /// Linear taggers: how many words either side whose encoder features a word's
-    /// emission also reads, each offset with weights of its own (0: the word's own).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub encoder_window: usize,
-
     /// Taggers with `--tagger-context bilstm`: width of the projected encoder features.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub projection: usize,

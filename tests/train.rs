@@ -118,17 +118,6 @@ fn a_tagger_with_a_context_layer_learns_and_scores_in_eval_what_training_selecte
 }
 
 #[test]
-fn a_tagger_reading_its_neighbours_features_learns_and_scores_in_eval_what_training_selected_on() {
-    let t = trained_tagger_with("7", &["--encoder-window", "1"]);
-    let spec = json(&t.head.join("head.json"));
-    assert_eq!(spec["encoder_window"], 1, "{spec}");
-    tagger_learns_and_is_used(t);
-    let refused = train(&["x.conll", "--out", "y", "--tagger-context", "bilstm", "--encoder-window", "1"]);
-    assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("--encoder-window is for linear taggers"), "{}", stderr(&refused));
-}
-
-#[test]
 fn a_tagger_refitted_with_its_development_data_replays_the_selected_epochs_on_both() {
     let plain = trained_tagger("7");
     let refitted = trained_tagger_with("7", &["--refit-with-dev"]);

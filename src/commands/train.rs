@@ -126,9 +126,6 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
     if task == TrainTask::Tag && (args.cross_validate.is_some() || args.pooling != PoolingArg::Auto) {
         bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
     }
-    if args.encoder_window > 0 && args.tagger_context != TaggerContextArg::Linear {
-        bail!("--encoder-window is for linear taggers; a context layer reads the neighbouring words itself");
-    }
     Ok(TrainConfig {
         train: args.train.clone(),
         dev: args.dev.clone(),
@@ -158,7 +155,6 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
                 WordFeaturesArg::Base => WordFeatureSet::Base,
                 WordFeaturesArg::Brackets => WordFeatureSet::Brackets,
             },
-            encoder_window: args.encoder_window,
             context: match args.tagger_context {
                 TaggerContextArg::Linear => None,
                 TaggerContextArg::Bilstm => Some(ContextSettings {

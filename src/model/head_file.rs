@@ -64,11 +64,6 @@ pub struct HeadSpec {
     /// Tagger: which CRF word features it reads (absent: the base set).
     #[serde(default, skip_serializing_if = "WordFeatureSet::is_base")]
     pub word_features: WordFeatureSet,
-    /// Linear tagger: how many words either side whose encoder features a word's
-    /// emission also reads, each offset with weights of its own (absent: 0, the word's
-    /// own features only).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub encoder_window: usize,
     /// Tagger: words ending in a period that stay one word (`Abs.`), from the training data.
     #[serde(default)]
     pub abbreviations: Vec<String>,
@@ -135,8 +130,7 @@ impl DocumentPooling {
 /// The weights both heads share: a dense layer over encoder features and a hashed
 /// lexical table.
 pub struct LinearScores {
-    /// `[labels, dim]`, row-major; a tagger with an encoder window has one such block
-    /// per word offset (see `heads::tagger::window_offsets`), and a bias for each.
+    /// `[labels, dim]`, row-major.
     pub dense: Vec<f32>,
     pub bias: Vec<f32>,
     pub lexical: LexicalTable,
@@ -279,11 +273,9 @@ impl HeadFile {
     /// The linear scores every trained head has, on `dim` dense features.
     pub fn linear_scores(&self, dim: usize) -> Result<LinearScores> {
         let k = self.spec.labels.len();
-        // One block of rows per word offset the emission reads (see `encoder_window`).
-        let rows = k * (1 + 2 * self.spec.encoder_window);
         Ok(LinearScores {
-            dense: self.get("dense", rows * dim)?,
-            bias: self.get("bias", rows)?,
+            dense: self.get("dense", k * dim)?,
+            bias: self.get("bias", k)?,
             lexical: self.lexical_table()?,
             labels: k,
         })
@@ -307,10 +299,6 @@ impl HeadFile {
             _ => LexicalTable { labels: k, ..Default::default() },
         })
     }
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 fn to_f32(view: &TensorView) -> Vec<f32> {
@@ -385,7 +373,6 @@ mod tests {
             lexical_buckets: 8,
             lexical_scheme: None,
             word_features: Default::default(),
-            encoder_window: 0,
             pooling: DocumentPooling::Mean,
             abbreviations: Vec::new(),
             context: None,

@@ -306,7 +306,6 @@ mod tests {
             lexical_buckets: buckets,
             lexical_scheme: Some(LexicalScheme::WORDS_AND_CHARS),
             word_features: Default::default(),
-            encoder_window: 0,
             pooling: DocumentPooling::MeanMax,
             abbreviations: Vec::new(),
             context: None,

@@ -71,10 +71,10 @@ impl Tagger {
         Ok(Self { spec: file.spec, scores, context, transitions, abbreviations })
     }
 
-    /// Width of a word's row that `forward` gives: tag scores (a block per word offset
-    /// the emission reads), or the context layer's projected features.
+    /// Width of a word's row that `forward` gives: tag scores, or the context layer's
+    /// projected features.
     fn row_width(&self) -> usize {
-        self.context.as_ref().map_or(self.scores.bias.len(), |c| c.spec.projection)
+        self.context.as_ref().map_or(self.scores.labels, |c| c.spec.projection)
     }
 
     /// Emission scores `[words, tags]` from the words' rows (`dense · x`, or the context
@@ -82,12 +82,13 @@ impl Tagger {
     pub fn emissions(&self, rows: &[f32], words: &[String]) -> anyhow::Result<Vec<f32>> {
         let k = self.scores.labels;
         let mut out = match &self.context {
-            None => windowed_emissions(rows, &self.scores.bias, k, self.spec.encoder_window),
+            None => rows.to_vec(),
             Some(layer) => context_emissions(layer, rows, words)?,
         };
         let mut buckets = Vec::new();
         let features = WordFeatures::new(words, self.spec.word_features);
         for (i, row) in out.chunks_exact_mut(k).enumerate() {
+            row.iter_mut().zip(&self.scores.bias).for_each(|(e, b)| *e += b);
             if self.spec.lexical_buckets > 0 {
                 buckets.clear();
                 features.of(i, self.spec.lexical_buckets, &mut buckets);
@@ -111,9 +112,8 @@ impl Tagger {
                 .flatten_all()?
                 .to_vec1()?,
             None => {
-                let width = self.row_width();
-                let mut rows = vec![0.0; words.len() * width];
-                for (x, row) in features.chunks_exact(dim).zip(rows.chunks_exact_mut(width)) {
+                let mut rows = vec![0.0; words.len() * self.scores.labels];
+                for (x, row) in features.chunks_exact(dim).zip(rows.chunks_exact_mut(self.scores.labels)) {
                     self.scores.project(x, row);
                 }
                 rows
@@ -183,7 +183,7 @@ impl TaskHead for Tagger {
         let features = batch.layers(&self.spec.layers)?;
         let weights = match &self.context {
             Some(layer) => layer.projection().clone(),
-            None => Tensor::from_slice(&self.scores.dense, (self.row_width(), features.dim(1)?), features.device())?,
+            None => Tensor::from_slice(&self.scores.dense, (self.scores.labels, features.dim(1)?), features.device())?,
         };
         let projected = features.matmul(&weights.t()?)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(batch.content_rows(&projected, self.row_width()))
@@ -226,36 +226,6 @@ impl TaskHead for Tagger {
     fn as_any(&self) -> &dyn Any {
         self
     }
-}
-
-/// The word offsets whose encoder features a linear tagger's emission reads, in the
-/// order of its blocks of dense rows: the word itself, then one word before and after,
-/// two before and after, and so on up to `window`.
-pub fn window_offsets(window: usize) -> impl Iterator<Item = isize> {
-    std::iter::once(0).chain((1..=window as isize).flat_map(|d| [-d, d]))
-}
-
-/// A linear tagger's emissions `[n, k]` (without the lexical part) from its words'
-/// rows `[n, blocks × k]`, block `b` being the weights of offset `b` (see
-/// [`window_offsets`]) applied to the word's features: each word sums, per offset, the
-/// block of the word at that offset, with the block's bias, where that word exists.
-/// The words are taken as they come, across sentence ends, as `eval` passes a corpus's
-/// sentences one by one and `classify` a document's words.
-pub fn windowed_emissions(rows: &[f32], bias: &[f32], k: usize, window: usize) -> Vec<f32> {
-    let width = bias.len();
-    debug_assert_eq!(width, k * (1 + 2 * window));
-    let n = rows.len() / width;
-    let mut out = vec![0.0f32; n * k];
-    for (i, emission) in out.chunks_exact_mut(k).enumerate() {
-        for (block, offset) in window_offsets(window).enumerate() {
-            let Some(j) = i.checked_add_signed(offset).filter(|&j| j < n) else { continue };
-            let row = &rows[j * width + block * k..j * width + (block + 1) * k];
-            for ((e, r), b) in emission.iter_mut().zip(row).zip(&bias[block * k..(block + 1) * k]) {
-                *e += r + b;
-            }
-        }
-    }
-    out
 }
 
 /// The context layer's emissions `[n, tags]` of a document's words from their rows
@@ -420,26 +390,6 @@ mod tests {
     }
 
     #[test]
-    fn a_word_reads_the_blocks_of_its_neighbours_where_they_exist() {
-        // Two tags, window 1: blocks for offsets 0, -1, +1 (two values each).
-        let (k, window) = (2, 1);
-        let rows = [
-            1.0, 2.0, 10.0, 20.0, 100.0, 200.0, // word 0
-            3.0, 4.0, 30.0, 40.0, 300.0, 400.0, // word 1
-            5.0, 6.0, 50.0, 60.0, 500.0, 600.0, // word 2
-        ];
-        let bias = [0.5, 0.25, 0.0, 1.0, 2.0, 0.0];
-        assert_eq!(window_offsets(2).collect::<Vec<_>>(), [0, -1, 1, -2, 2]);
-        let out = windowed_emissions(&rows, &bias, k, window);
-        // Word 0 has no word before it: its own block, and word 1's block for offset +1.
-        assert_eq!(&out[0..2], &[1.0 + 0.5 + 300.0 + 2.0, 2.0 + 0.25 + 400.0]);
-        assert_eq!(&out[2..4], &[3.0 + 0.5 + 10.0 + 500.0 + 2.0, 4.0 + 0.25 + 20.0 + 1.0 + 600.0]);
-        assert_eq!(&out[4..6], &[5.0 + 0.5 + 30.0, 6.0 + 0.25 + 40.0 + 1.0]);
-        // Without a window, rows plus bias.
-        assert_eq!(windowed_emissions(&rows[..2], &bias[..2], k, 0), [1.5, 2.25]);
-    }
-
-    #[test]
     fn viterbi_never_starts_inside_an_entity_or_jumps_from_outside() {
         let k = 3;
         // Emissions that favour I-X everywhere.
@@ -474,7 +424,6 @@ mod loading_tests {
             lexical_buckets: 0,
             lexical_scheme: None,
             word_features: Default::default(),
-            encoder_window: 0,
             pooling: DocumentPooling::Mean,
             abbreviations: Vec::new(),
             context,

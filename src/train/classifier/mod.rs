@@ -330,7 +330,6 @@ pub fn train<'a>(context: &TrainContext, split: Split<'a, LabelledDocument>) -> 
         lexical_buckets: if lexical_setting.is_some() { buckets } else { 0 },
         lexical_scheme: lexical_setting.map(|_| SCHEME),
         word_features: Default::default(),
-        encoder_window: 0,
         pooling,
         abbreviations: Vec::new(),
         context: None,

@@ -39,9 +39,6 @@ pub struct TaggerConfig {
     pub batch_size: usize,
     /// Which CRF word features the lexical weights read.
     pub word_features: WordFeatureSet,
-    /// Linear taggers: words either side whose encoder features a word's emission
-    /// also reads.
-    pub encoder_window: usize,
     /// The trained context layer between the encoder features and the CRF; `None`: the
     /// CRF reads the features linearly.
     pub context: Option<ContextSettings>,
@@ -113,7 +110,6 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         k,
         dim,
         buckets,
-        window: tagging.encoder_window,
         dense_rate: tagging.dense_learning_rate / tagging.learning_rate,
         standardizer: &standardizer,
         constraints: iob2::allowed_transitions(&tags),
@@ -225,7 +221,6 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         lexical_buckets: buckets,
         lexical_scheme: None,
         word_features: tagging.word_features,
-        encoder_window: tagging.encoder_window,
         pooling: Default::default(),
         abbreviations,
         context: model.emitter.spec().cloned(),

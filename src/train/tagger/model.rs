@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::context::ContextEmitter;
 use crate::model::head_file::{ContextSpec, LexicalTable};
 use crate::model::heads::context::{unpadded, ContextLayer, Dropout};
-use crate::model::heads::tagger::{forward_backward, viterbi, window_offsets, windowed_emissions, Transitions};
+use crate::model::heads::tagger::{forward_backward, viterbi, Transitions};
 use crate::rng::Rng;
 use crate::train::cache::FeatureSet;
 use crate::train::optim::{Adam, Standardizer};
@@ -38,8 +38,7 @@ fn by_length(sentences: &[Prepared], size: usize) -> Vec<Vec<usize>> {
 
 /// What turns a word's encoder features into emission scores.
 pub(super) enum Emitter {
-    /// `dense · x + bias`: parameters `[blocks × k, dim]` then `[k]`, a block per word
-    /// offset of the encoder window (`heads::tagger::window_offsets`).
+    /// `dense · x + bias`: parameters `[k, dim]` then `[k]`.
     Linear,
     /// The context layer: parameters in the order of [`weight_shapes`].
     Context(ContextEmitter),
@@ -51,8 +50,6 @@ pub(super) struct Model<'a> {
     pub(super) k: usize,
     pub(super) dim: usize,
     pub(super) buckets: usize,
-    /// Linear emitter: words either side whose encoder features a word's emission reads.
-    pub(super) window: usize,
     /// The emitter's learning rate relative to the lexical weights'.
     pub(super) dense_rate: f32,
     pub(super) standardizer: &'a Standardizer,
@@ -88,14 +85,9 @@ impl Emitter {
 impl Model<'_> {
     pub(super) fn lexical_at(&self) -> usize {
         match &self.emitter {
-            Emitter::Linear => self.dense_rows() * self.dim + self.k,
+            Emitter::Linear => self.k * self.dim + self.k,
             Emitter::Context(c) => c.len(),
         }
-    }
-
-    /// Rows of the linear emitter's dense weights: `k` per word offset.
-    fn dense_rows(&self) -> usize {
-        self.k * (1 + 2 * self.window)
     }
 
     pub(super) fn transitions_at(&self) -> usize {
@@ -115,16 +107,11 @@ impl Model<'_> {
     }
 
     pub(super) fn dense<'p>(&self, p: &'p [f32]) -> &'p [f32] {
-        &p[..self.dense_rows() * self.dim]
+        &p[..self.k * self.dim]
     }
 
-    /// The bias of each block of dense rows: trained for the word's own block; the
-    /// others are zero until the standardizer is folded in, which gives each offset the
-    /// bias it adds where its word exists.
-    fn block_bias(&self, p: &[f32]) -> Vec<f32> {
-        let mut bias = vec![0.0; self.dense_rows()];
-        bias[..self.k].copy_from_slice(&p[self.dense_rows() * self.dim..self.lexical_at()]);
-        bias
+    pub(super) fn bias<'p>(&self, p: &'p [f32]) -> &'p [f32] {
+        &p[self.k * self.dim..self.lexical_at()]
     }
 
     pub(super) fn lexical<'p>(&self, p: &'p [f32]) -> &'p [f32] {
@@ -168,7 +155,7 @@ impl Model<'_> {
     pub(super) fn dense_tensors(&self, p: &[f32]) -> BTreeMap<&'static str, Vec<f32>> {
         match &self.emitter {
             Emitter::Linear => {
-                let (dense, bias) = self.standardizer.fold(self.dense(p), &self.block_bias(p));
+                let (dense, bias) = self.standardizer.fold(self.dense(p), self.bias(p));
                 [("dense", dense), ("bias", bias)].into_iter().collect()
             }
             Emitter::Context(c) => {
@@ -202,19 +189,18 @@ impl Model<'_> {
 
     /// Linear emitter: standardised features `[n, dim]` and emissions `[n, k]` of a sentence.
     pub(super) fn linear_emissions(&self, p: &[f32], s: &Prepared) -> (Vec<f32>, Vec<f32>) {
-        let dim = self.dim;
+        let (k, dim) = (self.k, self.dim);
         let n = s.tags.len();
         let mut x = vec![0.0f32; n * dim];
         self.standardized(s, &mut x);
-        let dense = self.dense(p);
-        let width = self.dense_rows();
-        let mut rows = vec![0.0f32; n * width];
-        for (xi, row) in x.chunks_exact(dim).zip(rows.chunks_exact_mut(width)) {
-            for (r, w) in row.iter_mut().zip(dense.chunks_exact(dim)) {
-                *r = w.iter().zip(xi).map(|(a, b)| a * b).sum::<f32>();
+        let (dense, bias) = (self.dense(p), self.bias(p));
+        let mut emissions = vec![0.0f32; n * k];
+        for i in 0..n {
+            let xi = &x[i * dim..(i + 1) * dim];
+            for (y, ey) in emissions[i * k..(i + 1) * k].iter_mut().enumerate() {
+                *ey = bias[y] + dense[y * dim..(y + 1) * dim].iter().zip(xi).map(|(a, b)| a * b).sum::<f32>();
             }
         }
-        let mut emissions = windowed_emissions(&rows, &self.block_bias(p), self.k, self.window);
         self.add_lexical(p, s, &mut emissions);
         (x, emissions)
     }
@@ -305,28 +291,16 @@ impl Model<'_> {
     /// The linear emitter's gradient (dense weights, then bias) on one sentence.
     pub(super) fn linear_gradient(&self, x: &[f32], g: &[f32]) -> Vec<f32> {
         let (k, dim) = (self.k, self.dim);
-        let n = g.len() / k;
-        let bias_at = self.dense_rows() * dim;
-        let mut dense = vec![0.0f32; self.lexical_at()];
-        for (i, gi) in g.chunks_exact(k).enumerate() {
-            for (block, offset) in window_offsets(self.window).enumerate() {
-                // Block `block` read the features of the word at `offset` from word i.
-                let Some(j) = i.checked_add_signed(offset).filter(|&j| j < n) else { continue };
-                let xj = &x[j * dim..(j + 1) * dim];
-                for (y, &gy) in gi.iter().enumerate() {
-                    if gy.abs() < 1e-7 {
-                        continue;
-                    }
-                    let row = (block * k + y) * dim;
-                    for (d, &xd) in dense[row..row + dim].iter_mut().zip(xj) {
-                        *d += gy * xd;
-                    }
+        let mut dense = vec![0.0f32; k * dim + k];
+        for (xi, gi) in x.chunks_exact(dim).zip(g.chunks_exact(k)) {
+            for (y, &gy) in gi.iter().enumerate() {
+                if gy.abs() < 1e-7 {
+                    continue;
                 }
-            }
-            for (b, &gy) in dense[bias_at..].iter_mut().zip(gi) {
-                if gy.abs() >= 1e-7 {
-                    *b += gy;
+                for (d, &xd) in dense[y * dim..(y + 1) * dim].iter_mut().zip(xi) {
+                    *d += gy * xd;
                 }
+                dense[k * dim + y] += gy;
             }
         }
         dense
