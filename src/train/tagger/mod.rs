@@ -145,23 +145,17 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         |params, learning_rate, chosen| {
             let step =
                 model.step_batches(params, &mut adam, &mut dropout_rng, learning_rate, (&train_set, &batches), chosen);
-            step.unwrap_or_else(|e| {
-                failure.borrow_mut().get_or_insert(e);
-                f64::NAN
-            })
+            value_or_nan(&failure, step)
         },
         // Scored as written: the head keeps only the strongest lexical rows.
-        |params| match model.decode_all(&model.as_written(params, args.max_lexical_rows), &dev_set) {
-            Ok(decoded) => {
+        |params| {
+            let score = model.decode_all(&model.as_written(params, args.max_lexical_rows), &dev_set).map(|decoded| {
                 let predicted: Vec<Vec<String>> =
                     decoded.into_iter().map(|tags_of| tags_of.into_iter().map(|t| tags[t].clone()).collect()).collect();
                 let gold: Vec<Vec<String>> = dev_set.iter().map(|s| s.gold.to_vec()).collect();
                 entity_metrics(&gold, &predicted, SpanMode::StrictIob2).f1
-            }
-            Err(e) => {
-                failure.borrow_mut().get_or_insert(e);
-                f64::NAN
-            }
+            });
+            value_or_nan(&failure, score)
         },
     )?;
     if let Some(e) = failure.into_inner() {
@@ -183,10 +177,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
             |params, learning_rate, chosen| {
                 let step =
                     model.step_batches(params, &mut adam, &mut dropout_rng, learning_rate, (&all, &batches), chosen);
-                step.unwrap_or_else(|e| {
-                    failure.borrow_mut().get_or_insert(e);
-                    f64::NAN
-                })
+                value_or_nan(&failure, step)
             },
             &schedule,
             "refit on training and development data",
@@ -239,6 +230,15 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         json!({"best_epoch": fitted.best_epoch, "dev_score": fitted.best_score, "score": "strict_iob2_f1"}),
     );
     Ok(())
+}
+
+/// A loss or score for the epoch loop, whose callbacks cannot fail: an error becomes
+/// NaN, and the first one is kept in `failure` to be returned after the loop.
+fn value_or_nan(failure: &RefCell<Option<anyhow::Error>>, value: Result<f64>) -> f64 {
+    value.unwrap_or_else(|e| {
+        failure.borrow_mut().get_or_insert(e);
+        f64::NAN
+    })
 }
 
 /// Hashed word features and tag indices of each sentence; with `repair`, stray `I-`

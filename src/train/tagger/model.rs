@@ -340,7 +340,6 @@ impl Model<'_> {
         Ok((crf, dense))
     }
 
-    /// One Adam step on a batch of sentences; returns the summed loss.
     /// The units the epoch loop shuffles: single sentences for the linear emitter; for
     /// the context layer, which runs on padded batches, batches of `batch_size`
     /// sentences of similar length, shuffled whole.
@@ -377,6 +376,7 @@ impl Model<'_> {
         Ok(loss * (batches.len() as f64 / sentences.len() as f64))
     }
 
+    /// One Adam step on a batch of sentences; returns the summed loss.
     pub(super) fn step(
         &self,
         params: &mut [f32],
