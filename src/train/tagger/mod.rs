@@ -90,8 +90,13 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     let dim = split.train[0].features.dim;
     let standardizer =
         Standardizer::fit(split.train.iter().flat_map(|e| e.features.words(e.index).chunks_exact(dim)), dim);
-    let (train_set, repaired) = prepare(&split.train, &tags, &index, buckets, tagging.word_features, true);
-    let (dev_set, _) = prepare(&split.dev, &tags, &index, buckets, tagging.word_features, false);
+    let (train_set, mut repaired) = prepare(&split.train, &tags, &index, buckets, tagging.word_features);
+    // Scoring reads the development sentences' gold tags as written; the repaired ids
+    // serve only a refit, which trains on them.
+    let (dev_set, dev_repaired) = prepare(&split.dev, &tags, &index, buckets, tagging.word_features);
+    if args.refit_with_dev {
+        repaired += dev_repaired;
+    }
     if repaired > 0 {
         logging::warning(
             "repaired_tags",
@@ -115,7 +120,6 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         constraints: iob2::allowed_transitions(&tags),
         emitter,
     };
-    let mut adam = Adam::new(model.len(), tagging.learning_rate, tagging.l2);
     let log_path = context.staging.join("train-log.jsonl");
     let words_total: usize = train_set.iter().map(|s| s.tags.len()).sum();
     logging::info(
@@ -138,15 +142,10 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         batch_size: model.batches_per_step(tagging.batch_size),
         seed: args.seed,
     };
-    let mut dropout_rng = Rng::new(args.seed);
     let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
     let fitted = epoch_loop(batches.len()).run(
         model.initial(args.seed),
-        |params, learning_rate, chosen| {
-            let step =
-                model.step_batches(params, &mut adam, &mut dropout_rng, learning_rate, (&train_set, &batches), chosen);
-            value_or_nan(&failure, step)
-        },
+        steps(&model, tagging, args.seed, (&train_set, &batches), &failure),
         // Scored as written: the head keeps only the strongest lexical rows.
         |params| {
             let score = model.decode_all(&model.as_written(params, args.max_lexical_rows), &dev_set).map(|decoded| {
@@ -158,31 +157,23 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
             value_or_nan(&failure, score)
         },
     )?;
-    if let Some(e) = failure.into_inner() {
+    if let Some(e) = failure.take() {
         return Err(e.context("training the tagger"));
     }
     // With --refit-with-dev the selected path (its epochs' learning rates) is fitted
     // again from the start on training and development sentences together.
     let refit = if args.refit_with_dev {
-        let (dev_as_training, _) = prepare(&split.dev, &tags, &index, buckets, tagging.word_features, true);
-        let all: Vec<Prepared> = train_set.into_iter().chain(dev_as_training).collect();
+        let all: Vec<Prepared> = train_set.into_iter().chain(dev_set).collect();
         let batches = model.batches(&all, tagging.batch_size);
-        let mut adam = Adam::new(model.len(), tagging.learning_rate, tagging.l2);
-        let mut dropout_rng = Rng::new(args.seed);
         let schedule = fitted.selected_schedule();
         let started = std::time::Instant::now();
-        let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
         let params = epoch_loop(batches.len()).replay(
             model.initial(args.seed),
-            |params, learning_rate, chosen| {
-                let step =
-                    model.step_batches(params, &mut adam, &mut dropout_rng, learning_rate, (&all, &batches), chosen);
-                value_or_nan(&failure, step)
-            },
+            steps(&model, tagging, args.seed, (&all, &batches), &failure),
             &schedule,
             "refit on training and development data",
         )?;
-        if let Some(e) = failure.into_inner() {
+        if let Some(e) = failure.take() {
             return Err(e.context("fitting the tagger again on training and development data"));
         }
         let record = json!({"sentences": all.len(), "epochs": schedule.len(), "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0});
@@ -232,6 +223,22 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     Ok(())
 }
 
+/// The epoch loop's step over `(sentences, batches)`: Adam from a fresh state, dropout
+/// drawn from `seed`; a failed step gives NaN and is kept in `failure`.
+fn steps<'a>(
+    model: &'a Model,
+    tagging: &TaggerConfig,
+    seed: u64,
+    data: (&'a [Prepared<'a>], &'a [Vec<usize>]),
+    failure: &'a RefCell<Option<anyhow::Error>>,
+) -> impl FnMut(&mut Vec<f32>, f32, &[usize]) -> f64 + 'a {
+    let mut adam = Adam::new(model.len(), tagging.learning_rate, tagging.l2);
+    let mut dropout_rng = Rng::new(seed);
+    move |params, learning_rate, chosen| {
+        value_or_nan(failure, model.step_batches(params, &mut adam, &mut dropout_rng, learning_rate, data, chosen))
+    }
+}
+
 /// A loss or score for the epoch loop, whose callbacks cannot fail: an error becomes
 /// NaN, and the first one is kept in `failure` to be returned after the loop.
 fn value_or_nan(failure: &RefCell<Option<anyhow::Error>>, value: Result<f64>) -> f64 {
@@ -241,15 +248,14 @@ fn value_or_nan(failure: &RefCell<Option<anyhow::Error>>, value: Result<f64>) ->
     })
 }
 
-/// Hashed word features and tag indices of each sentence; with `repair`, stray `I-`
-/// tags become `B-` (returns how many).
+/// Hashed word features and tag indices of each sentence; stray `I-` tags become `B-`
+/// (returns how many).
 fn prepare<'a>(
     examples: &'a [Example<'a, TaggedSentence>],
     tags: &[String],
     index: &BTreeMap<&str, usize>,
     buckets: usize,
     word_features: WordFeatureSet,
-    repair: bool,
 ) -> (Vec<Prepared<'a>>, usize) {
     let mut repaired = 0;
     let prepared = examples
@@ -267,9 +273,7 @@ fn prepare<'a>(
                 })
                 .collect();
             let mut tag_ids: Vec<usize> = e.item.tags.iter().map(|t| index[t.as_str()]).collect();
-            if repair {
-                repaired += iob2::repair(&mut tag_ids, tags);
-            }
+            repaired += iob2::repair(&mut tag_ids, tags);
             Prepared { features: e.features, index: e.index, words, gold: &e.item.tags, lexical, tags: tag_ids }
         })
         .collect();
