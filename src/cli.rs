@@ -513,6 +513,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LAMBDA", default_value_t = 1e-6)]
     pub l2: f32,
 
+    /// Taggers: share of the hashed word features dropped at random, each on its own,
+    /// in every training step (the rest count 1 / (1 − RATE) times), so that the encoder
+    /// features and the other word features learn to carry each decision too; 0 drops
+    /// none.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub lexical_dropout: f32,
+
     /// Taggers: training examples per gradient step.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch_size: usize,

@@ -150,6 +150,33 @@ fn a_tagger_refitted_with_its_development_data_replays_the_selected_epochs_on_bo
     assert!(json(&report.join("metrics.json"))["entities"]["strict_iob2"]["f1"].as_f64().unwrap() > 0.9);
 }
 
+#[test]
+fn a_tagger_trained_with_lexical_dropout_records_it_learns_and_refuses_a_rate_of_one() {
+    let plain = trained_tagger("7");
+    let dropped = trained_tagger_with("7", &["--lexical-dropout", "0.3"]);
+    let spec = json(&dropped.head.join("head.json"));
+    assert_eq!(spec["training"]["lexical_dropout"], 0.3, "{spec}");
+    assert_eq!(json(&plain.head.join("head.json"))["training"]["lexical_dropout"], 0.0);
+    assert!(spec["training"]["dev_score"]["value"].as_f64().unwrap() > 0.9, "{spec}");
+    assert_ne!(
+        fs::read(plain.head.join("head.safetensors")).unwrap(),
+        fs::read(dropped.head.join("head.safetensors")).unwrap(),
+        "dropping features changes the fit"
+    );
+    let out = plain.head.parent().unwrap().join("refused");
+    let refused = train(&[
+        path_str(&plain.train),
+        "--dev",
+        path_str(&plain.dev),
+        "--out",
+        path_str(&out),
+        "--lexical-dropout",
+        "1",
+    ]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("--lexical-dropout"), "{}", stderr(&refused));
+}
+
 fn tagger_learns_and_is_used(t: Tagged) {
     for f in ["head.json", "head.safetensors", "train-log.jsonl"] {
         assert!(t.head.join(f).exists(), "{f} written");

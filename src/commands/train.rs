@@ -126,6 +126,11 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
     if task == TrainTask::Tag && (args.cross_validate.is_some() || args.pooling != PoolingArg::Auto) {
         bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
     }
+    for (option, rate) in [("--lexical-dropout", args.lexical_dropout), ("--dropout", args.dropout)] {
+        if !(0.0..1.0).contains(&rate) {
+            bail!("{option}: a share from 0 up to (not including) 1, not {rate}");
+        }
+    }
     Ok(TrainConfig {
         train: args.train.clone(),
         dev: args.dev.clone(),
@@ -150,6 +155,7 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
             learning_rate: args.learning_rate,
             dense_learning_rate: args.dense_learning_rate,
             l2: args.l2,
+            lexical_dropout: args.lexical_dropout,
             batch_size: args.batch_size,
             word_features: match args.word_features {
                 WordFeaturesArg::Base => WordFeatureSet::Base,

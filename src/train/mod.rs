@@ -248,6 +248,7 @@ pub fn epoch_fit_record(args: &TaggerConfig, fitted: &Fitted, score_name: &str) 
         "learning_rate": decimal(args.learning_rate),
         "dense_learning_rate": decimal(args.dense_learning_rate),
         "l2": decimal(args.l2),
+        "lexical_dropout": decimal(args.lexical_dropout),
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "patience": args.patience,

@@ -36,6 +36,8 @@ pub struct TaggerConfig {
     pub learning_rate: f32,
     pub dense_learning_rate: f32,
     pub l2: f32,
+    /// Share of the hashed word features dropped in each training step.
+    pub lexical_dropout: f32,
     pub batch_size: usize,
     /// Which CRF word features the lexical weights read.
     pub word_features: WordFeatureSet,
@@ -116,6 +118,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         dim,
         buckets,
         dense_rate: tagging.dense_learning_rate / tagging.learning_rate,
+        lexical_dropout: tagging.lexical_dropout,
         standardizer: &standardizer,
         constraints: iob2::allowed_transitions(&tags),
         emitter,
@@ -274,7 +277,15 @@ fn prepare<'a>(
                 .collect();
             let mut tag_ids: Vec<usize> = e.item.tags.iter().map(|t| index[t.as_str()]).collect();
             repaired += iob2::repair(&mut tag_ids, tags);
-            Prepared { features: e.features, index: e.index, words, gold: &e.item.tags, lexical, tags: tag_ids }
+            Prepared {
+                features: e.features,
+                index: e.index,
+                words,
+                gold: &e.item.tags,
+                lexical,
+                lexical_scale: 1.0,
+                tags: tag_ids,
+            }
         })
         .collect();
     (prepared, repaired)

@@ -25,7 +25,32 @@ pub(super) struct Prepared<'a> {
     pub(super) gold: &'a [String],
     /// Hashed word features, per word.
     pub(super) lexical: Vec<Vec<u32>>,
+    /// What each lexical weight counts: 1, or more in a training copy with some of the
+    /// features dropped.
+    pub(super) lexical_scale: f32,
     pub(super) tags: Vec<usize>,
+}
+
+impl<'a> Prepared<'a> {
+    /// A training copy with each hashed feature dropped at `rate`, the others counted
+    /// 1 / (1 − rate) times, so that a word's expected lexical score stays what decoding,
+    /// which reads them all, sees.
+    fn with_lexical_dropped(&self, rate: f32, rng: &mut Rng) -> Prepared<'a> {
+        let lexical = self
+            .lexical
+            .iter()
+            .map(|buckets| buckets.iter().copied().filter(|_| rng.next_f32() >= rate).collect())
+            .collect();
+        Prepared {
+            features: self.features,
+            index: self.index,
+            words: self.words,
+            gold: self.gold,
+            lexical,
+            lexical_scale: self.lexical_scale / (1.0 - rate),
+            tags: self.tags.clone(),
+        }
+    }
 }
 
 /// Indices of `sentences` in batches of `size` sentences of similar length (sorted by
@@ -52,6 +77,8 @@ pub(super) struct Model<'a> {
     pub(super) buckets: usize,
     /// The emitter's learning rate relative to the lexical weights'.
     pub(super) dense_rate: f32,
+    /// Share of the hashed word features each training step drops.
+    pub(super) lexical_dropout: f32,
     pub(super) standardizer: &'a Standardizer,
     pub(super) constraints: (Vec<bool>, Vec<bool>),
     pub(super) emitter: Emitter,
@@ -172,10 +199,10 @@ impl Model<'_> {
 
     /// Adds the weights of each word's hashed features to its emission row.
     pub(super) fn add_lexical(&self, p: &[f32], s: &Prepared, emissions: &mut [f32]) {
-        let (k, lexical) = (self.k, self.lexical(p));
+        let (k, lexical, scale) = (self.k, self.lexical(p), s.lexical_scale);
         for (row, buckets) in emissions.chunks_exact_mut(k).zip(&s.lexical) {
             for &b in buckets {
-                row.iter_mut().zip(&lexical[b as usize * k..(b as usize + 1) * k]).for_each(|(e, w)| *e += w);
+                row.iter_mut().zip(&lexical[b as usize * k..(b as usize + 1) * k]).for_each(|(e, w)| *e += w * scale);
             }
         }
     }
@@ -384,6 +411,13 @@ impl Model<'_> {
         batch: &[&Prepared],
         dropout_rng: &mut Rng,
     ) -> Result<f64> {
+        let dropped: Vec<Prepared>;
+        let batch: Vec<&Prepared> = if self.lexical_dropout > 0.0 {
+            dropped = batch.iter().map(|s| s.with_lexical_dropped(self.lexical_dropout, dropout_rng)).collect();
+            dropped.iter().collect()
+        } else {
+            batch.to_vec()
+        };
         let transitions = self.transitions(params);
         let p: &[f32] = params;
         let scale = 1.0 / batch.len() as f32;
@@ -438,10 +472,11 @@ impl Model<'_> {
         for (s, g) in batch.iter().zip(&crf) {
             loss += g.loss;
             trans.iter_mut().zip(&g.transitions).for_each(|(a, b)| *a += b * scale);
+            let weight = scale * s.lexical_scale;
             for (buckets, row) in s.lexical.iter().zip(g.emissions.chunks_exact(k)) {
                 for &b in buckets {
                     let entry = lexical.entry(b).or_insert_with(|| vec![0.0; k]);
-                    entry.iter_mut().zip(row).for_each(|(a, r)| *a += r * scale);
+                    entry.iter_mut().zip(row).for_each(|(a, r)| *a += r * weight);
                 }
             }
         }
