@@ -520,12 +520,6 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub lexical_dropout: f32,
 
-    /// Taggers: fits from consecutive seeds (--seed, --seed + 1, …), each selected on the
-    /// development data, whose weights are averaged into the head: a linear CRF whose
-    /// scores are the mean of theirs. Training takes N times as long.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub fits: u16,
-
     /// Taggers: training examples per gradient step.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch_size: usize,

@@ -126,10 +126,6 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
     if task == TrainTask::Tag && (args.cross_validate.is_some() || args.pooling != PoolingArg::Auto) {
         bail!("--cross-validate and --pooling are for classifiers; a tagger is selected on its development data and reads each word");
     }
-    if args.fits > 1 && args.tagger_context != TaggerContextArg::Linear {
-        // Independently trained LSTMs do not line up weight by weight: their mean is no ensemble.
-        bail!("--fits averages linear taggers' weights; with --tagger-context bilstm train one fit");
-    }
     for (option, rate) in [("--lexical-dropout", args.lexical_dropout), ("--dropout", args.dropout)] {
         if !(0.0..1.0).contains(&rate) {
             bail!("{option}: a share from 0 up to (not including) 1, not {rate}");
@@ -160,7 +156,6 @@ fn lower(args: &TrainArgs, task: TrainTask) -> Result<TrainConfig> {
             dense_learning_rate: args.dense_learning_rate,
             l2: args.l2,
             lexical_dropout: args.lexical_dropout,
-            fits: usize::from(args.fits),
             batch_size: args.batch_size,
             word_features: match args.word_features {
                 WordFeaturesArg::Base => WordFeatureSet::Base,

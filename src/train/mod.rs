@@ -243,16 +243,7 @@ pub fn decimal(x: f32) -> serde_json::Value {
 }
 
 /// The settings and outcome of a head fitted by epochs of Adam (the tagger).
-/// What head.json records of a tagger's training: its settings, and each fit's selected
-/// epoch and dev score; `averaged_score` is the dev score of the mean of several fits.
-pub fn epoch_fit_record(
-    args: &TaggerConfig,
-    fits: &[Fitted],
-    averaged_score: Option<f64>,
-    score_name: &str,
-) -> serde_json::Value {
-    let seconds = |f: &Fitted| (f.seconds * 10.0).round() / 10.0;
-    let first = &fits[0];
+pub fn epoch_fit_record(args: &TaggerConfig, fitted: &Fitted, score_name: &str) -> serde_json::Value {
     let mut record = serde_json::json!({
         "learning_rate": decimal(args.learning_rate),
         "dense_learning_rate": decimal(args.dense_learning_rate),
@@ -261,20 +252,11 @@ pub fn epoch_fit_record(
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "patience": args.patience,
-        "best_epoch": first.best_epoch,
-        "dev_score": {"name": score_name, "value": averaged_score.unwrap_or(first.best_score)},
-        "fit_seconds": (fits.iter().map(|f| f.seconds).sum::<f64>() * 10.0).round() / 10.0,
-        "epochs": first.log.len(),
+        "best_epoch": fitted.best_epoch,
+        "dev_score": {"name": score_name, "value": fitted.best_score},
+        "fit_seconds": (fitted.seconds * 10.0).round() / 10.0,
+        "epochs": fitted.log.len(),
     });
-    if fits.len() > 1 {
-        // The head is their average; the top-level epochs are the first fit's.
-        record["fits"] = fits
-            .iter()
-            .map(|f| {
-                serde_json::json!({"best_epoch": f.best_epoch, "dev_score": f.best_score, "epochs": f.log.len(), "fit_seconds": seconds(f)})
-            })
-            .collect();
-    }
     if let Some(c) = &args.context {
         let s = &c.sizes;
         record["context"] = serde_json::json!({

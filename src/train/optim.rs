@@ -131,8 +131,6 @@ pub struct EpochLoop<'a> {
     /// Examples per step, drawn in a new order each epoch from `seed`.
     pub batch_size: usize,
     pub seed: u64,
-    /// Which fit of several this is (1 for the first): later fits append to the log.
-    pub fit: usize,
     pub max_epochs: usize,
     pub patience: usize,
     pub score_name: &'a str,
@@ -159,19 +157,9 @@ impl EpochLoop<'_> {
         if let Some(parent) = self.log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut log_file = if self.fit <= 1 {
-            let mut file = std::fs::File::create(self.log_path)
-                .with_context(|| format!("creating {}", self.log_path.display()))?;
-            writeln!(file, "{}", json!({"dev_score": self.score_name}))?;
-            file
-        } else {
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(self.log_path)
-                .with_context(|| format!("appending to {}", self.log_path.display()))?;
-            writeln!(file, "{}", json!({"fit": self.fit, "seed": self.seed}))?;
-            file
-        };
+        let mut log_file =
+            std::fs::File::create(self.log_path).with_context(|| format!("creating {}", self.log_path.display()))?;
+        writeln!(log_file, "{}", json!({"dev_score": self.score_name}))?;
         let mut best: Option<(f64, usize, Vec<f32>)> = None;
         let mut log = Vec::new();
         let mut learning_rate = self.learning_rate;

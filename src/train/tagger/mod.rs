@@ -38,8 +38,6 @@ pub struct TaggerConfig {
     pub l2: f32,
     /// Share of the hashed word features dropped in each training step.
     pub lexical_dropout: f32,
-    /// Fits from consecutive seeds whose weights are averaged into the head.
-    pub fits: usize,
     pub batch_size: usize,
     /// Which CRF word features the lexical weights read.
     pub word_features: WordFeatureSet,
@@ -137,7 +135,7 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         json!({"train_sentences": train_set.len(), "train_words": words_total, "dev_sentences": dev_set.len(), "tags": k, "dim": dim}),
     );
     let batches = model.batches(&train_set, tagging.batch_size);
-    let epoch_loop = |examples: usize, fit: usize| EpochLoop {
+    let epoch_loop = |examples: usize| EpochLoop {
         learning_rate: tagging.learning_rate,
         max_epochs: tagging.epochs,
         patience: tagging.patience,
@@ -145,82 +143,56 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
         log_path: &log_path,
         examples,
         batch_size: model.batches_per_step(tagging.batch_size),
-        seed: fit_seed(args.seed, fit),
-        fit,
+        seed: args.seed,
     };
     let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
-    // Scored as written: the head keeps only the strongest lexical rows.
-    let dev_score = |params: &[f32]| {
-        let score = model.decode_all(&model.as_written(params, args.max_lexical_rows), &dev_set).map(|decoded| {
-            let predicted: Vec<Vec<String>> =
-                decoded.into_iter().map(|tags_of| tags_of.into_iter().map(|t| tags[t].clone()).collect()).collect();
-            let gold: Vec<Vec<String>> = dev_set.iter().map(|s| s.gold.to_vec()).collect();
-            entity_metrics(&gold, &predicted, SpanMode::StrictIob2).f1
-        });
-        value_or_nan(&failure, score)
-    };
-    let mut fits = Vec::with_capacity(tagging.fits);
-    for fit in 1..=tagging.fits {
-        let seed = fit_seed(args.seed, fit);
-        if tagging.fits > 1 {
-            logging::info(
-                "fit",
-                &format!("fit {fit} of {} (seed {seed})", tagging.fits),
-                json!({"fit": fit, "fits": tagging.fits, "seed": seed}),
-            );
-        }
-        let fitted = epoch_loop(batches.len(), fit).run(
-            model.initial(seed),
-            steps(&model, tagging, seed, (&train_set, &batches), &failure),
-            dev_score,
-        )?;
-        if let Some(e) = failure.take() {
-            return Err(e.context("training the tagger"));
-        }
-        fits.push(fitted);
-    }
-    // Several fits are averaged: one linear CRF whose scores are the mean of theirs.
-    let averaged = (fits.len() > 1).then(|| mean_params(fits.iter().map(|f| &f.params[..])));
-    let averaged_score = averaged.as_deref().map(|p| dev_score(p));
+    let fitted = epoch_loop(batches.len()).run(
+        model.initial(args.seed),
+        steps(&model, tagging, args.seed, (&train_set, &batches), &failure),
+        // Scored as written: the head keeps only the strongest lexical rows.
+        |params| {
+            let score = model.decode_all(&model.as_written(params, args.max_lexical_rows), &dev_set).map(|decoded| {
+                let predicted: Vec<Vec<String>> =
+                    decoded.into_iter().map(|tags_of| tags_of.into_iter().map(|t| tags[t].clone()).collect()).collect();
+                let gold: Vec<Vec<String>> = dev_set.iter().map(|s| s.gold.to_vec()).collect();
+                entity_metrics(&gold, &predicted, SpanMode::StrictIob2).f1
+            });
+            value_or_nan(&failure, score)
+        },
+    )?;
     if let Some(e) = failure.take() {
-        return Err(e.context("scoring the averaged tagger"));
+        return Err(e.context("training the tagger"));
     }
-    // With --refit-with-dev each fit's selected path (its epochs' learning rates) is
-    // fitted again from the start on training and development sentences together.
+    // With --refit-with-dev the selected path (its epochs' learning rates) is fitted
+    // again from the start on training and development sentences together.
     let refit = if args.refit_with_dev {
         let all: Vec<Prepared> = train_set.into_iter().chain(dev_set).collect();
         let batches = model.batches(&all, tagging.batch_size);
+        let schedule = fitted.selected_schedule();
         let started = std::time::Instant::now();
-        let mut refitted = Vec::with_capacity(fits.len());
-        for (fit, fitted) in (1..).zip(&fits) {
-            let seed = fit_seed(args.seed, fit);
-            refitted.push(epoch_loop(batches.len(), fit).replay(
-                model.initial(seed),
-                steps(&model, tagging, seed, (&all, &batches), &failure),
-                &fitted.selected_schedule(),
-                "refit on training and development data",
-            )?);
-            if let Some(e) = failure.take() {
-                return Err(e.context("fitting the tagger again on training and development data"));
-            }
+        let params = epoch_loop(batches.len()).replay(
+            model.initial(args.seed),
+            steps(&model, tagging, args.seed, (&all, &batches), &failure),
+            &schedule,
+            "refit on training and development data",
+        )?;
+        if let Some(e) = failure.take() {
+            return Err(e.context("fitting the tagger again on training and development data"));
         }
-        let epochs: Vec<usize> = fits.iter().map(|f| f.selected_schedule().len()).collect();
-        let record = json!({"sentences": all.len(), "epochs": epochs, "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0});
-        Some((refitted, record))
+        let record = json!({"sentences": all.len(), "epochs": schedule.len(), "fit_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0});
+        Some((params, record))
     } else {
         None
     };
-    let mut fit_record = super::epoch_fit_record(tagging, &fits, averaged_score, "strict_iob2_f1");
-    let p = match (&refit, &averaged) {
-        (Some((refitted, record)), _) => {
-            // The dev score above measured the first fit(s); the head is the refit.
+    let mut fit_record = super::epoch_fit_record(tagging, &fitted, "strict_iob2_f1");
+    let p = match &refit {
+        Some((params, record)) => {
+            // The dev score above measured the first fit; the head is the second.
             fit_record["refit_with_dev"] = record.clone();
-            mean_params(refitted.iter().map(Vec::as_slice))
+            params
         }
-        (None, Some(averaged)) => averaged.clone(),
-        (None, None) => fits[0].params.clone(),
+        None => &fitted.params,
     };
-    let p = &p;
     let spec = HeadSpec {
         format: HEAD_FORMAT.into(),
         kind: HeadKind::Tagger,
@@ -246,40 +218,12 @@ pub fn train(context: &TrainContext, split: Split<TaggedSentence>) -> Result<()>
     f32_tensors.extend([("transitions", transitions.to_vec()), ("start", start.to_vec()), ("end", end.to_vec())]);
     let lexical = LexicalTable::prune(model.lexical(p), k, args.max_lexical_rows);
     save_head(context.staging, &spec, &f32_tensors, &BTreeMap::new(), &lexical)?;
-    match averaged_score {
-        None => logging::info(
-            "selected",
-            &format!("best epoch {}, dev strict IOB2 F1 {:.4}", fits[0].best_epoch, fits[0].best_score),
-            json!({"best_epoch": fits[0].best_epoch, "dev_score": fits[0].best_score, "score": "strict_iob2_f1"}),
-        ),
-        Some(score) => logging::info(
-            "selected",
-            &format!("{} fits averaged, dev strict IOB2 F1 {score:.4}", fits.len()),
-            json!({"fits": fits.len(), "dev_score": score, "score": "strict_iob2_f1"}),
-        ),
-    }
+    logging::info(
+        "selected",
+        &format!("best epoch {}, dev strict IOB2 F1 {:.4}", fitted.best_epoch, fitted.best_score),
+        json!({"best_epoch": fitted.best_epoch, "dev_score": fitted.best_score, "score": "strict_iob2_f1"}),
+    );
     Ok(())
-}
-
-/// The seed of fit `fit` (1 for the first) of several: the first keeps `--seed`, so that
-/// one fit gives the head it always gave.
-fn fit_seed(seed: u64, fit: usize) -> u64 {
-    seed.wrapping_add(fit as u64 - 1)
-}
-
-/// The element-wise mean of parameter vectors of the same layout.
-fn mean_params<'p>(all: impl Iterator<Item = &'p [f32]>) -> Vec<f32> {
-    let mut sum: Vec<f32> = Vec::new();
-    let mut n = 0usize;
-    for p in all {
-        if sum.is_empty() {
-            sum = vec![0.0; p.len()];
-        }
-        sum.iter_mut().zip(p).for_each(|(s, x)| *s += x);
-        n += 1;
-    }
-    sum.iter_mut().for_each(|s| *s /= n.max(1) as f32);
-    sum
 }
 
 /// The epoch loop's step over `(sentences, batches)`: Adam from a fresh state, dropout
