@@ -16,11 +16,12 @@ DOCCLASS=target/release/docclass
 SEED=${SEED:-42}
 timed() { local start=$SECONDS; "$@"; echo "train_default: $(( SECONDS - start )) s: $*" >&2; }
 
-# Layers, word features, epochs and rows chosen on the dev split
+# Layers, word features, epochs, rows and lexical dropout chosen on the dev split
 # (eval/legal-entities/features-2026-12/).
 timed "$DOCCLASS" train datasets/ler/ler_train_rebuilt.conll --dev datasets/ler/ler_dev.conll \
   --tag-map labels/ler-coarse.tsv --out models/legal-entities --force --seed "$SEED" \
-  --epochs 20 --patience 3 --word-features brackets --layers 5,6,7,8 --max-lexical-rows 600000
+  --epochs 20 --patience 3 --word-features brackets --layers 5,6,7,8 --max-lexical-rows 600000 \
+  --lexical-dropout 0.4
 # A classifier chooses its settings by 5-fold cross-validation on train + dev and is
 # fitted on both (see the README's train section).
 timed "$DOCCLASS" train datasets/ler_court_cls/train.tsv --dev datasets/ler_court_cls/dev.tsv \

@@ -516,8 +516,8 @@ pub struct TrainArgs {
     /// Taggers: share of the hashed word features dropped at random, each on its own,
     /// in every training step (the rest count 1 / (1 − RATE) times), so that the encoder
     /// features and the other word features learn to carry each decision too; 0 drops
-    /// none.
-    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    /// none. The default was chosen on LER's dev split (+0.25 points over none, two seeds).
+    #[arg(long, value_name = "RATE", default_value_t = 0.4)]
     pub lexical_dropout: f32,
 
     /// Taggers: training examples per gradient step.
