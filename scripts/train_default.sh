@@ -17,7 +17,7 @@ SEED=${SEED:-42}
 timed() { local start=$SECONDS; "$@"; echo "train_default: $(( SECONDS - start )) s: $*" >&2; }
 
 # Layers, word features, epochs, rows and lexical dropout chosen on the dev split
-# (eval/legal-entities/features-2026-12/).
+# (eval/legal-entities/features-2026-12/ and dropout-2026-12/).
 timed "$DOCCLASS" train datasets/ler/ler_train_rebuilt.conll --dev datasets/ler/ler_dev.conll \
   --tag-map labels/ler-coarse.tsv --out models/legal-entities --force --seed "$SEED" \
   --epochs 20 --patience 3 --word-features brackets --layers 5,6,7,8 --max-lexical-rows 600000 \

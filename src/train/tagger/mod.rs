@@ -4,7 +4,8 @@
 //! encoder features and a character CNN) or scores linear in its standardised encoder
 //! features. Trained with Adam on mini-batches of sentences (the negative
 //! log-likelihood, by forward-backward; candle's autograd carries its gradient through
-//! the context layer) and selected on the development set's strict IOB2 entity F1.
+//! the context layer), with a share of the hashed word features dropped in each step,
+//! and selected on the development set's strict IOB2 entity F1.
 
 mod context;
 mod model;
