@@ -41,15 +41,7 @@ impl<'a> Prepared<'a> {
             .iter()
             .map(|buckets| buckets.iter().copied().filter(|_| rng.next_f32() >= rate).collect())
             .collect();
-        Prepared {
-            features: self.features,
-            index: self.index,
-            words: self.words,
-            gold: self.gold,
-            lexical,
-            lexical_scale: self.lexical_scale / (1.0 - rate),
-            tags: self.tags.clone(),
-        }
+        Prepared { lexical, lexical_scale: self.lexical_scale / (1.0 - rate), tags: self.tags.clone(), ..*self }
     }
 }
 
